@@ -1,0 +1,163 @@
+//! Request and response bodies of the `/api/v1` HTTP API. Requests reject unknown fields so a
+//! typo or a newer client is told, not silently ignored.
+
+use crate::chain::SignedDoseEvent;
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use dosewitness_domain::{
+    AdherenceBand, DeviceId, DoseEventId, DoseWindow, Medication, Patient, PatientId, Regimen,
+    Site, SiteId, Study, StudyId,
+};
+use serde::{Deserialize, Serialize};
+
+/// `POST /api/v1/studies`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStudy {
+    pub code: String,
+    pub title: String,
+}
+
+/// `POST /api/v1/studies/{study_id}/sites`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSite {
+    pub name: String,
+}
+
+/// `POST /api/v1/sites/{site_id}/patients`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePatient {
+    pub subject_code: String,
+    pub display_name: String,
+}
+
+/// The medication part of [`CreateRegimen`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMedication {
+    pub name: String,
+    pub strength_mg: f64,
+    pub form: String,
+}
+
+/// `POST /api/v1/patients/{patient_id}/regimens`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRegimen {
+    pub medication: NewMedication,
+    pub units_per_dose: u32,
+    /// IANA zone name, e.g. `Europe/Berlin`.
+    pub time_zone: String,
+    pub dose_times: Vec<NaiveTime>,
+    pub window: DoseWindow,
+    pub start_date: NaiveDate,
+    pub end_date: Option<NaiveDate>,
+}
+
+/// A regimen with its medication, as devices and dashboards receive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegimenPlan {
+    pub regimen: Regimen,
+    pub medication: Medication,
+}
+
+/// `POST /api/v1/patients/{patient_id}/enrolment-codes` response: a one-time code the device
+/// uses to enrol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentCode {
+    pub code: String,
+    pub patient_id: PatientId,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/devices/enrol`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolDevice {
+    pub code: String,
+    /// Hex Ed25519 public key of the device's signing key.
+    pub public_key: String,
+    /// Free-text device label (model name), no PHI.
+    pub label: String,
+}
+
+/// Response to [`EnrolDevice`]: the device's identity, its bearer credential and the regimens
+/// it must follow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEnrolment {
+    pub device_id: DeviceId,
+    pub patient: Patient,
+    pub site: Site,
+    pub study: Study,
+    /// Bearer token for device endpoints. Secret: stored encrypted on the device.
+    pub device_token: String,
+    pub regimens: Vec<RegimenPlan>,
+    pub server_time: DateTime<Utc>,
+}
+
+/// `POST /api/v1/devices/{device_id}/dose-events`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoseEventBatch {
+    pub protocol_version: u32,
+    pub events: Vec<SignedDoseEvent>,
+}
+
+/// What the server did with one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// Newly stored.
+    Accepted,
+    /// Already stored earlier with identical content; nothing changed.
+    Duplicate,
+}
+
+/// Acknowledgement of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventAck {
+    pub event_id: DoseEventId,
+    pub sequence: u64,
+    pub status: AckStatus,
+}
+
+/// Response to [`DoseEventBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAck {
+    pub acks: Vec<EventAck>,
+    pub server_time: DateTime<Utc>,
+}
+
+/// `GET /api/v1/patients/{patient_id}/adherence?from=…&to=…`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdherenceReport {
+    pub patient_id: PatientId,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub scheduled: u32,
+    pub verified_on_time: u32,
+    pub awaiting_review: u32,
+    /// `verified_on_time / scheduled`; absent when nothing was scheduled.
+    pub ratio: Option<f64>,
+    pub band: Option<AdherenceBand>,
+    pub proportion_of_days_covered: Option<f64>,
+}
+
+/// Body of every 4xx/5xx response. Clients branch on `code`; `message` is for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+/// Response ids of created resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created<Id> {
+    pub id: Id,
+}
+
+/// Convenience aliases for created resources.
+pub type CreatedStudy = Created<StudyId>;
+pub type CreatedSite = Created<SiteId>;
+pub type CreatedPatient = Created<PatientId>;

@@ -1,0 +1,622 @@
+//! HTTP routes of `/api/v1`.
+
+use crate::AppState;
+use crate::db::{Database, DeviceRecord};
+use crate::error::ApiFailure;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use dosewitness_domain::{
+    DeviceId, Medication, MedicationId, Patient, PatientId, Redacted, Regimen, RegimenId, Site,
+    SiteId, Study, StudyId, dose_adherence, proportion_of_days_covered,
+};
+use dosewitness_protocol::chain::parse_public_key;
+use dosewitness_protocol::{
+    AckStatus, AdherenceReport, BatchAck, CreatePatient, CreateRegimen, CreateSite, CreateStudy,
+    Created, DeviceEnrolment, DoseEventBatch, EnrolDevice, EnrolmentCode, EventAck,
+    PROTOCOL_VERSION, RegimenPlan,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+/// How long an enrolment code stays valid.
+const ENROLMENT_CODE_LIFETIME: Duration = Duration::hours(72);
+/// Most events accepted in one batch.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// Longest accepted free-text field, in characters.
+const MAX_TEXT: usize = 200;
+
+/// The API router over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/studies", post(create_study))
+        .route("/api/v1/studies/{study_id}/sites", post(create_site))
+        .route("/api/v1/sites/{site_id}/patients", post(create_patient))
+        .route(
+            "/api/v1/patients/{patient_id}/regimens",
+            post(create_regimen),
+        )
+        .route(
+            "/api/v1/patients/{patient_id}/enrolment-codes",
+            post(create_enrolment_code),
+        )
+        .route("/api/v1/patients/{patient_id}/adherence", get(adherence))
+        .route("/api/v1/devices/enrol", post(enrol_device))
+        .route("/api/v1/devices/{device_id}/dose-events", post(ingest))
+        .route("/api/v1/devices/{device_id}/regimens", get(device_regimens))
+        .with_state(state)
+}
+
+/// `Json<T>` whose rejections are [`ApiFailure`]s with a JSON body.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiFailure::new(
+                rejection.status(),
+                "invalid_body",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiFailure> {
+    // Compare digests so the comparison time does not depend on the secret's prefix.
+    match bearer(headers) {
+        Some(token) if sha256_hex(token) == sha256_hex(state.admin_token.expose()) => Ok(()),
+        _ => Err(ApiFailure::unauthorized()),
+    }
+}
+
+async fn require_device(
+    state: &AppState,
+    headers: &HeaderMap,
+    device_id: DeviceId,
+) -> Result<DeviceRecord, ApiFailure> {
+    let token = bearer(headers).ok_or_else(ApiFailure::unauthorized)?;
+    let device = state.database.device_by_token(&sha256_hex(token)).await?;
+    match device {
+        Some(device) if device.id == device_id && !device.revoked => Ok(device),
+        Some(device) if device.revoked => Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "device_revoked",
+            "this device was revoked",
+        )),
+        _ => Err(ApiFailure::unauthorized()),
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(text: &str, what: &'static str) -> Result<T, ApiFailure> {
+    text.parse()
+        .map_err(|_| ApiFailure::bad_request("invalid_id", format!("{what} is not a valid id")))
+}
+
+fn check_text(value: &str, field: &'static str) -> Result<(), ApiFailure> {
+    let length = value.chars().count();
+    if length == 0 || length > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(ApiFailure::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{field} must be 1 to {MAX_TEXT} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn create_study(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateStudy>,
+) -> Result<(StatusCode, Json<Created<StudyId>>), ApiFailure> {
+    require_admin(&state, &headers)?;
+    check_text(&body.code, "code")?;
+    check_text(&body.title, "title")?;
+    let now = state.clock.now();
+    let study = Study {
+        id: StudyId::generate(now),
+        code: body.code,
+        title: body.title,
+    };
+    if !state.database.insert_study(&study, now).await? {
+        return Err(ApiFailure::new(
+            StatusCode::CONFLICT,
+            "duplicate",
+            "a study with this code exists",
+        ));
+    }
+    state
+        .database
+        .audit(now, "admin", "create_study", &study.id.to_string())
+        .await?;
+    Ok((StatusCode::CREATED, Json(Created { id: study.id })))
+}
+
+async fn create_site(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(study_id): Path<String>,
+    ApiJson(body): ApiJson<CreateSite>,
+) -> Result<(StatusCode, Json<Created<SiteId>>), ApiFailure> {
+    require_admin(&state, &headers)?;
+    let study_id: StudyId = parse_id(&study_id, "study id")?;
+    check_text(&body.name, "name")?;
+    state
+        .database
+        .study(study_id)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("study"))?;
+    let now = state.clock.now();
+    let site = Site {
+        id: SiteId::generate(now),
+        study_id,
+        name: body.name,
+    };
+    state.database.insert_site(&site, now).await?;
+    state
+        .database
+        .audit(now, "admin", "create_site", &site.id.to_string())
+        .await?;
+    Ok((StatusCode::CREATED, Json(Created { id: site.id })))
+}
+
+async fn create_patient(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+    ApiJson(body): ApiJson<CreatePatient>,
+) -> Result<(StatusCode, Json<Created<PatientId>>), ApiFailure> {
+    require_admin(&state, &headers)?;
+    let site_id: SiteId = parse_id(&site_id, "site id")?;
+    check_text(&body.subject_code, "subject_code")?;
+    check_text(&body.display_name, "display_name")?;
+    state
+        .database
+        .site(site_id)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("site"))?;
+    let now = state.clock.now();
+    let patient = Patient {
+        id: PatientId::generate(now),
+        site_id,
+        subject_code: body.subject_code,
+        display_name: Redacted::new(body.display_name),
+    };
+    if !state.database.insert_patient(&patient, now).await? {
+        return Err(ApiFailure::new(
+            StatusCode::CONFLICT,
+            "duplicate",
+            "this subject code is already enrolled at the site",
+        ));
+    }
+    state
+        .database
+        .audit(now, "admin", "create_patient", &patient.id.to_string())
+        .await?;
+    Ok((StatusCode::CREATED, Json(Created { id: patient.id })))
+}
+
+async fn create_regimen(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(patient_id): Path<String>,
+    ApiJson(body): ApiJson<CreateRegimen>,
+) -> Result<(StatusCode, Json<RegimenPlan>), ApiFailure> {
+    require_admin(&state, &headers)?;
+    let patient_id: PatientId = parse_id(&patient_id, "patient id")?;
+    state
+        .database
+        .patient(patient_id)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("patient"))?;
+    check_text(&body.medication.name, "medication.name")?;
+    check_text(&body.medication.form, "medication.form")?;
+    let unprocessable = |message: String| {
+        ApiFailure::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_regimen", message)
+    };
+    if !(body.medication.strength_mg.is_finite() && body.medication.strength_mg > 0.0) {
+        return Err(unprocessable(
+            "medication.strength_mg must be a positive number".into(),
+        ));
+    }
+    if body.units_per_dose == 0 {
+        return Err(unprocessable("units_per_dose must be at least 1".into()));
+    }
+    let time_zone = body.time_zone.parse().map_err(|_| {
+        unprocessable(format!(
+            "time_zone {:?} is not an IANA time zone",
+            body.time_zone
+        ))
+    })?;
+    let now = state.clock.now();
+    let medication = Medication {
+        id: MedicationId::generate(now),
+        name: body.medication.name,
+        strength_mg: body.medication.strength_mg,
+        form: body.medication.form,
+    };
+    let regimen = Regimen {
+        id: RegimenId::generate(now),
+        patient_id,
+        medication_id: medication.id,
+        units_per_dose: body.units_per_dose,
+        time_zone,
+        dose_times: body.dose_times,
+        window: body.window,
+        start_date: body.start_date,
+        end_date: body.end_date,
+    };
+    regimen
+        .validate()
+        .map_err(|error| unprocessable(error.to_string()))?;
+    let plan = RegimenPlan {
+        regimen,
+        medication,
+    };
+    state.database.insert_regimen(&plan, now).await?;
+    state
+        .database
+        .audit(now, "admin", "create_regimen", &plan.regimen.id.to_string())
+        .await?;
+    Ok((StatusCode::CREATED, Json(plan)))
+}
+
+async fn create_enrolment_code(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(patient_id): Path<String>,
+) -> Result<(StatusCode, Json<EnrolmentCode>), ApiFailure> {
+    require_admin(&state, &headers)?;
+    let patient_id: PatientId = parse_id(&patient_id, "patient id")?;
+    state
+        .database
+        .patient(patient_id)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("patient"))?;
+    let now = state.clock.now();
+    let code = crate::random_token()?;
+    let expires_at = now + ENROLMENT_CODE_LIFETIME;
+    state
+        .database
+        .insert_enrolment_code(&sha256_hex(&code), patient_id, expires_at)
+        .await?;
+    state
+        .database
+        .audit(
+            now,
+            "admin",
+            "create_enrolment_code",
+            &patient_id.to_string(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrolmentCode {
+            code,
+            patient_id,
+            expires_at,
+        }),
+    ))
+}
+
+async fn enrol_device(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EnrolDevice>,
+) -> Result<(StatusCode, Json<DeviceEnrolment>), ApiFailure> {
+    check_text(&body.label, "label")?;
+    parse_public_key(&body.public_key).map_err(|_| {
+        ApiFailure::bad_request("invalid_public_key", "public_key must be a hex Ed25519 key")
+    })?;
+    let now = state.clock.now();
+    let device_token = crate::random_token()?;
+    let device = DeviceRecord {
+        id: DeviceId::generate(now),
+        patient_id: PatientId::generate(now), // replaced by the code's patient in the transaction
+        public_key: body.public_key,
+        revoked: false,
+    };
+    let patient_id = state
+        .database
+        .enrol_device(
+            &sha256_hex(&body.code),
+            &device,
+            &sha256_hex(&device_token),
+            &body.label,
+            now,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                "invalid_enrolment_code",
+                "the enrolment code is unknown, used or expired",
+            )
+        })?;
+    let patient = state
+        .database
+        .patient(patient_id)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("patient"))?;
+    let site = state
+        .database
+        .site(patient.site_id)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("site"))?;
+    let study = state
+        .database
+        .study(site.study_id)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("study"))?;
+    let regimens = state.database.regimens_of(patient_id).await?;
+    state
+        .database
+        .audit(
+            now,
+            &format!("device:{}", device.id),
+            "enrol_device",
+            &patient_id.to_string(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(DeviceEnrolment {
+            device_id: device.id,
+            patient,
+            site,
+            study,
+            device_token,
+            regimens,
+            server_time: now,
+        }),
+    ))
+}
+
+async fn device_regimens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(device_id): Path<String>,
+) -> Result<Json<Vec<RegimenPlan>>, ApiFailure> {
+    let device_id: DeviceId = parse_id(&device_id, "device id")?;
+    let device = require_device(&state, &headers, device_id).await?;
+    Ok(Json(state.database.regimens_of(device.patient_id).await?))
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(device_id): Path<String>,
+    ApiJson(batch): ApiJson<DoseEventBatch>,
+) -> Result<Json<BatchAck>, ApiFailure> {
+    let device_id: DeviceId = parse_id(&device_id, "device id")?;
+    let device = require_device(&state, &headers, device_id).await?;
+    if batch.protocol_version != PROTOCOL_VERSION {
+        return Err(ApiFailure::bad_request(
+            "unsupported_protocol_version",
+            format!(
+                "protocol_version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                batch.protocol_version
+            ),
+        ));
+    }
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("at most {MAX_BATCH_EVENTS} events per batch"),
+        ));
+    }
+    let key = parse_public_key(&device.public_key)
+        .map_err(|_| ApiFailure::from(crate::ServerError::Decode("device key".into())))?;
+    let now = state.clock.now();
+    let mut transaction = state.database.begin().await?;
+    let acks = match store_batch(&mut transaction, &device, &key, &batch, now).await? {
+        Ok(acks) => acks,
+        Err(rejection) => {
+            // All-or-nothing: roll the whole batch back, then record the anomaly on its own.
+            drop(transaction);
+            state
+                .database
+                .record_anomaly(
+                    device.id,
+                    Some(rejection.sequence),
+                    rejection.kind,
+                    &rejection.detail,
+                    now,
+                )
+                .await?;
+            tracing::warn!(device = %device.id, sequence = rejection.sequence, kind = rejection.kind, "dose event batch rejected");
+            return Err(ApiFailure::new(
+                rejection.status,
+                rejection.kind,
+                rejection.detail,
+            ));
+        }
+    };
+    transaction.commit().await.map_err(ApiFailure::from)?;
+    let accepted = acks
+        .iter()
+        .filter(|ack| ack.status == AckStatus::Accepted)
+        .count();
+    tracing::info!(device = %device.id, events = batch.events.len(), accepted, "dose events ingested");
+    state
+        .database
+        .audit(
+            now,
+            &format!("device:{}", device.id),
+            "ingest_dose_events",
+            &device.patient_id.to_string(),
+        )
+        .await?;
+    Ok(Json(BatchAck {
+        acks,
+        server_time: now,
+    }))
+}
+
+/// Why a batch was refused: the first offending event.
+struct Rejection {
+    sequence: u64,
+    kind: &'static str,
+    status: StatusCode,
+    detail: String,
+}
+
+/// Checks and stores every event of `batch` inside `transaction`; the outer `Result` is a
+/// database failure, the inner one a rejected batch.
+async fn store_batch(
+    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    device: &DeviceRecord,
+    key: &ed25519_dalek::VerifyingKey,
+    batch: &DoseEventBatch,
+    now: DateTime<Utc>,
+) -> Result<Result<Vec<EventAck>, Rejection>, crate::ServerError> {
+    let mut head = Database::chain_head(transaction, device.id).await?;
+    let mut acks = Vec::with_capacity(batch.events.len());
+    for signed in &batch.events {
+        let sequence = signed.sequence();
+        let event = &signed.record.event;
+        let reject = |kind: &'static str, status: StatusCode, detail: String| {
+            Ok(Err(Rejection {
+                sequence,
+                kind,
+                status,
+                detail,
+            }))
+        };
+        if let Err(error) = signed.verify(key) {
+            return reject(
+                "bad_signature",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                error.to_string(),
+            );
+        }
+        if event.device_id != device.id || event.patient_id != device.patient_id {
+            return reject(
+                "wrong_device",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("event {sequence} names another device or patient"),
+            );
+        }
+        let head_sequence = head.as_ref().map_or(0, |(sequence, _)| *sequence);
+        if sequence <= head_sequence {
+            match Database::stored_hash(transaction, device.id, sequence).await? {
+                Some(hash) if hash == signed.hash => {
+                    acks.push(EventAck {
+                        event_id: event.id,
+                        sequence,
+                        status: AckStatus::Duplicate,
+                    });
+                    continue;
+                }
+                _ => {
+                    return reject(
+                        "chain_fork",
+                        StatusCode::CONFLICT,
+                        format!("event {sequence} differs from the stored event {sequence}"),
+                    );
+                }
+            }
+        }
+        if let Err(error) = signed.verify_link(
+            head.as_ref()
+                .map(|(sequence, hash)| (*sequence, hash.as_str())),
+        ) {
+            return reject("chain_gap", StatusCode::CONFLICT, error.to_string());
+        }
+        Database::insert_dose_event(transaction, device.id, signed, now).await?;
+        acks.push(EventAck {
+            event_id: event.id,
+            sequence,
+            status: AckStatus::Accepted,
+        });
+        head = Some((sequence, signed.hash.clone()));
+    }
+    Ok(Ok(acks))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Period {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+async fn adherence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(patient_id): Path<String>,
+    period: Result<Query<Period>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AdherenceReport>, ApiFailure> {
+    require_admin(&state, &headers)?;
+    let patient_id: PatientId = parse_id(&patient_id, "patient id")?;
+    let Query(Period { from, to }) = period.map_err(|rejection| {
+        ApiFailure::bad_request(
+            "invalid_query",
+            format!(
+                "{}; expected ?from=RFC3339&to=RFC3339",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    if to <= from {
+        return Err(ApiFailure::bad_request(
+            "invalid_query",
+            "`to` must be after `from`",
+        ));
+    }
+    state
+        .database
+        .patient(patient_id)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("patient"))?;
+    let schedule: Vec<_> = state
+        .database
+        .regimens_of(patient_id)
+        .await?
+        .iter()
+        .flat_map(|plan| plan.regimen.scheduled_doses(from, to))
+        .collect();
+    let events = state.database.dose_events_of(patient_id, from, to).await?;
+    let summary = dose_adherence(&schedule, &events);
+    state
+        .database
+        .audit(
+            state.clock.now(),
+            "admin",
+            "read_adherence",
+            &patient_id.to_string(),
+        )
+        .await?;
+    Ok(Json(AdherenceReport {
+        patient_id,
+        from,
+        to,
+        scheduled: summary.scheduled,
+        verified_on_time: summary.verified_on_time,
+        awaiting_review: summary.awaiting_review,
+        ratio: summary.ratio(),
+        band: summary.band(),
+        proportion_of_days_covered: proportion_of_days_covered(&schedule, &events),
+    }))
+}

@@ -1,0 +1,48 @@
+use std::path::PathBuf;
+
+/// Errors of the device store. They name files and sequence numbers, never PHI.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a device store already exists at {path}; open it instead of creating a new one")]
+    AlreadyExists { path: PathBuf },
+    #[error("no device store at {path}")]
+    NotFound { path: PathBuf },
+    #[error(
+        "the device store {path} could not be decrypted: the key is wrong or the file is \
+         damaged; the file was left untouched"
+    )]
+    WrongKeyOrCorrupt { path: PathBuf },
+    #[error(
+        "the device store {path} is corrupt ({detail}); it was moved aside to {quarantined_to} \
+         and kept for recovery"
+    )]
+    Corrupt {
+        path: PathBuf,
+        quarantined_to: PathBuf,
+        detail: String,
+    },
+    #[error(
+        "the device store {path} has schema version {found}, newer than this build supports ({supported}); update DoseWitness"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("this device is not enrolled yet")]
+    NotEnrolled,
+    #[error("the key file {path} is invalid: {reason}")]
+    BadKeyFile { path: PathBuf, reason: String },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("device store query failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record {what} could not be decoded: {reason}")]
+    Decode { what: &'static str, reason: String },
+    #[error("the dose event chain does not verify: {0}")]
+    Chain(#[from] dosewitness_protocol::ChainError),
+}

@@ -1,0 +1,424 @@
+//! The device store itself.
+
+use crate::error::StoreError;
+use crate::key::StoreKey;
+use crate::schema::{self, SCHEMA_VERSION};
+use chrono::{DateTime, SecondsFormat, Utc};
+use dosewitness_domain::{DeviceId, DoseEvent};
+use dosewitness_protocol::chain::verify_chain;
+use dosewitness_protocol::{ChainRecord, GENESIS_HASH, RegimenPlan, SignedDoseEvent};
+use ed25519_dalek::SigningKey;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
+
+/// An open, decrypted device store.
+#[derive(Debug)]
+pub struct DeviceStore {
+    connection: Connection,
+    path: PathBuf,
+}
+
+/// The device's identity and, once enrolled, its server credential.
+#[derive(Debug, Clone)]
+pub struct DeviceIdentity {
+    pub device_id: DeviceId,
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+    pub server_url: Option<String>,
+    pub enrolled: bool,
+}
+
+/// A summary for `store info` and the demo (counts and ids only, no PHI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInfo {
+    pub path: PathBuf,
+    pub schema_version: i64,
+    pub device_id: Option<DeviceId>,
+    pub dose_events: u64,
+    pub pending_sync: u64,
+    pub last_hash: Option<String>,
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|error| StoreError::Decode {
+        what,
+        reason: error.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|error| StoreError::Decode {
+        what,
+        reason: error.to_string(),
+    })
+}
+
+impl DeviceStore {
+    /// Creates a new encrypted store at `path` with a fresh device identity. Refuses to touch an
+    /// existing file.
+    pub fn create(path: &Path, key: &StoreKey, at: DateTime<Utc>) -> Result<Self, StoreError> {
+        if path.exists() {
+            return Err(StoreError::AlreadyExists {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags)?;
+        let mut store = Self {
+            connection,
+            path: path.to_path_buf(),
+        };
+        store.configure(key)?;
+        schema::migrate(&mut store.connection, path)?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|error| StoreError::Io {
+            action: "drawing random bytes for the device key in",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(error.to_string()),
+        })?;
+        let device_id = DeviceId::generate(at);
+        store.connection.execute(
+            "INSERT INTO device_identity (singleton, device_id, signing_key, created_at) VALUES (1, ?1, ?2, ?3)",
+            params![device_id.to_string(), seed.as_slice(), timestamp(at)],
+        )?;
+        store.audit(at, "store_created", &format!("device {device_id}"))?;
+        Ok(store)
+    }
+
+    /// Opens an existing store. A wrong key leaves the file untouched; a file whose integrity
+    /// check fails is quarantined (renamed aside) and reported.
+    pub fn open(path: &Path, key: &StoreKey) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags)?;
+        let mut store = Self {
+            connection,
+            path: path.to_path_buf(),
+        };
+        store.configure(key)?;
+        let integrity: String = store
+            .connection
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .unwrap_or_else(|error| error.to_string());
+        if integrity != "ok" {
+            drop(store);
+            return Err(quarantine(path, integrity));
+        }
+        schema::migrate(&mut store.connection, path)?;
+        Ok(store)
+    }
+
+    /// Sets the key, proves it decrypts page 1, and applies the connection settings.
+    fn configure(&mut self, key: &StoreKey) -> Result<(), StoreError> {
+        self.connection.execute_batch(&key.pragma())?;
+        // SQLCipher only notices a wrong key on first read; probe before anything else so the
+        // error is "wrong key", not a misleading one from a later statement.
+        let probe: Result<i64, _> =
+            self.connection
+                .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0));
+        if probe.is_err() {
+            return Err(StoreError::WrongKeyOrCorrupt {
+                path: self.path.clone(),
+            });
+        }
+        self.connection.execute_batch(
+            "PRAGMA cipher_memory_security = ON;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA foreign_keys = ON;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;",
+        )?;
+        Ok(())
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn signing_key(&self) -> Result<SigningKey, StoreError> {
+        let seed: Vec<u8> =
+            self.connection
+                .query_row("SELECT signing_key FROM device_identity", [], |row| {
+                    row.get(0)
+                })?;
+        let seed: [u8; 32] = seed.try_into().map_err(|_| StoreError::Decode {
+            what: "device signing key",
+            reason: "expected 32 bytes".to_string(),
+        })?;
+        Ok(SigningKey::from_bytes(&seed))
+    }
+
+    /// The device's identity.
+    pub fn identity(&self) -> Result<DeviceIdentity, StoreError> {
+        let (device_id, server_url, token): (String, Option<String>, Option<String>) =
+            self.connection.query_row(
+                "SELECT device_id, server_url, device_token FROM device_identity",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
+        Ok(DeviceIdentity {
+            device_id: device_id.parse().map_err(|_| StoreError::Decode {
+                what: "device id",
+                reason: "not a UUID".to_string(),
+            })?,
+            public_key: hex::encode(self.signing_key()?.verifying_key().to_bytes()),
+            server_url,
+            enrolled: token.is_some(),
+        })
+    }
+
+    /// Records a completed enrolment: the server's id for this device replaces the local one,
+    /// with the credential and the regimens, in one transaction.
+    pub fn save_enrolment(
+        &mut self,
+        device_id: DeviceId,
+        server_url: &str,
+        device_token: &str,
+        regimens: &[RegimenPlan],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transaction.execute(
+            "UPDATE device_identity SET device_id = ?1, server_url = ?2, device_token = ?3",
+            params![device_id.to_string(), server_url, device_token],
+        )?;
+        for plan in regimens {
+            transaction.execute(
+                "INSERT INTO regimens (regimen_id, plan_json, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (regimen_id) DO UPDATE SET plan_json = excluded.plan_json, updated_at = excluded.updated_at",
+                params![plan.regimen.id.to_string(), encode("regimen", plan)?, timestamp(at)],
+            )?;
+        }
+        transaction.execute(
+            "INSERT INTO audit_log (at, action, detail) VALUES (?1, 'enrolled', ?2)",
+            params![
+                timestamp(at),
+                format!("device {device_id}, {} regimens", regimens.len())
+            ],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// The server URL and bearer token, once enrolled.
+    pub fn server_credential(&self) -> Result<(String, String), StoreError> {
+        let (url, token): (Option<String>, Option<String>) = self.connection.query_row(
+            "SELECT server_url, device_token FROM device_identity",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        url.zip(token).ok_or(StoreError::NotEnrolled)
+    }
+
+    /// The regimens this device follows.
+    pub fn regimens(&self) -> Result<Vec<RegimenPlan>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT plan_json FROM regimens ORDER BY regimen_id")?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        rows.map(|json| decode("regimen", &json?)).collect()
+    }
+
+    /// Chains, signs and stores `event`, and enqueues it for sync, in one durable transaction.
+    /// Returns the signed event.
+    pub fn append_dose_event(
+        &mut self,
+        event: DoseEvent,
+        at: DateTime<Utc>,
+    ) -> Result<SignedDoseEvent, StoreError> {
+        let key = self.signing_key()?;
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: Option<(i64, String)> = transaction
+            .query_row(
+                "SELECT sequence, hash FROM dose_events ORDER BY sequence DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let (sequence, previous_hash) = match last {
+            Some((sequence, hash)) => (sequence_from_sql(sequence)? + 1, hash),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let signed = ChainRecord {
+            format: ChainRecord::FORMAT,
+            sequence,
+            previous_hash,
+            event,
+        }
+        .sign(&key);
+        transaction.execute(
+            "INSERT INTO dose_events (sequence, event_id, record_json, hash, signature, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                sequence_to_sql(sequence),
+                signed.record.event.id.to_string(),
+                encode("dose event", &signed.record)?,
+                signed.hash,
+                signed.signature,
+                timestamp(signed.record.event.recorded_at),
+            ],
+        )?;
+        transaction.execute(
+            "INSERT INTO outbox (sequence, enqueued_at) VALUES (?1, ?2)",
+            params![sequence_to_sql(sequence), timestamp(at)],
+        )?;
+        transaction.execute(
+            "INSERT INTO audit_log (at, action, detail) VALUES (?1, 'dose_event_recorded', ?2)",
+            params![
+                timestamp(at),
+                format!("sequence {sequence}, event {}", signed.record.event.id)
+            ],
+        )?;
+        transaction.commit()?;
+        Ok(signed)
+    }
+
+    fn load_events(&self, sql: &str, limit: i64) -> Result<Vec<SignedDoseEvent>, StoreError> {
+        let mut statement = self.connection.prepare(sql)?;
+        let rows = statement.query_map([limit], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (record_json, hash, signature) = row?;
+            Ok(SignedDoseEvent {
+                record: decode("dose event", &record_json)?,
+                hash,
+                signature,
+            })
+        })
+        .collect()
+    }
+
+    /// Up to `limit` events not yet acknowledged by the server, oldest first.
+    pub fn pending_events(&self, limit: usize) -> Result<Vec<SignedDoseEvent>, StoreError> {
+        self.load_events(
+            "SELECT e.record_json, e.hash, e.signature FROM outbox o JOIN dose_events e USING (sequence)
+             WHERE o.acknowledged_at IS NULL ORDER BY o.sequence LIMIT ?1",
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        )
+    }
+
+    /// Marks events acknowledged by the server. Idempotent.
+    pub fn acknowledge(&mut self, sequences: &[u64], at: DateTime<Utc>) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut statement = transaction.prepare(
+                "UPDATE outbox SET acknowledged_at = ?2 WHERE sequence = ?1 AND acknowledged_at IS NULL",
+            )?;
+            for sequence in sequences {
+                statement.execute(params![sequence_to_sql(*sequence), timestamp(at)])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Every event, in chain order.
+    pub fn all_events(&self) -> Result<Vec<SignedDoseEvent>, StoreError> {
+        self.load_events(
+            "SELECT record_json, hash, signature FROM dose_events ORDER BY sequence LIMIT ?1",
+            i64::MAX,
+        )
+    }
+
+    /// Verifies every hash, signature and link of the chain; returns the number of events.
+    pub fn verify(&self) -> Result<usize, StoreError> {
+        let events = self.all_events()?;
+        verify_chain(&events, &self.signing_key()?.verifying_key())?;
+        Ok(events.len())
+    }
+
+    /// Counts for display.
+    pub fn info(&self) -> Result<StoreInfo, StoreError> {
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            let value = self
+                .connection
+                .query_row(sql, [], |row| row.get::<_, i64>(0))?;
+            sequence_from_sql(value)
+        };
+        Ok(StoreInfo {
+            path: self.path.clone(),
+            schema_version: SCHEMA_VERSION,
+            device_id: self.identity().ok().map(|identity| identity.device_id),
+            dose_events: count("SELECT count(*) FROM dose_events")?,
+            pending_sync: count("SELECT count(*) FROM outbox WHERE acknowledged_at IS NULL")?,
+            last_hash: self
+                .connection
+                .query_row(
+                    "SELECT hash FROM dose_events ORDER BY sequence DESC LIMIT 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?,
+        })
+    }
+
+    fn audit(&self, at: DateTime<Utc>, action: &str, detail: &str) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT INTO audit_log (at, action, detail) VALUES (?1, ?2, ?3)",
+            params![timestamp(at), action, detail],
+        )?;
+        Ok(())
+    }
+}
+
+/// SQLite integers are signed; sequences and counts never exceed `i64::MAX`.
+fn sequence_to_sql(sequence: u64) -> i64 {
+    i64::try_from(sequence).unwrap_or(i64::MAX)
+}
+
+fn sequence_from_sql(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Decode {
+        what: "sequence",
+        reason: format!("negative value {value}"),
+    })
+}
+
+/// Renames a corrupt store (and its WAL and shared-memory files) aside; never deletes.
+fn quarantine(path: &Path, detail: String) -> StoreError {
+    let suffix = Utc::now().format("%Y%m%dT%H%M%SZ");
+    let quarantined_to = path.with_extension(format!("corrupt-{suffix}"));
+    let rename = |from: &Path, to: &Path| std::fs::rename(from, to);
+    if let Err(source) = rename(path, &quarantined_to) {
+        return StoreError::Io {
+            action: "quarantining the corrupt store",
+            path: path.to_path_buf(),
+            source,
+        };
+    }
+    for companion in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{companion}", path.display()));
+        if from.exists() {
+            let _ = rename(
+                &from,
+                &PathBuf::from(format!("{}{companion}", quarantined_to.display())),
+            );
+        }
+    }
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        quarantined_to,
+        detail,
+    }
+}

@@ -1,0 +1,199 @@
+//! The device store against real SQLCipher files in temp dirs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use dosewitness_domain::{
+    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, MedicationId, PatientId, RegimenId,
+};
+use dosewitness_store::{DeviceStore, KeyFile, StoreError, StoreKey};
+use std::path::Path;
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).unwrap() + Duration::minutes(minutes)
+}
+
+fn dose(minutes: i64) -> DoseEvent {
+    DoseEvent {
+        id: DoseEventId::generate(at(minutes)),
+        device_id: DeviceId::generate(at(0)),
+        patient_id: PatientId::generate(at(0)),
+        regimen_id: RegimenId::generate(at(0)),
+        medication_id: MedicationId::generate(at(0)),
+        scheduled_at: at(0),
+        recorded_at: at(minutes),
+        outcome: DoseOutcome::Verified,
+        reasons: vec![],
+        scores: CheckScores {
+            face_detection: Some(0.93),
+            ..CheckScores::default()
+        },
+    }
+}
+
+fn store_with_events(path: &Path, key: &StoreKey, count: i64) -> DeviceStore {
+    let mut store = DeviceStore::create(path, key, at(0)).unwrap();
+    for minute in 0..count {
+        store.append_dose_event(dose(minute), at(minute)).unwrap();
+    }
+    store
+}
+
+#[test]
+fn events_are_chained_signed_enqueued_and_survive_reopening() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key = StoreKey::generate().unwrap();
+    let store = store_with_events(&path, &key, 5);
+    assert_eq!(store.verify().unwrap(), 5);
+    drop(store);
+
+    let mut store = DeviceStore::open(&path, &key).unwrap();
+    let info = store.info().unwrap();
+    assert_eq!((info.dose_events, info.pending_sync), (5, 5));
+    let pending = store.pending_events(3).unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|event| event.sequence())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    store.acknowledge(&[1, 2], at(10)).unwrap();
+    store.acknowledge(&[2], at(11)).unwrap();
+    assert_eq!(store.info().unwrap().pending_sync, 3);
+    assert_eq!(store.pending_events(10).unwrap()[0].sequence(), 3);
+    // The chain continues across reopening.
+    let sixth = store.append_dose_event(dose(6), at(6)).unwrap();
+    assert_eq!(sixth.sequence(), 6);
+    assert_eq!(store.verify().unwrap(), 6);
+}
+
+#[test]
+fn a_wrong_key_is_reported_and_the_file_is_untouched() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    drop(store_with_events(&path, &StoreKey::generate().unwrap(), 2));
+    let before = std::fs::read(&path).unwrap();
+    let error = DeviceStore::open(&path, &StoreKey::generate().unwrap()).unwrap_err();
+    assert!(
+        matches!(error, StoreError::WrongKeyOrCorrupt { .. }),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn creating_over_an_existing_file_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    std::fs::write(&path, b"something precious").unwrap();
+    let error = DeviceStore::create(&path, &StoreKey::generate().unwrap(), at(0)).unwrap_err();
+    assert!(matches!(error, StoreError::AlreadyExists { .. }), "{error}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"something precious");
+}
+
+#[test]
+fn nothing_readable_reaches_the_disk() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key = StoreKey::generate().unwrap();
+    let mut store = store_with_events(&path, &key, 3);
+    let mut event = dose(9);
+    event.reasons = vec![dosewitness_domain::Reason::IngestionNotSeen];
+    store.append_dose_event(event, at(9)).unwrap();
+    // Keep the connection open so the WAL still holds recent pages.
+    let needles: [&[u8]; 4] = [
+        b"CREATE TABLE",
+        b"dose_events",
+        b"ingestion_not_seen",
+        b"verified",
+    ];
+    let mut files = 0;
+    for entry in std::fs::read_dir(directory.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        files += 1;
+        for needle in needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|window| window == needle),
+                "found {:?} in plaintext",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    assert!(
+        files >= 2,
+        "expected the database and its WAL, found {files} files"
+    );
+    drop(store);
+}
+
+#[test]
+fn tampering_with_a_stored_event_is_detected() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key_file = KeyFile::new(directory.path().join("store.key"));
+    let key = key_file.create().unwrap();
+    assert_eq!(format!("{key:?}"), "StoreKey(<redacted>)");
+    drop(store_with_events(&path, &key, 3));
+    {
+        // An attacker holding the key edits an outcome directly in the database.
+        let key_hex = std::fs::read_to_string(key_file.path()).unwrap();
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(&format!(
+                "PRAGMA key = \"x'{key_hex}'\"; UPDATE dose_events SET record_json = replace(record_json, 'verified', 'missed') WHERE sequence = 2;"
+            ))
+            .unwrap();
+    }
+    let store = DeviceStore::open(&path, &key).unwrap();
+    let error = store.verify().unwrap_err();
+    assert!(error.to_string().contains("event 2"), "{error}");
+}
+
+#[test]
+fn a_corrupt_store_is_quarantined_not_deleted() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key = StoreKey::generate().unwrap();
+    drop(store_with_events(&path, &key, 40));
+    // Flip bytes in a page after the first one: page 1 still decrypts, a later page fails HMAC.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 8192, "store should span several pages");
+    for byte in &mut bytes[4096 + 100..4096 + 200] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let error = DeviceStore::open(&path, &key).unwrap_err();
+    let StoreError::Corrupt { quarantined_to, .. } = &error else {
+        panic!("expected Corrupt, got {error}");
+    };
+    assert!(!path.exists(), "the corrupt file must be moved aside");
+    assert_eq!(
+        std::fs::read(quarantined_to).unwrap(),
+        bytes,
+        "quarantined bytes are kept intact"
+    );
+    // And a new store is not silently created in its place by open().
+    assert!(matches!(
+        DeviceStore::open(&path, &key),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn key_files_are_owner_only_and_never_overwritten() {
+    let directory = tempfile::tempdir().unwrap();
+    let file = KeyFile::new(directory.path().join("store.key"));
+    let key = file.create().unwrap();
+    assert_eq!(file.load().unwrap(), key);
+    assert!(file.create().is_err());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    std::fs::write(file.path(), "not hex").unwrap();
+    assert!(matches!(file.load(), Err(StoreError::BadKeyFile { .. })));
+}

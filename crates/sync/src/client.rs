@@ -1,0 +1,233 @@
+//! Typed HTTP clients over reqwest.
+
+use dosewitness_domain::{DeviceId, PatientId, SiteId, StudyId};
+use dosewitness_protocol::{
+    AdherenceReport, ApiError, BatchAck, CreatePatient, CreateRegimen, CreateSite, CreateStudy,
+    Created, DeviceEnrolment, DoseEventBatch, EnrolDevice, EnrolmentCode, RegimenPlan,
+};
+use dosewitness_store::StoreError;
+use reqwest::{Client, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Errors talking to the clinic backend, in words a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("the clinic server at {url} could not be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the clinic server answered {status} ({code}): {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the clinic server's answer could not be understood: {0}")]
+    Protocol(String),
+    #[error("the HTTP client could not be built: {0}")]
+    Client(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn build_client(timeout: Duration) -> Result<Client, SyncError> {
+    Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("dosewitness/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| SyncError::Client(error.to_string()))
+}
+
+async fn send<T: DeserializeOwned>(url: &str, request: RequestBuilder) -> Result<T, SyncError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| SyncError::Unreachable {
+            url: url.to_string(),
+            reason: error.without_url().to_string(),
+        })?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| SyncError::Unreachable {
+            url: url.to_string(),
+            reason: format!(
+                "the connection dropped while reading the answer: {}",
+                error.without_url()
+            ),
+        })?;
+    if !status.is_success() {
+        let body: Option<ApiError> = serde_json::from_slice(&bytes).ok();
+        return Err(SyncError::Rejected {
+            status: status.as_u16(),
+            code: body
+                .as_ref()
+                .map_or_else(|| status_code_word(status), |body| body.code.clone()),
+            message: body.map_or_else(|| "no details".to_string(), |body| body.message),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|error| SyncError::Protocol(error.to_string()))
+}
+
+fn status_code_word(status: StatusCode) -> String {
+    status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_lowercase()
+        .replace(' ', "_")
+}
+
+/// The API of one enrolled (or enrolling) device.
+#[derive(Debug, Clone)]
+pub struct DeviceClient {
+    http: Client,
+    base_url: String,
+    token: Option<String>,
+}
+
+impl DeviceClient {
+    /// A client for the server at `base_url` (e.g. `https://clinic.example/`), with the device's
+    /// bearer token once it has one.
+    pub fn new(
+        base_url: &str,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, SyncError> {
+        Ok(Self {
+            http: build_client(timeout)?,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    fn authorised(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Enrols with a one-time code, registering the device's public key.
+    pub async fn enrol(&self, request: &EnrolDevice) -> Result<DeviceEnrolment, SyncError> {
+        let url = self.url("/api/v1/devices/enrol");
+        send(&url, self.http.post(&url).json(request)).await
+    }
+
+    /// Sends one batch of signed events.
+    pub async fn push_batch(
+        &self,
+        device_id: DeviceId,
+        batch: &DoseEventBatch,
+    ) -> Result<BatchAck, SyncError> {
+        let url = self.url(&format!("/api/v1/devices/{device_id}/dose-events"));
+        send(&url, self.authorised(self.http.post(&url).json(batch))).await
+    }
+
+    /// The regimens the device must follow now.
+    pub async fn regimens(&self, device_id: DeviceId) -> Result<Vec<RegimenPlan>, SyncError> {
+        let url = self.url(&format!("/api/v1/devices/{device_id}/regimens"));
+        send(&url, self.authorised(self.http.get(&url))).await
+    }
+}
+
+/// The coordinator API, authenticated with a bearer token.
+#[derive(Debug, Clone)]
+pub struct CoordinatorClient {
+    http: Client,
+    base_url: String,
+    token: String,
+}
+
+impl CoordinatorClient {
+    pub fn new(base_url: &str, token: String, timeout: Duration) -> Result<Self, SyncError> {
+        Ok(Self {
+            http: build_client(timeout)?,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, SyncError> {
+        let url = format!("{}{path}", self.base_url);
+        send(
+            &url,
+            self.http.post(&url).bearer_auth(&self.token).json(body),
+        )
+        .await
+    }
+
+    pub async fn create_study(&self, body: &CreateStudy) -> Result<StudyId, SyncError> {
+        Ok(self
+            .post::<_, Created<StudyId>>("/api/v1/studies", body)
+            .await?
+            .id)
+    }
+
+    pub async fn create_site(
+        &self,
+        study_id: StudyId,
+        body: &CreateSite,
+    ) -> Result<SiteId, SyncError> {
+        Ok(self
+            .post::<_, Created<SiteId>>(&format!("/api/v1/studies/{study_id}/sites"), body)
+            .await?
+            .id)
+    }
+
+    pub async fn create_patient(
+        &self,
+        site_id: SiteId,
+        body: &CreatePatient,
+    ) -> Result<PatientId, SyncError> {
+        Ok(self
+            .post::<_, Created<PatientId>>(&format!("/api/v1/sites/{site_id}/patients"), body)
+            .await?
+            .id)
+    }
+
+    pub async fn create_regimen(
+        &self,
+        patient_id: PatientId,
+        body: &CreateRegimen,
+    ) -> Result<RegimenPlan, SyncError> {
+        self.post(&format!("/api/v1/patients/{patient_id}/regimens"), body)
+            .await
+    }
+
+    pub async fn create_enrolment_code(
+        &self,
+        patient_id: PatientId,
+    ) -> Result<EnrolmentCode, SyncError> {
+        self.post(
+            &format!("/api/v1/patients/{patient_id}/enrolment-codes"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Adherence of a patient over `[from, to)`.
+    pub async fn adherence(
+        &self,
+        patient_id: PatientId,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<AdherenceReport, SyncError> {
+        let url = format!("{}/api/v1/patients/{patient_id}/adherence", self.base_url);
+        let query = [("from", from.to_rfc3339()), ("to", to.to_rfc3339())];
+        send(
+            &url,
+            self.http.get(&url).bearer_auth(&self.token).query(&query),
+        )
+        .await
+    }
+}

@@ -1,0 +1,70 @@
+//! The device's HTTP client to the clinic backend. The only crate that depends on reqwest.
+//!
+//! - [`DeviceClient`]: enrolment, schedule pull and dose-event batches for a device.
+//! - [`drain_outbox`]: sends the store's outbox in batches and marks what the server
+//!   acknowledged; it resumes from the store alone, so a crash or a dropped connection only
+//!   means the next pass re-sends, and the server's idempotent ingest answers `duplicate`.
+//! - [`CoordinatorClient`]: the coordinator API (studies, sites, patients, regimens, enrolment
+//!   codes, adherence), used by the CLI's demo and by tests.
+//!
+//! Retries with backoff, evidence upload and background sync arrive with the sync issue.
+
+mod client;
+
+pub use client::{CoordinatorClient, DeviceClient, SyncError};
+
+use chrono::{DateTime, Utc};
+use dosewitness_domain::DeviceId;
+use dosewitness_protocol::{DoseEventBatch, PROTOCOL_VERSION};
+use dosewitness_store::DeviceStore;
+
+/// Events per batch by default.
+pub const DEFAULT_BATCH_SIZE: usize = 200;
+
+/// What one drain pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainReport {
+    pub batches: u32,
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub still_pending: u64,
+}
+
+/// Sends every pending event of `store` to the server in batches of `batch_size`, marking each
+/// acknowledged event delivered. `now` stamps acknowledgements.
+pub async fn drain_outbox(
+    store: &mut DeviceStore,
+    client: &DeviceClient,
+    device_id: DeviceId,
+    batch_size: usize,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Result<DrainReport, SyncError> {
+    let mut report = DrainReport::default();
+    loop {
+        let events = store.pending_events(batch_size.max(1))?;
+        if events.is_empty() {
+            break;
+        }
+        let batch = DoseEventBatch {
+            protocol_version: PROTOCOL_VERSION,
+            events,
+        };
+        let ack = client.push_batch(device_id, &batch).await?;
+        let sequences: Vec<u64> = ack.acks.iter().map(|ack| ack.sequence).collect();
+        if sequences.is_empty() {
+            return Err(SyncError::Protocol(
+                "the server acknowledged none of a non-empty batch".into(),
+            ));
+        }
+        store.acknowledge(&sequences, now())?;
+        report.batches += 1;
+        for ack in &ack.acks {
+            match ack.status {
+                dosewitness_protocol::AckStatus::Accepted => report.accepted += 1,
+                dosewitness_protocol::AckStatus::Duplicate => report.duplicates += 1,
+            }
+        }
+    }
+    report.still_pending = store.info()?.pending_sync;
+    Ok(report)
+}

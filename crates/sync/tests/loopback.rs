@@ -1,0 +1,292 @@
+//! The sync client against the real backend on 127.0.0.1, with a real SQLCipher device store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use chrono::{Duration, NaiveDate, NaiveTime, Utc};
+use dosewitness_domain::{
+    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, DoseWindow, PatientId, Redacted,
+    SystemClock,
+};
+use dosewitness_protocol::{
+    CreatePatient, CreateRegimen, CreateSite, CreateStudy, DoseEventBatch, EnrolDevice,
+    NewMedication, PROTOCOL_VERSION, RegimenPlan,
+};
+use dosewitness_server::{AppState, Database, serve};
+use dosewitness_store::{DeviceStore, StoreKey};
+use dosewitness_sync::{CoordinatorClient, DeviceClient, SyncError, drain_outbox};
+use std::sync::Arc;
+
+const ADMIN: &str = "loopback-admin-token-0123456789abcdef0123";
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Fixture {
+    _directory: tempfile::TempDir,
+    url: String,
+    store: DeviceStore,
+    device: DeviceClient,
+    device_id: DeviceId,
+    patient_id: PatientId,
+    plan: RegimenPlan,
+}
+
+async fn fixture() -> Fixture {
+    let directory = tempfile::tempdir().unwrap();
+    let database = Database::open_sqlite(&directory.path().join("server.db"))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState {
+        database,
+        clock: Arc::new(SystemClock),
+        admin_token: Redacted::new(ADMIN.into()),
+    };
+    tokio::spawn(serve(listener, state, std::future::pending()));
+
+    let coordinator = CoordinatorClient::new(&url, ADMIN.into(), TIMEOUT).unwrap();
+    let study = coordinator
+        .create_study(&CreateStudy {
+            code: "S".into(),
+            title: "T".into(),
+        })
+        .await
+        .unwrap();
+    let site = coordinator
+        .create_site(study, &CreateSite { name: "A".into() })
+        .await
+        .unwrap();
+    let patient_id = coordinator
+        .create_patient(
+            site,
+            &CreatePatient {
+                subject_code: "001".into(),
+                display_name: "P".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let plan = coordinator
+        .create_regimen(
+            patient_id,
+            &CreateRegimen {
+                medication: NewMedication {
+                    name: "M".into(),
+                    strength_mg: 10.0,
+                    form: "tablet".into(),
+                },
+                units_per_dose: 1,
+                time_zone: "UTC".into(),
+                dose_times: vec![NaiveTime::from_hms_opt(8, 0, 0).unwrap()],
+                window: DoseWindow {
+                    before_minutes: 60,
+                    after_minutes: 60,
+                },
+                start_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                end_date: None,
+            },
+        )
+        .await
+        .unwrap();
+    let code = coordinator.create_enrolment_code(patient_id).await.unwrap();
+
+    let mut store = DeviceStore::create(
+        &directory.path().join("device.db"),
+        &StoreKey::generate().unwrap(),
+        Utc::now(),
+    )
+    .unwrap();
+    let enrolment = DeviceClient::new(&url, None, TIMEOUT)
+        .unwrap()
+        .enrol(&EnrolDevice {
+            code: code.code,
+            public_key: store.identity().unwrap().public_key,
+            label: "t".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .save_enrolment(
+            enrolment.device_id,
+            &url,
+            &enrolment.device_token,
+            &enrolment.regimens,
+            Utc::now(),
+        )
+        .unwrap();
+    let device = DeviceClient::new(&url, Some(enrolment.device_token), TIMEOUT).unwrap();
+    Fixture {
+        _directory: directory,
+        url,
+        store,
+        device,
+        device_id: enrolment.device_id,
+        patient_id,
+        plan,
+    }
+}
+
+fn dose(fixture: &Fixture, day: i64) -> DoseEvent {
+    let scheduled_at = Utc::now() - Duration::days(day);
+    DoseEvent {
+        id: DoseEventId::generate(scheduled_at),
+        device_id: fixture.device_id,
+        patient_id: fixture.patient_id,
+        regimen_id: fixture.plan.regimen.id,
+        medication_id: fixture.plan.medication.id,
+        scheduled_at,
+        recorded_at: scheduled_at + Duration::minutes(3),
+        outcome: DoseOutcome::Verified,
+        reasons: vec![],
+        scores: CheckScores {
+            face_detection: Some(0.9),
+            ..CheckScores::default()
+        },
+    }
+}
+
+fn append(fixture: &mut Fixture, count: i64) {
+    for day in 0..count {
+        let event = dose(fixture, day);
+        fixture.store.append_dose_event(event, Utc::now()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_outbox_drains_in_batches_and_redelivery_is_harmless() {
+    let mut fixture = fixture().await;
+    append(&mut fixture, 450);
+    let report = drain_outbox(
+        &mut fixture.store,
+        &fixture.device,
+        fixture.device_id,
+        200,
+        Utc::now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            report.batches,
+            report.accepted,
+            report.duplicates,
+            report.still_pending
+        ),
+        (3, 450, 0, 0)
+    );
+
+    // The same events delivered again (a lost acknowledgement) are acknowledged as duplicates.
+    let first_ten: Vec<_> = fixture
+        .store
+        .all_events()
+        .unwrap()
+        .into_iter()
+        .take(10)
+        .collect();
+    let batch = DoseEventBatch {
+        protocol_version: PROTOCOL_VERSION,
+        events: first_ten,
+    };
+    let ack = fixture
+        .device
+        .push_batch(fixture.device_id, &batch)
+        .await
+        .unwrap();
+    assert_eq!(ack.acks.len(), 10);
+    assert!(
+        ack.acks
+            .iter()
+            .all(|ack| ack.status == dosewitness_protocol::AckStatus::Duplicate)
+    );
+
+    // Nothing left to send: a second pass sends nothing.
+    let again = drain_outbox(
+        &mut fixture.store,
+        &fixture.device,
+        fixture.device_id,
+        200,
+        Utc::now,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.batches, again.accepted), (0, 0));
+}
+
+#[tokio::test]
+async fn tampered_and_gapped_batches_are_refused_whole_and_the_chain_recovers() {
+    let mut fixture = fixture().await;
+    append(&mut fixture, 3);
+    let events = fixture.store.pending_events(10).unwrap();
+
+    let mut tampered = events.clone();
+    tampered[1].record.event.outcome = DoseOutcome::Missed;
+    let error = fixture
+        .device
+        .push_batch(
+            fixture.device_id,
+            &DoseEventBatch {
+                protocol_version: PROTOCOL_VERSION,
+                events: tampered,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, SyncError::Rejected { status: 422, code, .. } if code == "bad_signature"),
+        "{error}"
+    );
+
+    let gapped = vec![events[0].clone(), events[2].clone()];
+    let error = fixture
+        .device
+        .push_batch(
+            fixture.device_id,
+            &DoseEventBatch {
+                protocol_version: PROTOCOL_VERSION,
+                events: gapped,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, SyncError::Rejected { status: 409, code, .. } if code == "chain_gap"),
+        "{error}"
+    );
+
+    // All-or-nothing: event 1 of the refused batches was not kept, so a clean drain accepts all 3.
+    let report = drain_outbox(
+        &mut fixture.store,
+        &fixture.device,
+        fixture.device_id,
+        200,
+        Utc::now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.accepted, report.duplicates, report.still_pending),
+        (3, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_an_error_and_nothing_is_marked_sent() {
+    let mut fixture = fixture().await;
+    append(&mut fixture, 2);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = DeviceClient::new(&dead_url, None, TIMEOUT).unwrap();
+    let error = drain_outbox(
+        &mut fixture.store,
+        &client,
+        fixture.device_id,
+        200,
+        Utc::now,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, SyncError::Unreachable { .. }), "{error}");
+    assert!(error.to_string().contains(&dead_url), "{error}");
+    assert_eq!(fixture.store.info().unwrap().pending_sync, 2);
+    assert!(!fixture.url.is_empty());
+}

@@ -1,0 +1,290 @@
+//! Pure geometry: points, boxes, letterboxing and weighted non-maximum suppression.
+
+/// A point in pixel or normalised coordinates (the caller's contract says which).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Point {
+    pub x: f32,
+    pub y: f32,
+}
+
+/// An axis-aligned box with `x_min <= x_max` and `y_min <= y_max`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BoundingBox {
+    pub x_min: f32,
+    pub y_min: f32,
+    pub x_max: f32,
+    pub y_max: f32,
+}
+
+impl BoundingBox {
+    /// A box from its centre and size.
+    pub fn from_center(center: Point, width: f32, height: f32) -> Self {
+        Self {
+            x_min: center.x - width / 2.0,
+            y_min: center.y - height / 2.0,
+            x_max: center.x + width / 2.0,
+            y_max: center.y + height / 2.0,
+        }
+    }
+
+    pub fn width(&self) -> f32 {
+        (self.x_max - self.x_min).max(0.0)
+    }
+
+    pub fn height(&self) -> f32 {
+        (self.y_max - self.y_min).max(0.0)
+    }
+
+    pub fn area(&self) -> f32 {
+        self.width() * self.height()
+    }
+
+    pub fn center(&self) -> Point {
+        Point {
+            x: (self.x_min + self.x_max) / 2.0,
+            y: (self.y_min + self.y_max) / 2.0,
+        }
+    }
+
+    /// Intersection over union; 0 when either box is empty.
+    pub fn iou(&self, other: &Self) -> f32 {
+        let intersection = Self {
+            x_min: self.x_min.max(other.x_min),
+            y_min: self.y_min.max(other.y_min),
+            x_max: self.x_max.min(other.x_max),
+            y_max: self.y_max.min(other.y_max),
+        }
+        .area();
+        let union = self.area() + other.area() - intersection;
+        if union <= 0.0 {
+            0.0
+        } else {
+            intersection / union
+        }
+    }
+
+    /// Maps both corners through `map`.
+    pub fn map_corners(&self, map: impl Fn(Point) -> Point) -> Self {
+        let top_left = map(Point {
+            x: self.x_min,
+            y: self.y_min,
+        });
+        let bottom_right = map(Point {
+            x: self.x_max,
+            y: self.y_max,
+        });
+        Self {
+            x_min: top_left.x,
+            y_min: top_left.y,
+            x_max: bottom_right.x,
+            y_max: bottom_right.y,
+        }
+    }
+}
+
+/// Fitting a `source` image into a `target` square or rectangle while keeping its aspect ratio,
+/// centred, with padding on two sides (as MediaPipe's `keep_aspect_ratio`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    /// Target pixels per source pixel.
+    pub scale: f32,
+    /// Padding left of the scaled image, in target pixels.
+    pub pad_x: f32,
+    /// Padding above the scaled image, in target pixels.
+    pub pad_y: f32,
+    pub target_width: u32,
+    pub target_height: u32,
+}
+
+impl Letterbox {
+    /// The letterbox that fits `source_width`×`source_height` into `target_width`×`target_height`.
+    /// Both sizes must be non-zero.
+    pub fn fit(
+        source_width: u32,
+        source_height: u32,
+        target_width: u32,
+        target_height: u32,
+    ) -> Self {
+        let scale = (target_width as f32 / source_width.max(1) as f32)
+            .min(target_height as f32 / source_height.max(1) as f32);
+        let scaled_width = source_width as f32 * scale;
+        let scaled_height = source_height as f32 * scale;
+        Self {
+            scale,
+            pad_x: (target_width as f32 - scaled_width) / 2.0,
+            pad_y: (target_height as f32 - scaled_height) / 2.0,
+            target_width,
+            target_height,
+        }
+    }
+
+    /// Source pixel coordinates → target pixel coordinates.
+    pub fn to_target(&self, point: Point) -> Point {
+        Point {
+            x: point.x * self.scale + self.pad_x,
+            y: point.y * self.scale + self.pad_y,
+        }
+    }
+
+    /// Target pixel coordinates → source pixel coordinates (inverse of [`Self::to_target`]).
+    pub fn to_source(&self, point: Point) -> Point {
+        Point {
+            x: (point.x - self.pad_x) / self.scale,
+            y: (point.y - self.pad_y) / self.scale,
+        }
+    }
+}
+
+/// A scored box with keypoints, the unit of non-maximum suppression.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredBox {
+    pub bounds: BoundingBox,
+    pub keypoints: Vec<Point>,
+    pub score: f32,
+}
+
+/// MediaPipe's weighted NMS ("blending"): take the best remaining box, gather every remaining
+/// box overlapping it by more than `iou_threshold` (itself included), and output their
+/// score-weighted average with the best box's score. Clusters are disjoint, so each input box
+/// contributes to exactly one output.
+pub fn weighted_nms(mut boxes: Vec<ScoredBox>, iou_threshold: f32) -> Vec<ScoredBox> {
+    boxes.retain(|candidate| candidate.score.is_finite());
+    boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut output = Vec::new();
+    while !boxes.is_empty() {
+        let best = boxes[0].clone();
+        let (cluster, rest): (Vec<ScoredBox>, Vec<ScoredBox>) = boxes
+            .into_iter()
+            .partition(|candidate| best.bounds.iou(&candidate.bounds) > iou_threshold);
+        boxes = rest;
+        let cluster = if cluster.is_empty() {
+            vec![best.clone()]
+        } else {
+            cluster
+        };
+        let total: f32 = cluster.iter().map(|member| member.score).sum();
+        if total <= 0.0 {
+            output.push(best);
+            continue;
+        }
+        let weighted = |value: &dyn Fn(&ScoredBox) -> f32| {
+            cluster
+                .iter()
+                .map(|member| value(member) * member.score)
+                .sum::<f32>()
+                / total
+        };
+        let bounds = BoundingBox {
+            x_min: weighted(&|member| member.bounds.x_min),
+            y_min: weighted(&|member| member.bounds.y_min),
+            x_max: weighted(&|member| member.bounds.x_max),
+            y_max: weighted(&|member| member.bounds.y_max),
+        };
+        let keypoints = (0..best.keypoints.len())
+            .map(|index| Point {
+                x: weighted(&|member| member.keypoints.get(index).map_or(0.0, |point| point.x)),
+                y: weighted(&|member| member.keypoints.get(index).map_or(0.0, |point| point.y)),
+            })
+            .collect();
+        output.push(ScoredBox {
+            bounds,
+            keypoints,
+            score: best.score,
+        });
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn boxed(x: f32, y: f32, size: f32, score: f32) -> ScoredBox {
+        ScoredBox {
+            bounds: BoundingBox {
+                x_min: x,
+                y_min: y,
+                x_max: x + size,
+                y_max: y + size,
+            },
+            keypoints: vec![Point { x, y }],
+            score,
+        }
+    }
+
+    #[test]
+    fn iou_of_known_boxes() {
+        let a = boxed(0.0, 0.0, 2.0, 1.0).bounds;
+        let b = boxed(1.0, 0.0, 2.0, 1.0).bounds;
+        assert!((a.iou(&b) - 2.0 / 6.0).abs() < 1e-6);
+        assert_eq!(a.iou(&boxed(5.0, 5.0, 1.0, 1.0).bounds), 0.0);
+        assert_eq!(a.iou(&a), 1.0);
+    }
+
+    #[test]
+    fn weighted_nms_blends_a_cluster_and_keeps_separate_faces() {
+        let output = weighted_nms(
+            vec![
+                boxed(0.0, 0.0, 10.0, 0.9),
+                boxed(1.0, 0.0, 10.0, 0.1),
+                boxed(50.0, 50.0, 10.0, 0.6),
+            ],
+            0.3,
+        );
+        assert_eq!(output.len(), 2);
+        assert_eq!(output[0].score, 0.9);
+        assert!(
+            (output[0].bounds.x_min - 0.1).abs() < 1e-5,
+            "{:?}",
+            output[0].bounds
+        );
+        assert_eq!(output[1].bounds.x_min, 50.0);
+    }
+
+    proptest! {
+        #[test]
+        fn letterbox_round_trips(
+            source_width in 1u32..4000, source_height in 1u32..4000,
+            target in 16u32..512, fx in 0.0f32..1.0, fy in 0.0f32..1.0,
+        ) {
+            let letterbox = Letterbox::fit(source_width, source_height, target, target);
+            let point = Point { x: fx * source_width as f32, y: fy * source_height as f32 };
+            let inside = letterbox.to_target(point);
+            prop_assert!(inside.x >= -1e-3 && inside.x <= target as f32 + 1e-3);
+            prop_assert!(inside.y >= -1e-3 && inside.y <= target as f32 + 1e-3);
+            let back = letterbox.to_source(inside);
+            let tolerance = 1e-3 * source_width.max(source_height) as f32;
+            prop_assert!((back.x - point.x).abs() <= tolerance, "{:?} vs {:?}", back, point);
+            prop_assert!((back.y - point.y).abs() <= tolerance, "{:?} vs {:?}", back, point);
+        }
+
+        #[test]
+        fn nms_keeps_the_best_and_never_invents_boxes(
+            raw in proptest::collection::vec((0.0f32..100.0, 0.0f32..100.0, 1.0f32..40.0, 0.01f32..1.0), 1..40),
+            threshold in 0.1f32..0.9,
+        ) {
+            let boxes: Vec<ScoredBox> = raw.iter().map(|(x, y, size, score)| boxed(*x, *y, *size, *score)).collect();
+            let best = boxes.iter().map(|candidate| candidate.score).fold(f32::MIN, f32::max);
+            let output = weighted_nms(boxes.clone(), threshold);
+            prop_assert!(!output.is_empty() && output.len() <= boxes.len());
+            prop_assert_eq!(output[0].score, best);
+            // Every output score is an input score, and outputs come best first.
+            for survivor in &output {
+                prop_assert!(boxes.iter().any(|candidate| candidate.score == survivor.score));
+            }
+            prop_assert!(output.windows(2).all(|pair| pair[0].score >= pair[1].score));
+            // Cluster leaders (the unblended best boxes) overlap each other by at most the threshold.
+            let leaders: Vec<&ScoredBox> = output.iter()
+                .filter_map(|survivor| boxes.iter().find(|candidate| candidate.score == survivor.score))
+                .collect();
+            for (index, first) in leaders.iter().enumerate() {
+                for second in &leaders[index + 1..] {
+                    if first.score != second.score {
+                        prop_assert!(first.bounds.iou(&second.bounds) <= threshold + 1e-6);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! On-device perception for DoseWitness, run by tract-onnx. The only crate that depends on tract.
+//!
+//! - [`frame`]: immutable camera frames with capture times.
+//! - [`geometry`]: boxes, points, letterboxing and weighted non-maximum suppression (pure).
+//! - [`model`]: the model manifest and loading ONNX files with sha256 and shape checks.
+//! - [`face_detection`]: BlazeFace short range: SSD anchors, decoding, weighted NMS.
+//! - [`dose_session`]: the dose session's state machine over per-frame observations.
+//!
+//! Each model stage is pure pre-processing → tract `run` → pure post-processing; the loaded plan
+//! is owned by the model's struct and reused for every frame.
+
+pub mod dose_session;
+pub mod error;
+pub mod face_detection;
+pub mod frame;
+pub mod geometry;
+pub mod model;
+
+pub use error::VisionError;
+pub use face_detection::{FaceDetection, FaceDetector};
+pub use frame::Frame;
+pub use geometry::{BoundingBox, Letterbox, Point};
+pub use model::{ModelEntry, ModelManifest, OnnxModel};

@@ -1,0 +1,80 @@
+//! `dosewitness`: the command-line entry point. It parses arguments into validated settings,
+//! calls the library crates and prints; it holds no business logic of its own.
+
+mod demo;
+mod serve;
+mod store_command;
+mod ui;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Models shipped with this checkout (`models/manifest.json`).
+const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+/// The bundled demo replay.
+const DEFAULT_REPLAY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/replays/demo");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dosewitness",
+    version,
+    about = "On-device verified medication adherence"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole product once on this machine: clinic backend, device, dose session, sync.
+    Demo(demo::DemoArgs),
+    /// Run the clinic backend.
+    Serve(serve::ServeArgs),
+    /// Inspect or verify a device store.
+    Store {
+        #[command(subcommand)]
+        command: store_command::StoreCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DOSEWITNESS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Store { command } => store_command::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The device's files under a data dir.
+#[derive(Debug, Clone)]
+struct DevicePaths {
+    store: PathBuf,
+    key: PathBuf,
+}
+
+impl DevicePaths {
+    fn under(data_dir: &std::path::Path) -> Self {
+        let device = data_dir.join("device");
+        Self {
+            store: device.join("device.db"),
+            key: device.join("store.key"),
+        }
+    }
+}

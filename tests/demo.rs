@@ -1,0 +1,203 @@
+//! The README's main command, end to end through the real binary: real model, real SQLCipher
+//! store, real HTTP between device and backend on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_dosewitness");
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+const REPLAY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/replays/demo");
+
+fn demo(arguments: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("demo")
+        .args(arguments)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+#[test]
+fn the_demo_verifies_a_dose_and_reads_adherence_back() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().join("run");
+    let output = demo(&["--data-dir", data_dir.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("Dose outcome:   verified"), "{stdout}");
+    assert!(
+        stdout.contains("Adherence:      100% (1 of 1 doses verified on time"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hash chain verified"), "{stdout}");
+    for step in ["[1/9]", "[5/9]", "[9/9]"] {
+        assert!(
+            stderr.contains(step),
+            "progress step {step} missing:\n{stderr}"
+        );
+    }
+
+    // The device store is a real SQLCipher file: no plaintext schema or clinical words on disk.
+    let store = data_dir.join("device").join("device.db");
+    let bytes = std::fs::read(&store).unwrap();
+    assert!(
+        !bytes.starts_with(b"SQLite format 3"),
+        "the device store must be encrypted"
+    );
+    for needle in [&b"CREATE TABLE"[..], b"verified", b"Metformin"] {
+        assert!(
+            !contains(&bytes, needle),
+            "plaintext {:?} in the device store",
+            text(needle)
+        );
+    }
+
+    // The CLI can reopen it and verify the chain independently.
+    let verify = Command::new(BINARY)
+        .args(["store", "verify", "--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    assert!(
+        text(&verify.stdout).contains("chain verified: 1 signed dose event"),
+        "{}",
+        text(&verify.stdout)
+    );
+    let info = Command::new(BINARY)
+        .args(["store", "info", "--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        text(&info.stdout).contains("pending sync:    0"),
+        "{}",
+        text(&info.stdout)
+    );
+}
+
+#[test]
+fn an_altered_model_file_stops_the_demo_with_a_clear_message() {
+    let directory = tempfile::tempdir().unwrap();
+    let models = directory.path().join("models");
+    copy_dir(Path::new(MODELS), &models);
+    let onnx = models.join("blazeface_short.onnx");
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&onnx, bytes).unwrap();
+    let data_dir = directory.path().join("run");
+    let output = demo(&[
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--models-dir",
+        models.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("Load the on-device models") && stderr.contains("sha256"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("blazeface_short.onnx"), "{stderr}");
+    assert!(
+        !data_dir.join("device").join("device.db").exists(),
+        "no store is created after a model failure"
+    );
+
+    std::fs::remove_file(&onnx).unwrap();
+    let output = demo(&[
+        "--data-dir",
+        directory.path().join("run2").to_str().unwrap(),
+        "--models-dir",
+        models.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("missing"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn an_unreadable_replay_frame_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    let replay = directory.path().join("replay");
+    copy_dir(Path::new(REPLAY), &replay);
+    std::fs::write(replay.join("frame_0001.jpg"), b"\xff\xd8\xff truncated").unwrap();
+    let data_dir = directory.path().join("run");
+    let output = demo(&[
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--replay",
+        replay.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("Run the dose session") && stderr.contains("frame_0001.jpg"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_port_in_use_and_an_unusable_data_dir_are_reported() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = occupied.local_addr().unwrap().port().to_string();
+    let directory = tempfile::tempdir().unwrap();
+    let output = demo(&[
+        "--data-dir",
+        directory.path().join("run").to_str().unwrap(),
+        "--port",
+        &port,
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+
+    let blocker: PathBuf = directory.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let output = demo(&["--data-dir", blocker.join("data").to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--data-dir") && stderr.contains("a-file"),
+        "{stderr}"
+    );
+
+    let used = directory.path().join("used");
+    std::fs::create_dir_all(&used).unwrap();
+    std::fs::write(used.join("something"), b"keep me").unwrap();
+    let output = demo(&["--data-dir", used.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("not empty"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(std::fs::read(used.join("something")).unwrap(), b"keep me");
+}
