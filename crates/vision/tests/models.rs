@@ -20,6 +20,33 @@ fn the_shipped_model_loads_and_runs_with_the_manifest_shapes() {
 }
 
 #[test]
+fn every_model_in_the_manifest_loads_in_tract_and_runs() {
+    let manifest = manifest();
+    assert!(!manifest.models.is_empty());
+    for entry in &manifest.models {
+        let model = manifest
+            .load(&entry.name)
+            .unwrap_or_else(|error| panic!("{}: {error}", entry.name));
+        let input_size: usize = entry.input.shape.iter().product();
+        let outputs = model
+            .run(&vec![0.5; input_size])
+            .unwrap_or_else(|error| panic!("{}: {error}", entry.name));
+        let sizes: Vec<usize> = outputs.iter().map(Vec::len).collect();
+        let expected: Vec<usize> = entry
+            .outputs
+            .iter()
+            .map(|output| output.shape.iter().product())
+            .collect();
+        assert_eq!(sizes, expected, "{}", entry.name);
+        assert!(
+            outputs.iter().flatten().all(|value| value.is_finite()),
+            "{} produced a non-finite value",
+            entry.name
+        );
+    }
+}
+
+#[test]
 fn altered_missing_truncated_and_misdescribed_models_are_refused() {
     let manifest = manifest();
     let entry = manifest.entry("blazeface_short").unwrap().clone();
