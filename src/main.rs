@@ -1,6 +1,7 @@
 //! `dosewitness`: the command-line entry point. It parses arguments into validated settings,
 //! calls the library crates and prints; it holds no business logic of its own.
 
+mod bench;
 mod demo;
 mod serve;
 mod store_command;
@@ -32,7 +33,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the clinic backend.
     Serve(serve::ServeArgs),
-    /// Inspect or verify a device store.
+    /// Measure performance figures (see each subcommand's targets).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+    /// Inspect, verify, export or re-key a device store.
     Store {
         #[command(subcommand)]
         command: store_command::StoreCommand,
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Store { command } => store_command::run(command),
+        Command::Bench { command } => bench::run(command),
     };
     match result {
         Ok(code) => code,

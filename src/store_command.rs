@@ -1,13 +1,16 @@
-//! `dosewitness store info|verify --data-dir DIR`.
+//! `dosewitness store info|verify|export|rekey --data-dir DIR`.
 
 use crate::DevicePaths;
-use dosewitness_store::{DeviceStore, KeyFile};
-use std::path::PathBuf;
+use anyhow::{Context, bail};
+use dosewitness_domain::{Clock, SystemClock};
+use dosewitness_store::{DeviceStore, KeyFile, StoreError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StoreCommand {
-    /// Show the store's identity and counts.
+    /// Show the store's identity and counts (no PHI).
     Info {
         #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
         data_dir: PathBuf,
@@ -17,12 +20,43 @@ pub enum StoreCommand {
         #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Write every signed dose event as JSON Lines to a new file (it holds clinical data:
+    /// keep it as protected as the device).
+    Export {
+        #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The file to create; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Re-encrypt the store under a new random key and replace the key file, crash-safely.
+    Rekey {
+        #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Test support for the crash-safety test: append COUNT synthetic signed events, printing
+    /// `committed SEQUENCE EVENT_ID` after each commit. Creates the store if absent.
+    #[command(hide = true)]
+    StressWrite {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        count: u32,
+    },
 }
 
-fn open(data_dir: &std::path::Path) -> anyhow::Result<DeviceStore> {
+fn open(data_dir: &Path) -> anyhow::Result<DeviceStore> {
     let paths = DevicePaths::under(data_dir);
-    let key = KeyFile::new(&paths.key).load()?;
-    Ok(DeviceStore::open(&paths.store, &key)?)
+    if !paths.store.exists() {
+        bail!(
+            "no device store at {} (is --data-dir right?)",
+            paths.store.display()
+        );
+    }
+    Ok(DeviceStore::open_with_key_file(
+        &paths.store,
+        &KeyFile::new(&paths.key),
+    )?)
 }
 
 pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
@@ -38,6 +72,7 @@ pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
             );
             println!("dose events:     {}", info.dose_events);
             println!("pending sync:    {}", info.pending_sync);
+            println!("evidence frames: {}", info.evidence_frames);
             println!(
                 "last hash:       {}",
                 info.last_hash.unwrap_or_else(|| "-".to_string())
@@ -49,6 +84,77 @@ pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
                 "chain verified: {count} signed dose event(s), every hash, signature and link intact"
             );
         }
+        StoreCommand::Export { data_dir, out } => {
+            let store = open(&data_dir)?;
+            let count = store
+                .verify()
+                .context("refusing to export a chain that does not verify")?;
+            export(&store, &out)?;
+            eprintln!("exported {count} signed dose event(s) to {}", out.display());
+        }
+        StoreCommand::Rekey { data_dir } => {
+            let paths = DevicePaths::under(&data_dir);
+            let mut store = open(&data_dir)?;
+            store.rekey(&KeyFile::new(&paths.key), SystemClock.now())?;
+            println!(
+                "store re-encrypted under a new key; key file {} replaced",
+                paths.key.display()
+            );
+        }
+        StoreCommand::StressWrite { data_dir, count } => stress_write(&data_dir, count)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn export(store: &DeviceStore, out: &Path) -> anyhow::Result<()> {
+    let mut temporary = out.as_os_str().to_owned();
+    temporary.push(".partial");
+    let temporary = PathBuf::from(temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
+        .with_context(|| format!("creating {}", temporary.display()))?;
+    for event in store.all_events()? {
+        serde_json::to_writer(&mut file, &event)?;
+        file.write_all(b"\n")?;
+    }
+    file.sync_all()?;
+    if out.exists() {
+        std::fs::remove_file(&temporary)?;
+        bail!("{} already exists; choose a new file", out.display());
+    }
+    std::fs::rename(&temporary, out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(())
+}
+
+fn stress_write(data_dir: &Path, count: u32) -> anyhow::Result<()> {
+    let clock = SystemClock;
+    let paths = DevicePaths::under(data_dir);
+    let key_file = KeyFile::new(&paths.key);
+    let mut store = if paths.store.exists() {
+        DeviceStore::open_with_key_file(&paths.store, &key_file)?
+    } else {
+        std::fs::create_dir_all(paths.store.parent().unwrap_or(data_dir))?;
+        let key = match key_file.load() {
+            Ok(key) => key,
+            Err(StoreError::Io { .. }) => key_file.create()?,
+            Err(error) => return Err(error.into()),
+        };
+        DeviceStore::create(&paths.store, &key, clock.now())?
+    };
+    let stdout = std::io::stdout();
+    for index in 0..count {
+        let event = crate::bench::sample_event(index, &clock);
+        let signed = store.append_dose_event(event, clock.now())?;
+        let mut lock = stdout.lock();
+        writeln!(
+            lock,
+            "committed {} {}",
+            signed.sequence(),
+            signed.record.event.id
+        )?;
+        lock.flush()?;
+    }
+    Ok(())
 }

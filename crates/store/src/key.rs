@@ -40,6 +40,11 @@ impl StoreKey {
         format!("PRAGMA key = \"x'{}'\";", hex::encode_upper(self.0))
     }
 
+    /// The `PRAGMA rekey` statement that re-encrypts every page under this key.
+    pub(crate) fn rekey_pragma(&self) -> String {
+        format!("PRAGMA rekey = \"x'{}'\";", hex::encode_upper(self.0))
+    }
+
     fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -80,35 +85,90 @@ impl KeyFile {
 
     /// Writes a new random key; refuses to overwrite an existing key file.
     pub fn create(&self) -> Result<StoreKey, StoreError> {
-        if self.path.exists() {
-            return Err(StoreError::BadKeyFile {
-                path: self.path.clone(),
-                reason: "a key file already exists; refusing to replace it".to_string(),
-            });
-        }
-        let key = StoreKey::generate()?;
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        let temporary = self.path.with_extension("key.tmp");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&temporary)
-            .map_err(io("creating the key file", &temporary))?;
-        file.write_all(key.to_hex().as_bytes())
-            .map_err(io("writing the key file", &temporary))?;
-        file.sync_all()
-            .map_err(io("syncing the key file", &temporary))?;
-        std::fs::rename(&temporary, &self.path)
-            .map_err(io("installing the key file", &self.path))?;
-        Ok(key)
+        write_new_key(&self.path)
     }
+
+    /// Where a key being rotated in waits until the database is re-encrypted under it.
+    pub fn pending_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".next");
+        PathBuf::from(name)
+    }
+
+    /// Step 1 of a rotation: a new random key, written durably beside the current one.
+    pub fn begin_rotation(&self) -> Result<StoreKey, StoreError> {
+        write_new_key(&self.pending_path())
+    }
+
+    /// The key of an unfinished rotation, if one was begun.
+    pub fn pending(&self) -> Result<Option<StoreKey>, StoreError> {
+        let pending = KeyFile::new(self.pending_path());
+        if pending.path.exists() {
+            pending.load().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Last step of a rotation: the pending key becomes the key (an atomic rename).
+    pub fn finish_rotation(&self) -> Result<(), StoreError> {
+        std::fs::rename(self.pending_path(), &self.path).map_err(|source| StoreError::Io {
+            action: "installing the rotated key file",
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Abandons an unfinished rotation whose key never reached the database.
+    pub fn abandon_rotation(&self) -> Result<(), StoreError> {
+        std::fs::remove_file(self.pending_path()).map_err(|source| StoreError::Io {
+            action: "removing the unused pending key file",
+            path: self.pending_path(),
+            source,
+        })
+    }
+}
+
+/// Writes a fresh random key to `path` (owner-only, fsynced, atomically installed); refuses to
+/// overwrite.
+fn write_new_key(path: &Path) -> Result<StoreKey, StoreError> {
+    if path.exists() {
+        return Err(StoreError::BadKeyFile {
+            path: path.to_path_buf(),
+            reason: "a key file already exists; refusing to replace it".to_string(),
+        });
+    }
+    let key = StoreKey::generate()?;
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    // A leftover temp file is our own half-written key from a crash, never a live key.
+    let _ = std::fs::remove_file(&temporary);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&temporary)
+        .map_err(io("creating the key file", &temporary))?;
+    file.write_all(key.to_hex().as_bytes())
+        .map_err(io("writing the key file", &temporary))?;
+    file.sync_all()
+        .map_err(io("syncing the key file", &temporary))?;
+    std::fs::rename(&temporary, path).map_err(io("installing the key file", path))?;
+    if let Some(directory) = path.parent()
+        && let Ok(directory) = std::fs::File::open(directory)
+    {
+        // Make the rename itself durable.
+        let _ = directory.sync_all();
+    }
+    Ok(key)
 }

@@ -16,4 +16,4 @@ mod store;
 pub use error::StoreError;
 pub use key::{KeyFile, StoreKey};
 pub use schema::SCHEMA_VERSION;
-pub use store::{DeviceIdentity, DeviceStore, StoreInfo};
+pub use store::{DeviceIdentity, DeviceStore, EvidenceFrame, StoreInfo};

@@ -1,7 +1,7 @@
 //! The device store itself.
 
 use crate::error::StoreError;
-use crate::key::StoreKey;
+use crate::key::{KeyFile, StoreKey};
 use crate::schema::{self, SCHEMA_VERSION};
 use chrono::{DateTime, SecondsFormat, Utc};
 use dosewitness_domain::{DeviceId, DoseEvent};
@@ -28,6 +28,25 @@ pub struct DeviceIdentity {
     pub enrolled: bool,
 }
 
+/// One JPEG keyframe kept as evidence for a dose event. `Debug` shows the size, not the image.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EvidenceFrame {
+    /// Capture time in the session's frame source, milliseconds.
+    pub captured_at_ms: u64,
+    pub jpeg: Vec<u8>,
+}
+
+impl std::fmt::Debug for EvidenceFrame {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "EvidenceFrame({} ms, {} bytes)",
+            self.captured_at_ms,
+            self.jpeg.len()
+        )
+    }
+}
+
 /// A summary for `store info` and the demo (counts and ids only, no PHI).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreInfo {
@@ -36,6 +55,7 @@ pub struct StoreInfo {
     pub device_id: Option<DeviceId>,
     pub dose_events: u64,
     pub pending_sync: u64,
+    pub evidence_frames: u64,
     pub last_hash: Option<String>,
 }
 
@@ -61,21 +81,51 @@ impl DeviceStore {
     /// Creates a new encrypted store at `path` with a fresh device identity. Refuses to touch an
     /// existing file.
     pub fn create(path: &Path, key: &StoreKey, at: DateTime<Utc>) -> Result<Self, StoreError> {
+        Self::create_with(path, Some(key), at)
+    }
+
+    /// Creates an **unencrypted** store, only so `bench store` can measure SQLCipher's overhead
+    /// against plain SQLite in the same run. Never used for patient data.
+    pub fn create_plaintext_for_benchmark(
+        path: &Path,
+        at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        Self::create_with(path, None, at)
+    }
+
+    /// Builds the new store under a temporary name and renames it into place only when it is
+    /// complete, so a crash during creation never leaves a half-made store at `path`.
+    fn create_with(
+        path: &Path,
+        key: Option<&StoreKey>,
+        at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
         if path.exists() {
             return Err(StoreError::AlreadyExists {
                 path: path.to_path_buf(),
             });
         }
+        let mut building = path.as_os_str().to_owned();
+        building.push(".creating");
+        let building = PathBuf::from(building);
+        for leftover in [
+            building.clone(),
+            companion(&building, "-wal"),
+            companion(&building, "-journal"),
+        ] {
+            // A leftover is an incomplete store from a crash during creation: it never held data.
+            let _ = std::fs::remove_file(leftover);
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(path, flags)?;
+        let connection = Connection::open_with_flags(&building, flags)?;
         let mut store = Self {
             connection,
-            path: path.to_path_buf(),
+            path: building.clone(),
         };
         store.configure(key)?;
-        schema::migrate(&mut store.connection, path)?;
+        schema::migrate(&mut store.connection, &building)?;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|error| StoreError::Io {
             action: "drawing random bytes for the device key in",
@@ -88,12 +138,23 @@ impl DeviceStore {
             params![device_id.to_string(), seed.as_slice(), timestamp(at)],
         )?;
         store.audit(at, "store_created", &format!("device {device_id}"))?;
-        Ok(store)
+        // Closing checkpoints the WAL into the file, so one rename moves the whole store.
+        drop(store);
+        std::fs::rename(&building, path).map_err(|source| StoreError::Io {
+            action: "installing the new store at",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::open_with(path, key)
     }
 
     /// Opens an existing store. A wrong key leaves the file untouched; a file whose integrity
     /// check fails is quarantined (renamed aside) and reported.
     pub fn open(path: &Path, key: &StoreKey) -> Result<Self, StoreError> {
+        Self::open_with(path, Some(key))
+    }
+
+    fn open_with(path: &Path, key: Option<&StoreKey>) -> Result<Self, StoreError> {
         if !path.exists() {
             return Err(StoreError::NotFound {
                 path: path.to_path_buf(),
@@ -118,9 +179,52 @@ impl DeviceStore {
         Ok(store)
     }
 
+    /// Opens the store with the key in `key_file`, finishing a key rotation that a crash
+    /// interrupted: if the current key does not open the store but the pending key does, the
+    /// pending key is installed.
+    pub fn open_with_key_file(path: &Path, key_file: &KeyFile) -> Result<Self, StoreError> {
+        let current = key_file.load()?;
+        match Self::open(path, &current) {
+            Err(StoreError::WrongKeyOrCorrupt { .. }) if key_file.pending()?.is_some() => {
+                let pending = key_file.pending()?.ok_or(StoreError::WrongKeyOrCorrupt {
+                    path: path.to_path_buf(),
+                })?;
+                let store = Self::open(path, &pending)?;
+                key_file.finish_rotation()?;
+                Ok(store)
+            }
+            Ok(store) => {
+                if key_file.pending()?.is_some() {
+                    // The crash came before the database was re-encrypted: the pending key was
+                    // never used.
+                    key_file.abandon_rotation()?;
+                }
+                Ok(store)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Re-encrypts every page under a new random key and installs it in `key_file`, crash-safely:
+    /// the new key is written durably first, then the database is re-encrypted in one
+    /// transaction, then the key file is swapped atomically. Returns nothing but success.
+    pub fn rekey(&mut self, key_file: &KeyFile, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let new_key = key_file.begin_rotation()?;
+        // SQLCipher re-encrypts through the rollback journal, not the WAL.
+        self.connection
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")?;
+        self.connection.execute_batch(&new_key.rekey_pragma())?;
+        self.connection
+            .execute_batch("PRAGMA journal_mode = WAL;")?;
+        key_file.finish_rotation()?;
+        self.audit(at, "store_rekeyed", "store re-encrypted under a new key")
+    }
+
     /// Sets the key, proves it decrypts page 1, and applies the connection settings.
-    fn configure(&mut self, key: &StoreKey) -> Result<(), StoreError> {
-        self.connection.execute_batch(&key.pragma())?;
+    fn configure(&mut self, key: Option<&StoreKey>) -> Result<(), StoreError> {
+        if let Some(key) = key {
+            self.connection.execute_batch(&key.pragma())?;
+        }
         // SQLCipher only notices a wrong key on first read; probe before anything else so the
         // error is "wrong key", not a misleading one from a later statement.
         let probe: Result<i64, _> =
@@ -239,6 +343,17 @@ impl DeviceStore {
         event: DoseEvent,
         at: DateTime<Utc>,
     ) -> Result<SignedDoseEvent, StoreError> {
+        self.append_dose_event_with_evidence(event, &[], at)
+    }
+
+    /// As [`Self::append_dose_event`], keeping `evidence` keyframes with the event in the same
+    /// transaction (encrypted with the database).
+    pub fn append_dose_event_with_evidence(
+        &mut self,
+        event: DoseEvent,
+        evidence: &[EvidenceFrame],
+        at: DateTime<Utc>,
+    ) -> Result<SignedDoseEvent, StoreError> {
         let key = self.signing_key()?;
         let transaction = self
             .connection
@@ -277,6 +392,17 @@ impl DeviceStore {
             "INSERT INTO outbox (sequence, enqueued_at) VALUES (?1, ?2)",
             params![sequence_to_sql(sequence), timestamp(at)],
         )?;
+        for frame in evidence {
+            transaction.execute(
+                "INSERT INTO evidence (sequence, captured_at_ms, jpeg, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    sequence_to_sql(sequence),
+                    sequence_to_sql(frame.captured_at_ms),
+                    frame.jpeg.as_slice(),
+                    timestamp(at)
+                ],
+            )?;
+        }
         transaction.execute(
             "INSERT INTO audit_log (at, action, detail) VALUES (?1, 'dose_event_recorded', ?2)",
             params![
@@ -286,6 +412,54 @@ impl DeviceStore {
         )?;
         transaction.commit()?;
         Ok(signed)
+    }
+
+    /// The evidence keyframes kept for event `sequence`, in capture order.
+    pub fn evidence_for(&self, sequence: u64) -> Result<Vec<EvidenceFrame>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT captured_at_ms, jpeg FROM evidence WHERE sequence = ?1 ORDER BY captured_at_ms, id",
+        )?;
+        let rows = statement.query_map([sequence_to_sql(sequence)], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })?;
+        rows.map(|row| {
+            let (captured_at_ms, jpeg) = row?;
+            Ok(EvidenceFrame {
+                captured_at_ms: sequence_from_sql(captured_at_ms)?,
+                jpeg,
+            })
+        })
+        .collect()
+    }
+
+    /// Deletes the evidence of events the server acknowledged more than `retain` before `now`;
+    /// evidence of events not yet delivered is never purged. Returns the number of frames
+    /// deleted.
+    pub fn purge_delivered_evidence(
+        &mut self,
+        retain: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let cutoff = timestamp(now - retain);
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let deleted = transaction.execute(
+            "DELETE FROM evidence WHERE sequence IN
+               (SELECT sequence FROM outbox WHERE acknowledged_at IS NOT NULL AND acknowledged_at <= ?1)",
+            params![cutoff],
+        )?;
+        if deleted > 0 {
+            transaction.execute(
+                "INSERT INTO audit_log (at, action, detail) VALUES (?1, 'evidence_purged', ?2)",
+                params![
+                    timestamp(now),
+                    format!("{deleted} frames acknowledged before {cutoff}")
+                ],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(deleted)
     }
 
     fn load_events(&self, sql: &str, limit: i64) -> Result<Vec<SignedDoseEvent>, StoreError> {
@@ -363,6 +537,7 @@ impl DeviceStore {
             device_id: self.identity().ok().map(|identity| identity.device_id),
             dose_events: count("SELECT count(*) FROM dose_events")?,
             pending_sync: count("SELECT count(*) FROM outbox WHERE acknowledged_at IS NULL")?,
+            evidence_frames: count("SELECT count(*) FROM evidence")?,
             last_hash: self
                 .connection
                 .query_row(
@@ -381,6 +556,13 @@ impl DeviceStore {
         )?;
         Ok(())
     }
+}
+
+/// `path` with `suffix` appended (SQLite's `-wal`, `-shm`, `-journal` companions).
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// SQLite integers are signed; sequences and counts never exceed `i64::MAX`.
@@ -407,13 +589,10 @@ fn quarantine(path: &Path, detail: String) -> StoreError {
             source,
         };
     }
-    for companion in ["-wal", "-shm"] {
-        let from = PathBuf::from(format!("{}{companion}", path.display()));
+    for suffix in ["-wal", "-shm"] {
+        let from = companion(path, suffix);
         if from.exists() {
-            let _ = rename(
-                &from,
-                &PathBuf::from(format!("{}{companion}", quarantined_to.display())),
-            );
+            let _ = rename(&from, &companion(&quarantined_to, suffix));
         }
     }
     StoreError::Corrupt {

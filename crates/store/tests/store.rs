@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use dosewitness_domain::{
     CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, MedicationId, PatientId, RegimenId,
 };
-use dosewitness_store::{DeviceStore, KeyFile, StoreError, StoreKey};
+use dosewitness_store::{DeviceStore, EvidenceFrame, KeyFile, StoreError, StoreKey};
 use std::path::Path;
 
 fn at(minutes: i64) -> DateTime<Utc> {
@@ -196,4 +196,118 @@ fn key_files_are_owner_only_and_never_overwritten() {
     }
     std::fs::write(file.path(), "not hex").unwrap();
     assert!(matches!(file.load(), Err(StoreError::BadKeyFile { .. })));
+}
+
+#[test]
+fn evidence_is_kept_with_its_event_and_purged_only_after_delivery_and_retention() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key = StoreKey::generate().unwrap();
+    let mut store = DeviceStore::create(&path, &key, at(0)).unwrap();
+    let frame = |ms: u64| EvidenceFrame {
+        captured_at_ms: ms,
+        jpeg: format!("JPEG-MARKER-{ms}").into_bytes(),
+    };
+    let first = store
+        .append_dose_event_with_evidence(dose(1), &[frame(40), frame(10)], at(1))
+        .unwrap();
+    let second = store
+        .append_dose_event_with_evidence(dose(2), &[frame(5)], at(2))
+        .unwrap();
+    let kept = store.evidence_for(first.sequence()).unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|frame| frame.captured_at_ms)
+            .collect::<Vec<_>>(),
+        vec![10, 40]
+    );
+    assert_eq!(format!("{:?}", kept[0]), "EvidenceFrame(10 ms, 14 bytes)");
+
+    // Evidence is ciphertext on disk like everything else.
+    for entry in std::fs::read_dir(directory.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(11).any(|window| window == b"JPEG-MARKER"));
+    }
+
+    store.acknowledge(&[first.sequence()], at(10)).unwrap();
+    let retain = Duration::days(1);
+    assert_eq!(
+        store
+            .purge_delivered_evidence(retain, at(10) + Duration::hours(2))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .purge_delivered_evidence(retain, at(10) + Duration::days(2))
+            .unwrap(),
+        2
+    );
+    assert!(store.evidence_for(first.sequence()).unwrap().is_empty());
+    // The undelivered event keeps its evidence however old it is.
+    assert_eq!(store.evidence_for(second.sequence()).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .purge_delivered_evidence(Duration::zero(), at(0) + Duration::days(400))
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.info().unwrap().evidence_frames, 1);
+    store.verify().unwrap();
+}
+
+#[test]
+fn rekeying_re_encrypts_and_an_interrupted_rotation_recovers() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key_file = KeyFile::new(directory.path().join("store.key"));
+    let old_key = key_file.create().unwrap();
+    let mut store = DeviceStore::create(&path, &old_key, at(0)).unwrap();
+    store.append_dose_event(dose(1), at(1)).unwrap();
+    store.rekey(&key_file, at(2)).unwrap();
+    drop(store);
+    assert!(matches!(
+        DeviceStore::open(&path, &old_key),
+        Err(StoreError::WrongKeyOrCorrupt { .. })
+    ));
+    let new_key = key_file.load().unwrap();
+    assert_ne!(new_key, old_key);
+    assert_eq!(
+        DeviceStore::open(&path, &new_key)
+            .unwrap()
+            .verify()
+            .unwrap(),
+        1
+    );
+    assert!(!key_file.pending_path().exists());
+
+    // A crash after the new key was written but before the database used it: the pending key
+    // is dropped and the current one still opens the store.
+    let unused = key_file.begin_rotation().unwrap();
+    let store = DeviceStore::open_with_key_file(&path, &key_file).unwrap();
+    assert_eq!(store.verify().unwrap(), 1);
+    assert!(!key_file.pending_path().exists());
+    assert_ne!(unused, key_file.load().unwrap());
+    drop(store);
+
+    // A crash after the database was re-encrypted but before the key file was swapped: the
+    // pending key opens it and is installed.
+    let mut store = DeviceStore::open(&path, &new_key).unwrap();
+    let pending = key_file.begin_rotation().unwrap();
+    store.append_dose_event(dose(2), at(3)).unwrap();
+    drop(store);
+    // Re-encrypt under the pending key the way `rekey` does, then "crash" before the swap.
+    let pending_hex = std::fs::read_to_string(key_file.pending_path()).unwrap();
+    let current_hex = std::fs::read_to_string(key_file.path()).unwrap();
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection
+        .execute_batch(&format!(
+            "PRAGMA key = \"x'{current_hex}'\"; PRAGMA journal_mode = DELETE; PRAGMA rekey = \"x'{pending_hex}'\";"
+        ))
+        .unwrap();
+    drop(connection);
+    let store = DeviceStore::open_with_key_file(&path, &key_file).unwrap();
+    assert_eq!(store.verify().unwrap(), 2);
+    assert_eq!(key_file.load().unwrap(), pending);
+    assert!(!key_file.pending_path().exists());
 }
