@@ -222,6 +222,9 @@ impl DeviceStore {
 
     /// Sets the key, proves it decrypts page 1, and applies the connection settings.
     fn configure(&mut self, key: Option<&StoreKey>) -> Result<(), StoreError> {
+        // SQLCipher logs decryption failures to stderr itself; we report them as typed errors.
+        self.connection
+            .execute_batch("PRAGMA cipher_log_level = NONE;")?;
         if let Some(key) = key {
             self.connection.execute_batch(&key.pragma())?;
         }
