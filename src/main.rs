@@ -74,6 +74,8 @@ fn main() -> ExitCode {
 struct DevicePaths {
     store: PathBuf,
     key: PathBuf,
+    /// Argon2id parameters, for stores unlocked by passphrase.
+    kdf: PathBuf,
 }
 
 impl DevicePaths {
@@ -82,6 +84,7 @@ impl DevicePaths {
         Self {
             store: device.join("device.db"),
             key: device.join("store.key"),
+            kdf: device.join("store.kdf.json"),
         }
     }
 }

@@ -3,28 +3,42 @@
 use crate::DevicePaths;
 use anyhow::{Context, bail};
 use dosewitness_domain::{Clock, SystemClock};
-use dosewitness_store::{DeviceStore, KeyFile, StoreError};
+use dosewitness_store::{DeviceStore, KeyFile, PassphraseKdf, StoreError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StoreCommand {
+    /// Create an empty device store: a random key in an owner-only key file (default), or a key
+    /// derived from a passphrase with Argon2id for devices without a keyring.
+    Init {
+        #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        unlock: Unlock,
+    },
     /// Show the store's identity and counts (no PHI).
     Info {
         #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        unlock: Unlock,
     },
     /// Verify every hash, signature and link of the dose-event chain.
     Verify {
         #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        unlock: Unlock,
     },
     /// Write every signed dose event as JSON Lines to a new file (it holds clinical data:
     /// keep it as protected as the device).
     Export {
         #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        unlock: Unlock,
         /// The file to create; an existing file is never overwritten.
         #[arg(long)]
         out: PathBuf,
@@ -45,7 +59,16 @@ pub enum StoreCommand {
     },
 }
 
-fn open(data_dir: &Path) -> anyhow::Result<DeviceStore> {
+/// How to unlock the store: the key file (default) or, chosen explicitly, a passphrase.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Unlock {
+    /// Name of an environment variable holding the passphrase, for stores created in
+    /// passphrase mode (Argon2id; parameters in `device/store.kdf.json`).
+    #[arg(long, value_name = "VAR")]
+    passphrase_env: Option<String>,
+}
+
+fn open(data_dir: &Path, unlock: &Unlock) -> anyhow::Result<DeviceStore> {
     let paths = DevicePaths::under(data_dir);
     if !paths.store.exists() {
         bail!(
@@ -53,16 +76,50 @@ fn open(data_dir: &Path) -> anyhow::Result<DeviceStore> {
             paths.store.display()
         );
     }
-    Ok(DeviceStore::open_with_key_file(
-        &paths.store,
-        &KeyFile::new(&paths.key),
-    )?)
+    match &unlock.passphrase_env {
+        None => Ok(DeviceStore::open_with_key_file(
+            &paths.store,
+            &KeyFile::new(&paths.key),
+        )?),
+        Some(variable) => {
+            let passphrase = std::env::var(variable)
+                .with_context(|| format!("--passphrase-env {variable}: the variable is not set"))?;
+            let kdf = PassphraseKdf::load(&paths.kdf)?;
+            Ok(DeviceStore::open(&paths.store, &kdf.derive(&passphrase)?)?)
+        }
+    }
 }
 
 pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
     match command {
-        StoreCommand::Info { data_dir } => {
-            let info = open(&data_dir)?.info()?;
+        StoreCommand::Init { data_dir, unlock } => {
+            let paths = DevicePaths::under(&data_dir);
+            if paths.store.exists() {
+                bail!(
+                    "a device store already exists at {}; it was left untouched",
+                    paths.store.display()
+                );
+            }
+            let directory = paths.store.parent().unwrap_or(&data_dir);
+            std::fs::create_dir_all(directory)
+                .with_context(|| format!("creating {}", directory.display()))?;
+            let key = match &unlock.passphrase_env {
+                None => KeyFile::new(&paths.key).create()?,
+                Some(variable) => {
+                    let passphrase = std::env::var(variable).with_context(|| {
+                        format!("--passphrase-env {variable}: the variable is not set")
+                    })?;
+                    let kdf = PassphraseKdf::recommended()?;
+                    let key = kdf.derive(&passphrase)?;
+                    kdf.save(&paths.kdf)?;
+                    key
+                }
+            };
+            let store = DeviceStore::create(&paths.store, &key, SystemClock.now())?;
+            println!("device store created at {}", store.path().display());
+        }
+        StoreCommand::Info { data_dir, unlock } => {
+            let info = open(&data_dir, &unlock)?.info()?;
             println!("store:           {}", info.path.display());
             println!("schema version:  {}", info.schema_version);
             println!(
@@ -78,14 +135,18 @@ pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
                 info.last_hash.unwrap_or_else(|| "-".to_string())
             );
         }
-        StoreCommand::Verify { data_dir } => {
-            let count = open(&data_dir)?.verify()?;
+        StoreCommand::Verify { data_dir, unlock } => {
+            let count = open(&data_dir, &unlock)?.verify()?;
             println!(
                 "chain verified: {count} signed dose event(s), every hash, signature and link intact"
             );
         }
-        StoreCommand::Export { data_dir, out } => {
-            let store = open(&data_dir)?;
+        StoreCommand::Export {
+            data_dir,
+            unlock,
+            out,
+        } => {
+            let store = open(&data_dir, &unlock)?;
             let count = store
                 .verify()
                 .context("refusing to export a chain that does not verify")?;
@@ -94,7 +155,7 @@ pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
         }
         StoreCommand::Rekey { data_dir } => {
             let paths = DevicePaths::under(&data_dir);
-            let mut store = open(&data_dir)?;
+            let mut store = open(&data_dir, &Unlock::default())?;
             store.rekey(&KeyFile::new(&paths.key), SystemClock.now())?;
             println!(
                 "store re-encrypted under a new key; key file {} replaced",

@@ -160,3 +160,71 @@ fn killing_the_writer_never_loses_or_duplicates_a_committed_dose() {
         stored.len()
     );
 }
+
+#[test]
+fn a_full_disk_stops_the_writer_with_a_clear_error_and_loses_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().to_str().unwrap().to_string();
+    let init = Command::new(BINARY)
+        .args(["store", "init", "--data-dir", &data_dir])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // RLIMIT_FSIZE makes writes past 2 MiB fail with EFBIG, as a full disk would, without
+    // needing root; SIGXFSZ is ignored so the write error reaches SQLite.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 4096; exec '{BINARY}' store stress-write --data-dir '{data_dir}' --count 100000"
+    );
+    let output = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the writer should have hit the size limit"
+    );
+    assert!(
+        stderr.contains("the dose was not recorded"),
+        "unclear error: {stderr}"
+    );
+    let reported: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.split_whitespace().nth(2).unwrap().to_string())
+        .collect();
+    assert!(
+        reported.len() > 10,
+        "expected some events before the disk filled, got {}",
+        reported.len()
+    );
+
+    let export = directory.path().join("after.jsonl");
+    let output = Command::new(BINARY)
+        .args([
+            "store",
+            "export",
+            "--data-dir",
+            &data_dir,
+            "--out",
+            export.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["record"]["event"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(stored, reported, "exactly the committed events, in order");
+}

@@ -201,3 +201,72 @@ fn a_port_in_use_and_an_unusable_data_dir_are_reported() {
     );
     assert_eq!(std::fs::read(used.join("something")).unwrap(), b"keep me");
 }
+
+#[test]
+fn a_passphrase_store_is_created_and_unlocked_through_the_cli() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().to_str().unwrap();
+    let run = |arguments: &[&str], passphrase: &str| {
+        Command::new(BINARY)
+            .args(arguments)
+            .env("DW_TEST_PASSPHRASE", passphrase)
+            .output()
+            .unwrap()
+    };
+    let init = run(
+        &[
+            "store",
+            "init",
+            "--data-dir",
+            data_dir,
+            "--passphrase-env",
+            "DW_TEST_PASSPHRASE",
+        ],
+        "a long passphrase",
+    );
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    assert!(
+        !directory.path().join("device/store.key").exists(),
+        "passphrase mode writes no key file"
+    );
+    let info = run(
+        &[
+            "store",
+            "info",
+            "--data-dir",
+            data_dir,
+            "--passphrase-env",
+            "DW_TEST_PASSPHRASE",
+        ],
+        "a long passphrase",
+    );
+    assert!(
+        text(&info.stdout).contains("dose events:     0"),
+        "{}",
+        text(&info.stderr)
+    );
+    let wrong = run(
+        &[
+            "store",
+            "info",
+            "--data-dir",
+            data_dir,
+            "--passphrase-env",
+            "DW_TEST_PASSPHRASE",
+        ],
+        "another passphrase",
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("could not be decrypted"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    let again = run(&["store", "init", "--data-dir", data_dir], "");
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+}

@@ -29,8 +29,18 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error(
+        "the disk holding {path} is full: the dose was not recorded (nothing was half-written); free some space and record it again"
+    )]
+    DiskFull { path: PathBuf },
+    #[error(
+        "the device store {path} could not be written ({detail}): the dose was not recorded (nothing was half-written)"
+    )]
+    WriteFailed { path: PathBuf, detail: String },
     #[error("this device is not enrolled yet")]
     NotEnrolled,
+    #[error("the passphrase cannot unlock a store: {0}")]
+    Passphrase(String),
     #[error("the key file {path} is invalid: {reason}")]
     BadKeyFile { path: PathBuf, reason: String },
     #[error("{action} {path}: {source}")]

@@ -172,3 +172,101 @@ fn write_new_key(path: &Path) -> Result<StoreKey, StoreError> {
     }
     Ok(key)
 }
+
+/// Argon2id parameters and salt for deriving the store key from a passphrase, kept in a small
+/// JSON file beside the store (not secret; without it the passphrase cannot be turned back into
+/// the key).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassphraseKdf {
+    pub algorithm: String,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hex, 16 random bytes.
+    pub salt: String,
+}
+
+impl PassphraseKdf {
+    /// OWASP's Argon2id recommendation for interactive use: 64 MiB, 3 passes, 1 lane.
+    pub fn recommended() -> Result<Self, StoreError> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|error| StoreError::Io {
+            action: "drawing random bytes for",
+            path: PathBuf::from("the passphrase salt"),
+            source: std::io::Error::other(error.to_string()),
+        })?;
+        Ok(Self {
+            algorithm: "argon2id-v19".to_string(),
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+            salt: hex::encode(salt),
+        })
+    }
+
+    /// Derives the raw store key from `passphrase`. The cost is paid here, once per unlock; the
+    /// database is then opened with the raw key (no second KDF inside SQLCipher).
+    pub fn derive(&self, passphrase: &str) -> Result<StoreKey, StoreError> {
+        let invalid = StoreError::Passphrase;
+        if self.algorithm != "argon2id-v19" {
+            return Err(invalid(format!(
+                "unsupported algorithm {:?}",
+                self.algorithm
+            )));
+        }
+        if passphrase.chars().count() < 8 {
+            return Err(invalid(
+                "the passphrase must be at least 8 characters".to_string(),
+            ));
+        }
+        let salt = hex::decode(&self.salt).map_err(|_| invalid("salt is not hex".to_string()))?;
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|error| invalid(error.to_string()))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut key = [0u8; 32];
+        argon
+            .hash_password_into(passphrase.as_bytes(), &salt, &mut key)
+            .map_err(|error| invalid(error.to_string()))?;
+        Ok(StoreKey::from_bytes(key))
+    }
+
+    /// Reads the parameters from `path`.
+    pub fn load(path: &Path) -> Result<Self, StoreError> {
+        let text = std::fs::read_to_string(path).map_err(|source| StoreError::Io {
+            action: "reading the passphrase parameters",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|error| StoreError::BadKeyFile {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Writes the parameters to a new file at `path` (never overwrites).
+    pub fn save(&self, path: &Path) -> Result<(), StoreError> {
+        let text = serde_json::to_string_pretty(self).map_err(|error| StoreError::BadKeyFile {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| StoreError::Io {
+                action: "creating the passphrase parameters",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| StoreError::Io {
+                action: "writing the passphrase parameters",
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+}

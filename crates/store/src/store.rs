@@ -357,6 +357,17 @@ impl DeviceStore {
         evidence: &[EvidenceFrame],
         at: DateTime<Utc>,
     ) -> Result<SignedDoseEvent, StoreError> {
+        let path = self.path.clone();
+        self.write_dose_event(event, evidence, at)
+            .map_err(|error| classify_write_error(error, &path))
+    }
+
+    fn write_dose_event(
+        &mut self,
+        event: DoseEvent,
+        evidence: &[EvidenceFrame],
+        at: DateTime<Utc>,
+    ) -> Result<SignedDoseEvent, StoreError> {
         let key = self.signing_key()?;
         let transaction = self
             .connection
@@ -558,6 +569,26 @@ impl DeviceStore {
             params![timestamp(at), action, detail],
         )?;
         Ok(())
+    }
+}
+
+/// Turns "disk full" and write failures into errors that say what happened and that the dose
+/// was not written (the transaction rolled back), instead of a bare SQLite code.
+fn classify_write_error(error: StoreError, path: &Path) -> StoreError {
+    let StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = &error else {
+        return error;
+    };
+    match failure.code {
+        rusqlite::ErrorCode::DiskFull => StoreError::DiskFull {
+            path: path.to_path_buf(),
+        },
+        rusqlite::ErrorCode::SystemIoFailure
+        | rusqlite::ErrorCode::ReadOnly
+        | rusqlite::ErrorCode::CannotOpen => StoreError::WriteFailed {
+            path: path.to_path_buf(),
+            detail: error.to_string(),
+        },
+        _ => error,
     }
 }
 

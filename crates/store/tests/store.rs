@@ -311,3 +311,38 @@ fn rekeying_re_encrypts_and_an_interrupted_rotation_recovers() {
     assert_eq!(key_file.load().unwrap(), pending);
     assert!(!key_file.pending_path().exists());
 }
+
+#[test]
+fn a_passphrase_store_opens_only_with_its_passphrase() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let kdf_path = directory.path().join("store.kdf.json");
+    let kdf = dosewitness_store::PassphraseKdf::recommended().unwrap();
+    kdf.save(&kdf_path).unwrap();
+    assert!(
+        kdf.save(&kdf_path).is_err(),
+        "parameters are never overwritten"
+    );
+    let key = kdf.derive("correct horse battery staple").unwrap();
+    drop(store_with_events(&path, &key, 2));
+
+    let loaded = dosewitness_store::PassphraseKdf::load(&kdf_path).unwrap();
+    assert_eq!(loaded, kdf);
+    let again = loaded.derive("correct horse battery staple").unwrap();
+    assert_eq!(
+        DeviceStore::open(&path, &again).unwrap().verify().unwrap(),
+        2
+    );
+    let wrong = loaded.derive("correct horse battery stable").unwrap();
+    assert!(matches!(
+        DeviceStore::open(&path, &wrong),
+        Err(StoreError::WrongKeyOrCorrupt { .. })
+    ));
+    // A different salt is a different key.
+    let other_salt = dosewitness_store::PassphraseKdf::recommended().unwrap();
+    assert_ne!(
+        other_salt.derive("correct horse battery staple").unwrap(),
+        again
+    );
+    assert!(loaded.derive("short").is_err());
+}
