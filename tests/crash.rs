@@ -20,6 +20,40 @@ fn next(state: &mut u64) -> u64 {
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
+/// Runs `store export` and returns (sequence, event id) of every stored event, in chain order.
+fn export_events(scratch: &std::path::Path, data_dir: &str) -> Vec<(u64, String)> {
+    let export = scratch.join(format!("export-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&export);
+    let output = Command::new(BINARY)
+        .args([
+            "store",
+            "export",
+            "--data-dir",
+            data_dir,
+            "--out",
+            export.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let sequence = event["record"]["sequence"].as_u64().unwrap();
+            (
+                sequence,
+                event["record"]["event"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn killing_the_writer_never_loses_or_duplicates_a_committed_dose() {
     let seed = std::env::var("CRASH_SEED")
@@ -113,29 +147,10 @@ fn killing_the_writer_never_loses_or_duplicates_a_committed_dose() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
-    let export = directory.path().join("export.jsonl");
-    let output = Command::new(BINARY)
-        .args([
-            "store",
-            "export",
-            "--data-dir",
-            &data_dir,
-            "--out",
-            export.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let exported = export_events(directory.path(), &data_dir);
     let mut stored: HashMap<String, u64> = HashMap::new();
     let mut sequences = Vec::new();
-    for line in std::fs::read_to_string(&export).unwrap().lines() {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap();
-        let sequence = event["record"]["sequence"].as_u64().unwrap();
-        let event_id = event["record"]["event"]["id"].as_str().unwrap().to_string();
+    for (sequence, event_id) in exported {
         assert!(
             stored.insert(event_id, sequence).is_none(),
             "an event is stored twice"
@@ -199,32 +214,9 @@ fn a_full_disk_stops_the_writer_with_a_clear_error_and_loses_nothing() {
         reported.len()
     );
 
-    let export = directory.path().join("after.jsonl");
-    let output = Command::new(BINARY)
-        .args([
-            "store",
-            "export",
-            "--data-dir",
-            &data_dir,
-            "--out",
-            export.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stored: Vec<String> = std::fs::read_to_string(&export)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["record"]["event"]["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+    let stored: Vec<String> = export_events(directory.path(), &data_dir)
+        .into_iter()
+        .map(|(_, event_id)| event_id)
         .collect();
     assert_eq!(stored, reported, "exactly the committed events, in order");
 }
