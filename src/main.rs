@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod faces;
 mod serve;
 mod store_command;
 mod ui;
@@ -33,6 +34,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the clinic backend.
     Serve(serve::ServeArgs),
+    /// Face identity: compare two photos.
+    Faces {
+        #[command(subcommand)]
+        command: faces::FacesCommand,
+    },
     /// Measure performance figures (see each subcommand's targets).
     Bench {
         #[command(subcommand)]
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Store { command } => store_command::run(command),
         Command::Bench { command } => bench::run(command),
+        Command::Faces { command } => faces::run(command),
     };
     match result {
         Ok(code) => code,

@@ -270,3 +270,38 @@ fn a_passphrase_store_is_created_and_unlocked_through_the_cli() {
         text(&again.stderr)
     );
 }
+
+#[test]
+fn faces_compare_tells_same_from_different_people() {
+    let photo = |name: &str| {
+        format!(
+            "{}/tests/fixtures/images/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    let compare = |a: &str, b: &str| {
+        let output = Command::new(BINARY)
+            .args(["faces", "compare", &photo(a), &photo(b), "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let same = compare("obama.jpg", "obama2.jpg");
+    assert_eq!(same["same_person"], true, "{same}");
+    let different = compare("obama3.jpg", "biden.jpg");
+    assert_eq!(different["same_person"], false, "{different}");
+    assert!(same["score"].as_f64().unwrap() > different["score"].as_f64().unwrap());
+
+    let output = Command::new(BINARY)
+        .args(["faces", "compare", &photo("obama.jpg"), &photo("black.png")])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("black.png")
+            && text(&output.stderr).contains("found 0 faces"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -31,6 +31,10 @@ pub enum VisionError {
     },
     #[error("inference with model {name:?} failed: {reason}")]
     Inference { name: String, reason: String },
+    #[error("image {path} could not be read: {reason}")]
+    ImageUnreadable { path: PathBuf, reason: String },
+    #[error("found {found} faces where exactly one is needed")]
+    FaceCount { found: usize },
     #[error("frame is {width}x{height} pixels; frames must be between 1x1 and {max}x{max}")]
     FrameSize { width: u32, height: u32, max: u32 },
 }

@@ -237,6 +237,16 @@ impl FaceDetector {
             .collect())
     }
 
+    /// The one face in `frame`; an error when there is none or more than one.
+    pub fn single_face(&self, frame: &Frame) -> Result<FaceDetection, VisionError> {
+        let mut faces = self.detect(frame)?;
+        if faces.len() == 1 {
+            Ok(faces.remove(0))
+        } else {
+            Err(VisionError::FaceCount { found: faces.len() })
+        }
+    }
+
     /// Finds the regressor (896×16) and score (896×1) outputs by size, whatever their order.
     fn split_outputs<'a>(
         &self,

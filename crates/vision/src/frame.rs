@@ -35,6 +35,17 @@ impl Frame {
         })
     }
 
+    /// Reads a still image (JPEG or PNG) as frame 0.
+    pub fn from_image_file(path: &std::path::Path) -> Result<Self, VisionError> {
+        let pixels = image::open(path)
+            .map_err(|error| VisionError::ImageUnreadable {
+                path: path.to_path_buf(),
+                reason: error.to_string(),
+            })?
+            .to_rgb8();
+        Self::new(0, 0, pixels)
+    }
+
     /// Position of this frame in its source, starting at 0.
     pub fn sequence(&self) -> u64 {
         self.sequence

@@ -135,6 +135,42 @@ impl Letterbox {
     }
 }
 
+/// A square region of interest rotated by `angle` radians about its centre, as MediaPipe crops
+/// faces and hands. Crop coordinates are normalised: `(0, 0)` is the crop's top-left corner and
+/// `(1, 1)` its bottom-right, in the crop's own (rotated) frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RotatedRect {
+    pub center: Point,
+    /// Side length in source pixels.
+    pub side: f32,
+    /// Rotation of the crop's x axis from the source's x axis, radians (positive turns x toward y).
+    pub angle: f32,
+}
+
+impl RotatedRect {
+    /// Normalised crop coordinates → source pixel coordinates.
+    pub fn to_source(&self, crop: Point) -> Point {
+        let (sin, cos) = self.angle.sin_cos();
+        let x = (crop.x - 0.5) * self.side;
+        let y = (crop.y - 0.5) * self.side;
+        Point {
+            x: self.center.x + x * cos - y * sin,
+            y: self.center.y + x * sin + y * cos,
+        }
+    }
+
+    /// Source pixel coordinates → normalised crop coordinates (inverse of [`Self::to_source`]).
+    pub fn to_crop(&self, source: Point) -> Point {
+        let (sin, cos) = self.angle.sin_cos();
+        let x = source.x - self.center.x;
+        let y = source.y - self.center.y;
+        Point {
+            x: (x * cos + y * sin) / self.side + 0.5,
+            y: (-x * sin + y * cos) / self.side + 0.5,
+        }
+    }
+}
+
 /// A scored box with keypoints, the unit of non-maximum suppression.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredBox {
@@ -257,6 +293,23 @@ mod tests {
             let tolerance = 1e-3 * source_width.max(source_height) as f32;
             prop_assert!((back.x - point.x).abs() <= tolerance, "{:?} vs {:?}", back, point);
             prop_assert!((back.y - point.y).abs() <= tolerance, "{:?} vs {:?}", back, point);
+        }
+
+        #[test]
+        fn rotated_crops_round_trip(
+            cx in -500.0f32..500.0, cy in -500.0f32..500.0, side in 1.0f32..400.0,
+            angle in -3.2f32..3.2, u in 0.0f32..1.0, v in 0.0f32..1.0,
+        ) {
+            let rect = RotatedRect { center: Point { x: cx, y: cy }, side, angle };
+            let crop = Point { x: u, y: v };
+            let back = rect.to_crop(rect.to_source(crop));
+            prop_assert!((back.x - u).abs() < 1e-3 && (back.y - v).abs() < 1e-3, "{:?} -> {:?}", crop, back);
+            // The crop centre is the rect's centre, and corners lie side/√2 from it.
+            let center = rect.to_source(Point { x: 0.5, y: 0.5 });
+            prop_assert!((center.x - cx).abs() < 1e-3 && (center.y - cy).abs() < 1e-3);
+            let corner = rect.to_source(Point { x: 0.0, y: 0.0 });
+            let distance = ((corner.x - cx).powi(2) + (corner.y - cy).powi(2)).sqrt();
+            prop_assert!((distance - side / 2f32.sqrt()).abs() < 1e-2 * side.max(1.0));
         }
 
         #[test]

@@ -1,0 +1,210 @@
+//! Face identity with dlib's face-recognition ResNet (128-d descriptors), as ported by face-api.
+//!
+//! Pre-processing cuts a 150×150 chip from the frame: a square 1.25× the BlazeFace box, centred
+//! on it and rotated so the eye line is horizontal, sampled bilinearly with the border
+//! replicated, as raw 0–255 RGB (the model subtracts its own mean). Post-processing compares
+//! descriptors by Euclidean distance; dlib's calibrated rule is "same person below 0.6".
+
+use crate::error::VisionError;
+use crate::face_detection::FaceDetection;
+use crate::frame::Frame;
+use crate::geometry::{Point, RotatedRect};
+use crate::model::{ModelManifest, OnnxModel};
+
+/// The manifest name of the model.
+pub const MODEL_NAME: &str = "dlib_face_embedder";
+const CHIP_SIDE: usize = 150;
+const CROP_SCALE: f32 = 1.25;
+/// dlib's decision threshold on the Euclidean distance of two descriptors.
+pub const SAME_PERSON_MAX_DISTANCE: f64 = 0.6;
+
+/// A 128-d face descriptor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceEmbedding(pub Vec<f32>);
+
+impl FaceEmbedding {
+    /// Euclidean distance between two descriptors.
+    pub fn distance(&self, other: &Self) -> f64 {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Cosine similarity between two descriptors.
+    pub fn cosine(&self, other: &Self) -> f64 {
+        let dot: f64 = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        let norm = |values: &[f32]| {
+            values
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let denominator = norm(&self.0) * norm(&other.0);
+        if denominator == 0.0 {
+            0.0
+        } else {
+            dot / denominator
+        }
+    }
+}
+
+/// The result of comparing two faces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceMatch {
+    /// `1 − distance / 1.2`, clamped to `[0, 1]`: 1 for identical descriptors, 0.5 exactly at
+    /// dlib's threshold.
+    pub score: f64,
+    pub distance: f64,
+    pub cosine: f64,
+    pub same_person: bool,
+}
+
+impl FaceMatch {
+    /// Compares two descriptors at dlib's threshold.
+    pub fn between(a: &FaceEmbedding, b: &FaceEmbedding) -> Self {
+        let distance = a.distance(b);
+        Self {
+            score: (1.0 - distance / (2.0 * SAME_PERSON_MAX_DISTANCE)).clamp(0.0, 1.0),
+            distance,
+            cosine: a.cosine(b),
+            same_person: distance < SAME_PERSON_MAX_DISTANCE,
+        }
+    }
+}
+
+/// The region the embedder looks at for `face`: 1.25× its box, rotated by the eye line.
+pub fn face_region(face: &FaceDetection) -> RotatedRect {
+    let (right_eye, left_eye) = (face.keypoints[0], face.keypoints[1]);
+    RotatedRect {
+        center: face.bounds.center(),
+        side: face.bounds.width().max(face.bounds.height()) * CROP_SCALE,
+        angle: (left_eye.y - right_eye.y).atan2(left_eye.x - right_eye.x),
+    }
+}
+
+/// Samples the 150×150 chip of `region` from `frame`: NHWC raw 0–255, bilinear, border
+/// replicated.
+pub fn face_chip(frame: &Frame, region: &RotatedRect) -> Vec<f32> {
+    let pixels = frame.pixels();
+    let (width, height) = (pixels.width() as i64, pixels.height() as i64);
+    let raw = pixels.as_raw();
+    let sample = |x: i64, y: i64, channel: usize| -> f32 {
+        let (x, y) = (x.clamp(0, width - 1), y.clamp(0, height - 1));
+        f32::from(raw[((y * width + x) * 3) as usize + channel])
+    };
+    let mut chip = vec![0.0f32; CHIP_SIDE * CHIP_SIDE * 3];
+    for row in 0..CHIP_SIDE {
+        for column in 0..CHIP_SIDE {
+            let source = region.to_source(Point {
+                x: (column as f32 + 0.5) / CHIP_SIDE as f32,
+                y: (row as f32 + 0.5) / CHIP_SIDE as f32,
+            });
+            // Pixel centres sit at integer coordinates + 0.5 in the normalised mapping.
+            let (x, y) = (source.x - 0.5, source.y - 0.5);
+            let (left, top) = (x.floor(), y.floor());
+            let (fx, fy) = (x - left, y - top);
+            let (left, top) = (left as i64, top as i64);
+            let base = (row * CHIP_SIDE + column) * 3;
+            for channel in 0..3 {
+                let upper =
+                    sample(left, top, channel) * (1.0 - fx) + sample(left + 1, top, channel) * fx;
+                let lower = sample(left, top + 1, channel) * (1.0 - fx)
+                    + sample(left + 1, top + 1, channel) * fx;
+                chip[base + channel] = upper * (1.0 - fy) + lower * fy;
+            }
+        }
+    }
+    chip
+}
+
+/// The face embedder. Load once; [`Self::embed`] is reentrant.
+#[derive(Debug, Clone)]
+pub struct FaceEmbedder {
+    model: OnnxModel,
+}
+
+impl FaceEmbedder {
+    /// Loads the model from the manifest (sha256 and shapes checked).
+    pub fn load(manifest: &ModelManifest) -> Result<Self, VisionError> {
+        let model = manifest.load(MODEL_NAME)?;
+        let expected = vec![1, CHIP_SIDE, CHIP_SIDE, 3];
+        if model.entry().input.shape != expected {
+            return Err(VisionError::ModelShapeMismatch {
+                name: MODEL_NAME.to_string(),
+                what: "input shape",
+                expected,
+                actual: model.entry().input.shape.clone(),
+            });
+        }
+        Ok(Self { model })
+    }
+
+    /// The descriptor of `face` in `frame`.
+    pub fn embed(&self, frame: &Frame, face: &FaceDetection) -> Result<FaceEmbedding, VisionError> {
+        let chip = face_chip(frame, &face_region(face));
+        let mut outputs = self.model.run(&chip)?;
+        let embedding = outputs.pop().unwrap_or_default();
+        if embedding.len() != 128 || embedding.iter().any(|value| !value.is_finite()) {
+            return Err(VisionError::Inference {
+                name: MODEL_NAME.to_string(),
+                reason: format!("expected 128 finite values, got {}", embedding.len()),
+            });
+        }
+        Ok(FaceEmbedding(embedding))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::BoundingBox;
+
+    #[test]
+    fn the_region_is_levelled_by_the_eye_line() {
+        let mut keypoints = [Point::default(); 6];
+        keypoints[0] = Point { x: 40.0, y: 50.0 };
+        keypoints[1] = Point { x: 60.0, y: 70.0 };
+        let face = FaceDetection {
+            bounds: BoundingBox {
+                x_min: 20.0,
+                y_min: 30.0,
+                x_max: 80.0,
+                y_max: 90.0,
+            },
+            keypoints,
+            score: 0.9,
+        };
+        let region = face_region(&face);
+        assert!((region.angle - std::f32::consts::FRAC_PI_4).abs() < 1e-6);
+        assert_eq!(region.center, Point { x: 50.0, y: 60.0 });
+        assert!((region.side - 75.0).abs() < 1e-6);
+        // Both eyes land on one horizontal line of the chip.
+        let (right, left) = (region.to_crop(keypoints[0]), region.to_crop(keypoints[1]));
+        assert!((right.y - left.y).abs() < 1e-5 && right.x < left.x);
+    }
+
+    #[test]
+    fn distance_and_score_follow_dlib_threshold() {
+        let a = FaceEmbedding(vec![0.0; 128]);
+        let mut b = a.clone();
+        b.0[0] = 0.6;
+        let at_threshold = FaceMatch::between(&a, &b);
+        assert!((at_threshold.score - 0.5).abs() < 1e-6, "{at_threshold:?}");
+        assert!(
+            !at_threshold.same_person,
+            "the threshold itself is 'different'"
+        );
+        b.0[0] = 0.3;
+        assert!(FaceMatch::between(&a, &b).same_person);
+        assert_eq!(FaceMatch::between(&a, &a).score, 1.0);
+    }
+}
