@@ -305,3 +305,87 @@ fn faces_compare_tells_same_from_different_people() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn faces_enroll_and_verify_through_the_cli() {
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+    let directory = tempfile::tempdir().unwrap();
+    let enrolment = directory.path().join("photos");
+    std::fs::create_dir_all(&enrolment).unwrap();
+    for name in ["obama.jpg", "obama2.jpg", "obama3.jpg", "black.png"] {
+        std::fs::copy(photos.join(name), enrolment.join(name)).unwrap();
+    }
+    let template = directory.path().join("template.json");
+    let output = Command::new(BINARY)
+        .args([
+            "faces",
+            "enroll",
+            enrolment.to_str().unwrap(),
+            "--out",
+            template.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("black.png: refused"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(
+        text(&output.stdout).contains("enrolled from 3 photos"),
+        "{}",
+        text(&output.stdout)
+    );
+    let verify = |image: &str| {
+        let output = Command::new(BINARY)
+            .args([
+                "faces",
+                "verify",
+                template.to_str().unwrap(),
+                photos.join(image).to_str().unwrap(),
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    assert_eq!(verify("obama2.jpg")["same_person"], true);
+    assert_eq!(verify("biden.jpg")["same_person"], false);
+
+    // Two people in one enrolment are refused, and an existing template is never overwritten.
+    std::fs::remove_file(enrolment.join("obama3.jpg")).unwrap();
+    std::fs::copy(photos.join("biden.jpg"), enrolment.join("biden.jpg")).unwrap();
+    let output = Command::new(BINARY)
+        .args([
+            "faces",
+            "enroll",
+            enrolment.to_str().unwrap(),
+            "--out",
+            directory.path().join("t2.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("do not show the same person"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = Command::new(BINARY)
+        .args([
+            "faces",
+            "enroll",
+            enrolment.to_str().unwrap(),
+            "--out",
+            template.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        text(&output.stderr).contains("already exists"),
+        "{}",
+        text(&output.stderr)
+    );
+}

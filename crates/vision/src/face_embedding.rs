@@ -81,6 +81,120 @@ impl FaceMatch {
     }
 }
 
+/// Fewest photos an enrolment accepts.
+pub const MIN_ENROLMENT_PHOTOS: usize = 3;
+
+/// An enrolled patient's face template: the descriptors of the enrolment photos. Biometric data:
+/// stored encrypted with the device store, never logged.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceTemplate {
+    pub format: u32,
+    /// The manifest name and sha256 of the model that made the descriptors; a template is only
+    /// comparable with descriptors from the same model.
+    pub model: String,
+    pub model_sha256: String,
+    pub descriptors: Vec<Vec<f32>>,
+}
+
+impl std::fmt::Debug for FaceTemplate {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "FaceTemplate({} descriptors, model {})",
+            self.descriptors.len(),
+            self.model
+        )
+    }
+}
+
+/// Why an enrolment was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EnrolmentError {
+    #[error("{found} usable photos; enrolment needs at least {MIN_ENROLMENT_PHOTOS}")]
+    TooFewPhotos { found: usize },
+    #[error(
+        "photos {first} and {second} do not show the same person (descriptor distance {distance:.2})"
+    )]
+    NotOnePerson {
+        first: usize,
+        second: usize,
+        distance: f64,
+    },
+    #[error(
+        "the template was made with model {template_model} ({template_sha256}); this device runs {model_sha256}: enrol again"
+    )]
+    ModelMismatch {
+        template_model: String,
+        template_sha256: String,
+        model_sha256: String,
+    },
+}
+
+impl FaceTemplate {
+    /// Builds a template from the descriptors of at least three photos that all match each
+    /// other.
+    pub fn enrol(
+        embedder: &FaceEmbedder,
+        photos: &[FaceEmbedding],
+    ) -> Result<Self, EnrolmentError> {
+        if photos.len() < MIN_ENROLMENT_PHOTOS {
+            return Err(EnrolmentError::TooFewPhotos {
+                found: photos.len(),
+            });
+        }
+        for (first, a) in photos.iter().enumerate() {
+            for (offset, b) in photos[first + 1..].iter().enumerate() {
+                let distance = a.distance(b);
+                if distance >= SAME_PERSON_MAX_DISTANCE {
+                    return Err(EnrolmentError::NotOnePerson {
+                        first,
+                        second: first + 1 + offset,
+                        distance,
+                    });
+                }
+            }
+        }
+        let entry = embedder.model.entry();
+        Ok(Self {
+            format: 1,
+            model: entry.name.clone(),
+            model_sha256: entry.sha256.clone(),
+            descriptors: photos.iter().map(|photo| photo.0.clone()).collect(),
+        })
+    }
+
+    /// The mean descriptor.
+    fn mean(&self) -> FaceEmbedding {
+        let count = self.descriptors.len().max(1) as f32;
+        let mut mean = vec![0.0f32; self.descriptors.first().map_or(0, Vec::len)];
+        for descriptor in &self.descriptors {
+            for (sum, value) in mean.iter_mut().zip(descriptor) {
+                *sum += value / count;
+            }
+        }
+        FaceEmbedding(mean)
+    }
+
+    /// Compares a new descriptor with the template (its mean descriptor), after checking that
+    /// both came from the same model.
+    pub fn verify(
+        &self,
+        embedder: &FaceEmbedder,
+        probe: &FaceEmbedding,
+    ) -> Result<FaceMatch, EnrolmentError> {
+        let entry = embedder.model.entry();
+        if self.model != entry.name || !self.model_sha256.eq_ignore_ascii_case(&entry.sha256) {
+            return Err(EnrolmentError::ModelMismatch {
+                template_model: self.model.clone(),
+                template_sha256: self.model_sha256.clone(),
+                model_sha256: entry.sha256.clone(),
+            });
+        }
+        Ok(FaceMatch::between(&self.mean(), probe))
+    }
+}
+
 /// The region the embedder looks at for `face`: 1.25× its box, rotated by the eye line.
 pub fn face_region(face: &FaceDetection) -> RotatedRect {
     let (right_eye, left_eye) = (face.keypoints[0], face.keypoints[1]);

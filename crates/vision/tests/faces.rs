@@ -95,3 +95,29 @@ fn images_without_exactly_one_face_are_refused_by_name() {
             && error.to_string().contains("face.jpg")
     );
 }
+
+#[test]
+fn quality_measurements_of_the_fixture_photos() {
+    let (detector, _) = models();
+    for name in [
+        "obama.jpg",
+        "obama2.jpg",
+        "obama3.jpg",
+        "biden.jpg",
+        "astronaut.png",
+    ] {
+        let frame = photo(name);
+        let face = detector.single_face(&frame).unwrap();
+        let chip = dosewitness_vision::face_embedding::face_chip(
+            &frame,
+            &dosewitness_vision::face_embedding::face_region(&face),
+        );
+        let quality = dosewitness_vision::face_quality::FaceQuality::measure(&face, &chip, 150);
+        eprintln!("{name}: {quality:?}");
+        assert!(
+            quality.problems().is_empty(),
+            "{name}: {:?} {quality:?}",
+            quality.problems()
+        );
+    }
+}
