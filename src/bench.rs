@@ -8,11 +8,29 @@ use dosewitness_domain::{
     RegimenId, SystemClock,
 };
 use dosewitness_store::{DeviceStore, StoreKey};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
+    /// Per-model latency in tract (load, median, p95; single thread) next to ONNX Runtime on the
+    /// same files and inputs, and the per-frame cost of each dose-session phase.
+    Vision {
+        /// Timed runs per model.
+        #[arg(long, default_value_t = 50)]
+        runs: u32,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = crate::DEFAULT_MODELS_DIR)]
+        models_dir: PathBuf,
+        #[arg(long, default_value = crate::DEFAULT_REPLAY_DIR)]
+        replay: PathBuf,
+        /// Python with onnxruntime (default: the venv `cargo xtask models` creates).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/model-venv/bin/python"))]
+        ort_python: PathBuf,
+    },
     /// Signed dose events written per second, SQLCipher vs plain SQLite, and open time.
     Store {
         /// Events to write per store.
@@ -27,6 +45,13 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Store { events, json } => store(events, json),
+        BenchCommand::Vision {
+            runs,
+            json,
+            models_dir,
+            replay,
+            ort_python,
+        } => vision(runs, json, &models_dir, &replay, &ort_python),
     }
 }
 
@@ -125,5 +150,168 @@ fn store(events: u32, json: bool) -> anyhow::Result<ExitCode> {
         println!("  open, raw key  {open_ms_median:>10.2} ms median (target ≤ 20)");
         println!("  verify chain   {verify_ms:>10.1} ms for {verified} events");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Median and 95th percentile of `timings_ms` (sorted in place).
+fn median_p95(timings_ms: &mut [f64]) -> (f64, f64) {
+    let median = median(timings_ms);
+    let index = ((timings_ms.len() as f64) * 0.95) as usize;
+    let p95 = timings_ms
+        .get(index.min(timings_ms.len().saturating_sub(1)))
+        .copied();
+    (median, p95.unwrap_or(f64::NAN))
+}
+
+/// The deterministic input both runtimes get: element i = lo + ((i·7919) mod 256)/255·(hi − lo).
+fn deterministic_input(size: usize, range: [f32; 2]) -> Vec<f32> {
+    (0..size)
+        .map(|index| range[0] + ((index * 7919) % 256) as f32 / 255.0 * (range[1] - range[0]))
+        .collect()
+}
+
+fn ort_timings(python: &Path, models_dir: &Path, runs: u32) -> Result<serde_json::Value, String> {
+    if !python.is_file() {
+        return Err(format!(
+            "{} not found; run `cargo xtask models` to create the venv",
+            python.display()
+        ));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/ort_bench.py");
+    let output = std::process::Command::new(python)
+        .arg(&script)
+        .args([
+            "--models",
+            &models_dir.display().to_string(),
+            "--runs",
+            &runs.to_string(),
+        ])
+        .output()
+        .map_err(|error| format!("could not run {}: {error}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "ONNX Runtime benchmark failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|error| error.to_string())
+}
+
+fn vision(
+    runs: u32,
+    json: bool,
+    models_dir: &Path,
+    replay: &Path,
+    ort_python: &Path,
+) -> anyhow::Result<ExitCode> {
+    use dosewitness_capture::{FrameSource, ReplaySource};
+    use dosewitness_vision::{FaceDetector, ModelManifest};
+
+    let manifest = ModelManifest::open(models_dir)?;
+    let mut models = Vec::new();
+    for entry in &manifest.models {
+        let started = Instant::now();
+        let model = manifest.load(&entry.name)?;
+        let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let input = deterministic_input(entry.input.shape.iter().product(), entry.input.range);
+        for _ in 0..5 {
+            model.run(&input)?;
+        }
+        let mut timings = Vec::with_capacity(runs as usize);
+        for _ in 0..runs.max(1) {
+            let started = Instant::now();
+            model.run(&input)?;
+            timings.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (median_ms, p95_ms) = median_p95(&mut timings);
+        models.push((entry.name.clone(), load_ms, median_ms, p95_ms));
+        if !json {
+            eprintln!("  tract {:<22} {median_ms:>8.2} ms", entry.name);
+        }
+    }
+    let ort = ort_timings(ort_python, models_dir, runs);
+    if let Err(reason) = &ort {
+        eprintln!("ONNX Runtime comparison skipped: {reason}");
+    }
+
+    // Phase: face presence, the detector on every replay frame (pre-processing, inference,
+    // decoding, NMS), as the dose session runs it.
+    let detector = FaceDetector::load(&manifest)?;
+    let mut source = ReplaySource::open(replay)?;
+    let mut frames = Vec::new();
+    while let Some(frame) = source.next_frame()? {
+        frames.push(frame);
+    }
+    let mut frame_ms = Vec::new();
+    for _ in 0..3 {
+        for frame in &frames {
+            let started = Instant::now();
+            detector.detect(frame)?;
+            frame_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let (phase_median, phase_p95) = median_p95(&mut frame_ms);
+
+    let model_rows: Vec<serde_json::Value> = models
+        .iter()
+        .map(|(name, load_ms, tract_ms, p95_ms)| {
+            let ort_ms = ort
+                .as_ref()
+                .ok()
+                .and_then(|ort| ort[name]["median_ms"].as_f64());
+            serde_json::json!({
+                "name": name,
+                "load_ms": load_ms,
+                "tract_ms": tract_ms,
+                "tract_p95_ms": p95_ms,
+                "ort_ms": ort_ms,
+                "ort_p95_ms": ort.as_ref().ok().and_then(|ort| ort[name]["p95_ms"].as_f64()),
+                "ratio": ort_ms.map(|ort_ms| tract_ms / ort_ms),
+            })
+        })
+        .collect();
+    let report = serde_json::json!({
+        "models": model_rows,
+        "phases": [{
+            "name": "face_presence",
+            "frame_ms": phase_median,
+            "frame_p95_ms": phase_p95,
+            "frames": frame_ms.len(),
+            "models": ["blazeface_short"],
+            "tracking": false,
+        }],
+        "threads": 1,
+        "runs": runs,
+        "ort_error": ort.as_ref().err(),
+    });
+    if json {
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("bench vision: single thread, {runs} timed runs per model, deterministic input");
+    println!(
+        "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "model", "load ms", "tract ms", "p95 ms", "ORT ms", "ratio"
+    );
+    for row in &model_rows {
+        let cell = |key: &str| {
+            row[key]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |value| format!("{value:.2}"))
+        };
+        println!(
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            row["name"].as_str().unwrap_or("?"),
+            cell("load_ms"),
+            cell("tract_ms"),
+            cell("tract_p95_ms"),
+            cell("ort_ms"),
+            cell("ratio")
+        );
+    }
+    println!(
+        "  phase face_presence: {phase_median:.2} ms/frame median, {phase_p95:.2} ms p95 ({} frames)",
+        frame_ms.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

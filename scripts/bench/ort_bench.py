@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""ONNX Runtime side of `dosewitness bench vision`.
+
+Runs every model in models/manifest.json single-threaded with ONNX Runtime on the same
+deterministic input the Rust side feeds tract (element i = range_lo + (i * 7919 % 256) / 255 *
+(range_hi - range_lo)), and prints one JSON object: {name: {"load_ms", "median_ms", "p95_ms",
+"runs"}}. Run it with the venv `cargo xtask models` creates (it has onnxruntime).
+"""
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def deterministic_input(shape, value_range):
+    count = int(np.prod(shape))
+    index = np.arange(count, dtype=np.int64)
+    low, high = value_range
+    values = low + ((index * 7919) % 256).astype(np.float32) / 255.0 * (high - low)
+    return values.astype(np.float32).reshape(shape)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="models")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--only", action="append", default=[])
+    args = parser.parse_args()
+    manifest = json.loads((Path(args.models) / "manifest.json").read_text())
+    results = {}
+    for entry in manifest["models"]:
+        if args.only and entry["name"] not in args.only:
+            continue
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        started = time.perf_counter()
+        session = ort.InferenceSession(str(Path(args.models) / entry["file"]), options, providers=["CPUExecutionProvider"])
+        load_ms = (time.perf_counter() - started) * 1000
+        feed = {entry["input"]["name"]: deterministic_input(entry["input"]["shape"], entry["input"]["range"])}
+        for _ in range(5):
+            session.run(None, feed)
+        timings = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            session.run(None, feed)
+            timings.append((time.perf_counter() - started) * 1000)
+        timings.sort()
+        results[entry["name"]] = {
+            "load_ms": load_ms,
+            "median_ms": statistics.median(timings),
+            "p95_ms": timings[min(len(timings) - 1, int(0.95 * len(timings)))],
+            "runs": args.runs,
+            "onnxruntime": ort.__version__,
+        }
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
