@@ -8,7 +8,7 @@
 use crate::error::VisionError;
 use crate::face_detection::FaceDetection;
 use crate::frame::Frame;
-use crate::geometry::{Point, RotatedRect};
+use crate::geometry::{RotatedRect, rotated_crop};
 use crate::model::{ModelManifest, OnnxModel};
 
 /// The manifest name of the model.
@@ -206,38 +206,9 @@ pub fn face_region(face: &FaceDetection) -> RotatedRect {
 }
 
 /// Samples the 150×150 chip of `region` from `frame`: NHWC raw 0–255, bilinear, border
-/// replicated.
+/// replicated, pixel centres mapped to pixel centres.
 pub fn face_chip(frame: &Frame, region: &RotatedRect) -> Vec<f32> {
-    let pixels = frame.pixels();
-    let (width, height) = (pixels.width() as i64, pixels.height() as i64);
-    let raw = pixels.as_raw();
-    let sample = |x: i64, y: i64, channel: usize| -> f32 {
-        let (x, y) = (x.clamp(0, width - 1), y.clamp(0, height - 1));
-        f32::from(raw[((y * width + x) * 3) as usize + channel])
-    };
-    let mut chip = vec![0.0f32; CHIP_SIDE * CHIP_SIDE * 3];
-    for row in 0..CHIP_SIDE {
-        for column in 0..CHIP_SIDE {
-            let source = region.to_source(Point {
-                x: (column as f32 + 0.5) / CHIP_SIDE as f32,
-                y: (row as f32 + 0.5) / CHIP_SIDE as f32,
-            });
-            // Pixel centres sit at integer coordinates + 0.5 in the normalised mapping.
-            let (x, y) = (source.x - 0.5, source.y - 0.5);
-            let (left, top) = (x.floor(), y.floor());
-            let (fx, fy) = (x - left, y - top);
-            let (left, top) = (left as i64, top as i64);
-            let base = (row * CHIP_SIDE + column) * 3;
-            for channel in 0..3 {
-                let upper =
-                    sample(left, top, channel) * (1.0 - fx) + sample(left + 1, top, channel) * fx;
-                let lower = sample(left, top + 1, channel) * (1.0 - fx)
-                    + sample(left + 1, top + 1, channel) * fx;
-                chip[base + channel] = upper * (1.0 - fy) + lower * fy;
-            }
-        }
-    }
-    chip
+    rotated_crop(frame, region, CHIP_SIDE, 0.5)
 }
 
 /// The face embedder. Load once; [`Self::embed`] is reentrant.
@@ -280,7 +251,7 @@ impl FaceEmbedder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geometry::BoundingBox;
+    use crate::geometry::{BoundingBox, Point};
 
     #[test]
     fn the_region_is_levelled_by_the_eye_line() {

@@ -171,6 +171,48 @@ impl RotatedRect {
     }
 }
 
+/// Samples `rect` from `frame` into a `side`×`side` NHWC RGB crop of raw 0–255 values,
+/// bilinearly, replicating the border. Crop pixel `(u, v)` samples the source at
+/// `rect.to_source((u + offset) / side, (v + offset) / side) − offset`: `offset` 0.5 maps pixel
+/// centres to pixel centres; 0 maps the crop's corner pixels to the rectangle's corners, as
+/// MediaPipe's `ImageToTensorCalculator` (OpenCV `warpAffine`) does.
+pub fn rotated_crop(
+    frame: &crate::frame::Frame,
+    rect: &RotatedRect,
+    side: usize,
+    offset: f32,
+) -> Vec<f32> {
+    let pixels = frame.pixels();
+    let (width, height) = (i64::from(pixels.width()), i64::from(pixels.height()));
+    let raw = pixels.as_raw();
+    let sample = |x: i64, y: i64, channel: usize| -> f32 {
+        let (x, y) = (x.clamp(0, width - 1), y.clamp(0, height - 1));
+        f32::from(raw[((y * width + x) * 3) as usize + channel])
+    };
+    let mut crop = vec![0.0f32; side * side * 3];
+    for row in 0..side {
+        for column in 0..side {
+            let source = rect.to_source(Point {
+                x: (column as f32 + offset) / side as f32,
+                y: (row as f32 + offset) / side as f32,
+            });
+            let (x, y) = (source.x - offset, source.y - offset);
+            let (left, top) = (x.floor(), y.floor());
+            let (fx, fy) = (x - left, y - top);
+            let (left, top) = (left as i64, top as i64);
+            let base = (row * side + column) * 3;
+            for channel in 0..3 {
+                let upper =
+                    sample(left, top, channel) * (1.0 - fx) + sample(left + 1, top, channel) * fx;
+                let lower = sample(left, top + 1, channel) * (1.0 - fx)
+                    + sample(left + 1, top + 1, channel) * fx;
+                crop[base + channel] = upper * (1.0 - fy) + lower * fy;
+            }
+        }
+    }
+    crop
+}
+
 /// A scored box with keypoints, the unit of non-maximum suppression.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredBox {

@@ -5,6 +5,7 @@
 //! - [`model`]: the model manifest and loading ONNX files with sha256 and shape checks.
 //! - [`face_detection`]: BlazeFace short range: SSD anchors, decoding, weighted NMS.
 //! - [`face_embedding`]: dlib's 128-d face descriptors on eye-levelled chips, and matching.
+//! - [`face_mesh`]: 468 face landmarks on MediaPipe's rotated region; mouth openness.
 //! - [`face_quality`]: enrolment photo checks (frontal, sharp, lit).
 //! - [`dose_session`]: the dose session's state machine over per-frame observations.
 //!
@@ -15,6 +16,7 @@ pub mod dose_session;
 pub mod error;
 pub mod face_detection;
 pub mod face_embedding;
+pub mod face_mesh;
 pub mod face_quality;
 pub mod frame;
 pub mod geometry;
@@ -23,6 +25,7 @@ pub mod model;
 pub use error::VisionError;
 pub use face_detection::{FaceDetection, FaceDetector};
 pub use face_embedding::{EnrolmentError, FaceEmbedder, FaceEmbedding, FaceMatch, FaceTemplate};
+pub use face_mesh::{FaceLandmarks, FaceMesh};
 pub use frame::Frame;
 pub use geometry::{BoundingBox, Letterbox, Point, RotatedRect};
 pub use model::{ModelEntry, ModelManifest, OnnxModel};

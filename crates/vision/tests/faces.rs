@@ -121,3 +121,60 @@ fn quality_measurements_of_the_fixture_photos() {
         );
     }
 }
+
+#[test]
+fn face_mesh_landmarks_and_mouth_openness_match_mediapipe() {
+    use dosewitness_vision::face_mesh::mesh_region;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("assets/golden/face_mesh.json")).unwrap(),
+    )
+    .unwrap();
+    let manifest = ModelManifest::open(&root.join("models")).unwrap();
+    let detector = FaceDetector::load(&manifest).unwrap();
+    let mesh = dosewitness_vision::FaceMesh::load(&manifest).unwrap();
+    let mut compared = 0;
+    for image in golden["images"].as_array().unwrap() {
+        if image["faces"] == 0 {
+            continue;
+        }
+        let file = image["file"].as_str().unwrap();
+        let frame = Frame::from_image_file(&root.join(file)).unwrap();
+        let face = detector.single_face(&frame).unwrap();
+        let landmarks = mesh.landmarks(&frame, &mesh_region(&face)).unwrap();
+        assert!(
+            landmarks.presence > 0.5,
+            "{file}: presence {}",
+            landmarks.presence
+        );
+        let (width, height) = (frame.width() as f32, frame.height() as f32);
+        let mut worst = 0.0f32;
+        for (point, expected) in landmarks
+            .points
+            .iter()
+            .zip(image["landmarks"].as_array().unwrap())
+        {
+            let expected = expected.as_array().unwrap();
+            let dx = point.x / width - expected[0].as_f64().unwrap() as f32;
+            let dy = point.y / height - expected[1].as_f64().unwrap() as f32;
+            worst = worst.max(dx.abs()).max(dy.abs());
+        }
+        let openness = landmarks.mouth_openness();
+        let expected_openness = image["mouth_openness"].as_f64().unwrap() as f32;
+        eprintln!(
+            "{file}: worst landmark error {worst:.4} of the image, openness {openness:.3} vs {expected_openness:.3}"
+        );
+        assert!(
+            worst < 0.01,
+            "{file}: a landmark is {worst} of the image away from MediaPipe's"
+        );
+        assert!(
+            (openness - expected_openness).abs() < 0.01,
+            "{file}: openness {openness} vs {expected_openness}"
+        );
+        // Open (teeth showing) and closed mouths fall on the right side of 0.1.
+        assert_eq!(openness > 0.1, expected_openness > 0.1, "{file}");
+        compared += 1;
+    }
+    assert!(compared >= 5, "only {compared} faces compared");
+}
