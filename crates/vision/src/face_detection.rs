@@ -7,9 +7,9 @@
 
 use crate::error::VisionError;
 use crate::frame::Frame;
-use crate::geometry::{BoundingBox, Letterbox, Point, ScoredBox, weighted_nms};
+use crate::geometry::{BoundingBox, Letterbox, Point, weighted_nms};
 use crate::model::{ModelManifest, OnnxModel};
-use image::RgbImage;
+use crate::ssd::{Anchor, SsdLayout, anchors, decode, letterbox_tensor};
 
 /// The manifest name of the model this detector runs.
 pub const MODEL_NAME: &str = "blazeface_short";
@@ -17,8 +17,6 @@ const INPUT_SIDE: u32 = 128;
 const ANCHOR_COUNT: usize = 896;
 const VALUES_PER_ANCHOR: usize = 16;
 const KEYPOINT_COUNT: usize = 6;
-const COORDINATE_SCALE: f32 = 128.0;
-const SCORE_CLIPPING: f32 = 100.0;
 /// Default minimum detection score (MediaPipe's `min_score_thresh` for this model).
 pub const DEFAULT_MIN_SCORE: f32 = 0.5;
 const NMS_IOU_THRESHOLD: f32 = 0.3;
@@ -43,123 +41,13 @@ pub struct FaceDetection {
     pub score: f32,
 }
 
-/// An SSD anchor centre in normalised model coordinates (anchor size is fixed at 1).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Anchor {
-    x_center: f32,
-    y_center: f32,
-}
-
-/// MediaPipe's anchors for BlazeFace short range: four layers with strides 8, 16, 16, 16 and two
-/// anchors per layer (aspect ratio 1 plus the interpolated scale); layers sharing a stride share a
-/// grid, giving 16×16×2 + 8×8×6 = 896 anchors, offset 0.5 cell.
-fn blazeface_short_anchors() -> Vec<Anchor> {
-    let strides = [8u32, 16, 16, 16];
-    let mut anchors = Vec::with_capacity(ANCHOR_COUNT);
-    let mut layer = 0;
-    while layer < strides.len() {
-        let stride = strides[layer];
-        let mut anchors_per_cell = 0;
-        while layer < strides.len() && strides[layer] == stride {
-            anchors_per_cell += 2;
-            layer += 1;
-        }
-        let cells = INPUT_SIDE.div_ceil(stride);
-        for row in 0..cells {
-            for column in 0..cells {
-                for _ in 0..anchors_per_cell {
-                    anchors.push(Anchor {
-                        x_center: (column as f32 + 0.5) / cells as f32,
-                        y_center: (row as f32 + 0.5) / cells as f32,
-                    });
-                }
-            }
-        }
-    }
-    anchors
-}
-
-/// Decodes raw regressors and score logits into normalised (0..1 of the model input) boxes.
-fn decode(
-    anchors: &[Anchor],
-    regressors: &[f32],
-    logits: &[f32],
-    min_score: f32,
-) -> Vec<ScoredBox> {
-    anchors
-        .iter()
-        .zip(regressors.chunks_exact(VALUES_PER_ANCHOR))
-        .zip(logits)
-        .filter_map(|((anchor, raw), logit)| {
-            let score = 1.0 / (1.0 + (-logit.clamp(-SCORE_CLIPPING, SCORE_CLIPPING)).exp());
-            // NaN logits (a broken model) fail this test too, so they are dropped.
-            if score
-                .partial_cmp(&min_score)
-                .is_none_or(|order| order.is_lt())
-            {
-                return None;
-            }
-            let center = Point {
-                x: raw[0] / COORDINATE_SCALE + anchor.x_center,
-                y: raw[1] / COORDINATE_SCALE + anchor.y_center,
-            };
-            let bounds = BoundingBox::from_center(
-                center,
-                raw[2] / COORDINATE_SCALE,
-                raw[3] / COORDINATE_SCALE,
-            );
-            let keypoints = (0..KEYPOINT_COUNT)
-                .map(|index| Point {
-                    x: raw[4 + 2 * index] / COORDINATE_SCALE + anchor.x_center,
-                    y: raw[5 + 2 * index] / COORDINATE_SCALE + anchor.y_center,
-                })
-                .collect();
-            Some(ScoredBox {
-                bounds,
-                keypoints,
-                score,
-            })
-        })
-        .collect()
-}
-
-/// Letterboxes `pixels` into the 128×128 model input, normalised to `[-1, 1]`, NHWC, sampling
-/// exactly as MediaPipe's `ImageToTensorCalculator` does: output pixel `(u, v)` takes the bilinear
-/// interpolation of the source at `letterbox.to_source(u, v)`, with black (0) outside the image.
-/// (An area-averaging resize moves BlazeFace's boxes by up to 3 % of the image.)
-fn preprocess(pixels: &RgbImage, letterbox: &Letterbox) -> Vec<f32> {
-    let side = INPUT_SIDE as usize;
-    let (width, height) = (pixels.width() as i64, pixels.height() as i64);
-    let raw = pixels.as_raw();
-    let sample = |x: i64, y: i64, channel: usize| -> f32 {
-        if x < 0 || y < 0 || x >= width || y >= height {
-            return 0.0;
-        }
-        f32::from(raw[((y * width + x) * 3) as usize + channel])
-    };
-    let mut input = vec![0.0f32; side * side * 3];
-    for row in 0..side {
-        for column in 0..side {
-            let source = letterbox.to_source(Point {
-                x: column as f32,
-                y: row as f32,
-            });
-            let (left, top) = (source.x.floor(), source.y.floor());
-            let (fraction_x, fraction_y) = (source.x - left, source.y - top);
-            let (left, top) = (left as i64, top as i64);
-            let base = (row * side + column) * 3;
-            for channel in 0..3 {
-                let upper = sample(left, top, channel) * (1.0 - fraction_x)
-                    + sample(left + 1, top, channel) * fraction_x;
-                let lower = sample(left, top + 1, channel) * (1.0 - fraction_x)
-                    + sample(left + 1, top + 1, channel) * fraction_x;
-                let value = upper * (1.0 - fraction_y) + lower * fraction_y;
-                input[base + channel] = value / 127.5 - 1.0;
-            }
-        }
-    }
-    input
-}
+/// BlazeFace short range's SSD layout: strides 8, 16, 16, 16 on a 128-px input, giving
+/// 16×16×2 + 8×8×6 = 896 anchors, with six keypoints.
+const LAYOUT: SsdLayout = SsdLayout {
+    input_side: INPUT_SIDE,
+    strides: &[8, 16, 16, 16],
+    keypoints: KEYPOINT_COUNT,
+};
 
 /// BlazeFace short-range detector. Load once; [`Self::detect`] is reentrant.
 #[derive(Debug, Clone)]
@@ -189,7 +77,7 @@ impl FaceDetector {
         }
         Ok(Self {
             model,
-            anchors: blazeface_short_anchors(),
+            anchors: anchors(&LAYOUT),
             min_score: DEFAULT_MIN_SCORE,
         })
     }
@@ -210,10 +98,10 @@ impl FaceDetector {
     pub fn detect(&self, frame: &Frame) -> Result<Vec<FaceDetection>, VisionError> {
         let pixels = frame.pixels();
         let letterbox = Letterbox::fit(pixels.width(), pixels.height(), INPUT_SIDE, INPUT_SIDE);
-        let input = preprocess(pixels, &letterbox);
+        let input = letterbox_tensor(pixels, &letterbox, INPUT_SIDE as usize, [-1.0, 1.0]);
         let outputs = self.model.run(&input)?;
         let (regressors, logits) = self.split_outputs(&outputs)?;
-        let decoded = decode(&self.anchors, regressors, logits, self.min_score);
+        let decoded = decode(&LAYOUT, &self.anchors, regressors, logits, self.min_score);
         let side = INPUT_SIDE as f32;
         let to_frame = |point: Point| {
             letterbox.to_source(Point {
@@ -271,7 +159,7 @@ mod tests {
 
     #[test]
     fn anchors_match_mediapipe_layout() {
-        let anchors = blazeface_short_anchors();
+        let anchors = anchors(&LAYOUT);
         assert_eq!(anchors.len(), ANCHOR_COUNT);
         // First grid: 16×16 cells, two anchors each, first centre at half a cell.
         assert_eq!(
@@ -303,7 +191,7 @@ mod tests {
 
     #[test]
     fn decoding_offsets_regressors_from_their_anchor() {
-        let anchors = blazeface_short_anchors();
+        let anchors = anchors(&LAYOUT);
         let mut regressors = vec![0.0f32; ANCHOR_COUNT * VALUES_PER_ANCHOR];
         let mut logits = vec![-10.0f32; ANCHOR_COUNT];
         // Anchor 512 sits at (1/16, 1/16); shift its box right by 8 px and make it 32 px wide.
@@ -313,7 +201,7 @@ mod tests {
         raw[3] = 16.0;
         raw[4] = -4.0;
         logits[512] = 2.0;
-        let decoded = decode(&anchors, &regressors, &logits, 0.5);
+        let decoded = decode(&LAYOUT, &anchors, &regressors, &logits, 0.5);
         assert_eq!(decoded.len(), 1);
         let face = &decoded[0];
         assert!((face.score - 0.880_797).abs() < 1e-5);
@@ -325,9 +213,9 @@ mod tests {
 
     #[test]
     fn preprocessing_letterboxes_and_normalises() {
-        let white = RgbImage::from_pixel(256, 128, image::Rgb([255, 255, 255]));
+        let white = image::RgbImage::from_pixel(256, 128, image::Rgb([255, 255, 255]));
         let letterbox = Letterbox::fit(256, 128, INPUT_SIDE, INPUT_SIDE);
-        let input = preprocess(&white, &letterbox);
+        let input = letterbox_tensor(&white, &letterbox, 128, [-1.0, 1.0]);
         let at = |row: usize, column: usize| input[(row * 128 + column) * 3];
         // A 2:1 image fills rows 32..96; rows above and below are black padding.
         assert_eq!(at(0, 64), -1.0);

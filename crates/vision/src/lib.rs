@@ -21,6 +21,7 @@ pub mod face_quality;
 pub mod frame;
 pub mod geometry;
 pub mod model;
+pub mod ssd;
 
 pub use error::VisionError;
 pub use face_detection::{FaceDetection, FaceDetector};
