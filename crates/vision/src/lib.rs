@@ -6,6 +6,7 @@
 //! - [`face_detection`]: BlazeFace short range: SSD anchors, decoding, weighted NMS.
 //! - [`face_embedding`]: dlib's 128-d face descriptors on eye-levelled chips, and matching.
 //! - [`face_mesh`]: 468 face landmarks on MediaPipe's rotated region; mouth openness.
+//! - [`hands`]: palm detection, MediaPipe's hand region, 21 hand landmarks, fingertip distances.
 //! - [`face_quality`]: enrolment photo checks (frontal, sharp, lit).
 //! - [`dose_session`]: the dose session's state machine over per-frame observations.
 //!
@@ -20,6 +21,7 @@ pub mod face_mesh;
 pub mod face_quality;
 pub mod frame;
 pub mod geometry;
+pub mod hands;
 pub mod model;
 pub mod ssd;
 
@@ -29,4 +31,5 @@ pub use face_embedding::{EnrolmentError, FaceEmbedder, FaceEmbedding, FaceMatch,
 pub use face_mesh::{FaceLandmarks, FaceMesh};
 pub use frame::Frame;
 pub use geometry::{BoundingBox, Letterbox, Point, RotatedRect};
+pub use hands::{HandLandmarker, HandLandmarks, PalmDetection, PalmDetector};
 pub use model::{ModelEntry, ModelManifest, OnnxModel};
