@@ -7,6 +7,8 @@
 //! - [`face_embedding`]: dlib's 128-d face descriptors on eye-levelled chips, and matching.
 //! - [`face_mesh`]: 468 face landmarks on MediaPipe's rotated region; mouth openness.
 //! - [`hands`]: palm detection, MediaPipe's hand region, 21 hand landmarks, fingertip distances.
+//! - [`signals`]: head pose, eye aspect ratio, mouth openness, lip region, open palm,
+//!   fingertip-to-mouth distance in face widths.
 //! - [`face_quality`]: enrolment photo checks (frontal, sharp, lit).
 //! - [`dose_session`]: the dose session's state machine over per-frame observations.
 //!
@@ -23,6 +25,7 @@ pub mod frame;
 pub mod geometry;
 pub mod hands;
 pub mod model;
+pub mod signals;
 pub mod ssd;
 
 pub use error::VisionError;

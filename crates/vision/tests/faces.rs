@@ -245,3 +245,84 @@ fn hands_match_mediapipe_hands_on_real_photos() {
     }
     assert!(compared >= 2, "only {compared} hands compared");
 }
+
+#[test]
+fn derived_signals_on_real_photos() {
+    use dosewitness_vision::face_mesh::mesh_region;
+    use dosewitness_vision::hands::{MIN_HAND_PRESENCE, hand_region};
+    use dosewitness_vision::signals::{face_signals, is_open_palm};
+    use dosewitness_vision::{FaceMesh, HandLandmarker, PalmDetector};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifest = ModelManifest::open(&root.join("models")).unwrap();
+    let detector = FaceDetector::load(&manifest).unwrap();
+    let mesh = FaceMesh::load(&manifest).unwrap();
+    let signals_of = |frame: &Frame| {
+        let face = detector.single_face(frame).unwrap();
+        face_signals(&mesh.landmarks(frame, &mesh_region(&face)).unwrap())
+    };
+    for name in ["obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.png"] {
+        let signals = signals_of(&photo(name));
+        eprintln!("{name}: {signals:?}");
+        // Portraits: eyes open, head roughly level, the mouth centre inside the lip region.
+        assert!(
+            signals.right_eye_aspect_ratio > 0.15 && signals.left_eye_aspect_ratio > 0.15,
+            "{name}: {signals:?}"
+        );
+        assert!(
+            signals.pose.roll_deg.abs() < 20.0,
+            "{name}: {:?}",
+            signals.pose
+        );
+        assert!(
+            signals.lip_region.x_min < signals.mouth_centre.x
+                && signals.mouth_centre.x < signals.lip_region.x_max
+        );
+    }
+    // A mirrored photo mirrors yaw and roll; obama2.jpg is turned about 25° and obama.jpg is
+    // nearly frontal.
+    let turned_face = signals_of(&photo("obama2.jpg"));
+    let mirrored = signals_of(
+        &Frame::new(
+            0,
+            0,
+            image::imageops::flip_horizontal(photo("obama2.jpg").pixels()),
+        )
+        .unwrap(),
+    );
+    assert!(
+        turned_face.pose.yaw_deg.abs() > 15.0,
+        "{:?}",
+        turned_face.pose
+    );
+    assert!(
+        (turned_face.pose.yaw_deg + mirrored.pose.yaw_deg).abs() < 5.0,
+        "{:?} vs {:?}",
+        turned_face.pose,
+        mirrored.pose
+    );
+    assert!(
+        (turned_face.pose.roll_deg + mirrored.pose.roll_deg).abs() < 5.0,
+        "{:?} vs {:?}",
+        turned_face.pose,
+        mirrored.pose
+    );
+    assert!(signals_of(&photo("obama.jpg")).pose.yaw_deg.abs() < 10.0);
+    // Turning the photo a quarter turn clockwise turns the roll by 90°.
+    let upright = signals_of(&photo("obama.jpg"));
+    let turned = signals_of(
+        &Frame::new(0, 0, image::imageops::rotate90(photo("obama.jpg").pixels())).unwrap(),
+    );
+    let change = turned.pose.roll_deg - upright.pose.roll_deg;
+    assert!((change - 90.0).abs() < 10.0, "roll changed by {change}°");
+
+    // The opencv-doc hands are open palms.
+    let palms = PalmDetector::load(&manifest).unwrap();
+    let landmarker = HandLandmarker::load(&manifest).unwrap();
+    for name in ["hand_open.jpg", "hand_open2.jpg"] {
+        let frame = photo(name);
+        let palm = &palms.detect(&frame).unwrap()[0];
+        let hand = landmarker.landmarks(&frame, &hand_region(palm)).unwrap();
+        assert!(hand.presence >= MIN_HAND_PRESENCE);
+        assert!(is_open_palm(&hand), "{name}: not an open palm");
+    }
+}
