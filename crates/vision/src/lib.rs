@@ -9,6 +9,7 @@
 //! - [`hands`]: palm detection, MediaPipe's hand region, 21 hand landmarks, fingertip distances.
 //! - [`signals`]: head pose, eye aspect ratio, mouth openness, lip region, open palm,
 //!   fingertip-to-mouth distance in face widths.
+//! - [`tracking`]: detect-then-track for face and hand, with palm-detection scheduling.
 //! - [`face_quality`]: enrolment photo checks (frontal, sharp, lit).
 //! - [`dose_session`]: the dose session's state machine over per-frame observations.
 //!
@@ -27,6 +28,7 @@ pub mod hands;
 pub mod model;
 pub mod signals;
 pub mod ssd;
+pub mod tracking;
 
 pub use error::VisionError;
 pub use face_detection::{FaceDetection, FaceDetector};

@@ -326,3 +326,117 @@ fn derived_signals_on_real_photos() {
         assert!(is_open_palm(&hand), "{name}: not an open palm");
     }
 }
+
+fn tracker() -> dosewitness_vision::tracking::Tracker {
+    use dosewitness_vision::{FaceMesh, HandLandmarker, PalmDetector};
+    let manifest =
+        ModelManifest::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")).unwrap();
+    dosewitness_vision::tracking::Tracker {
+        face_detector: FaceDetector::load(&manifest).unwrap(),
+        face_mesh: FaceMesh::load(&manifest).unwrap(),
+        palm_detector: PalmDetector::load(&manifest).unwrap(),
+        hand_landmarker: HandLandmarker::load(&manifest).unwrap(),
+        palm_detection_interval: 3,
+    }
+}
+
+#[test]
+fn a_tracked_face_needs_one_detection_and_stays_on_the_face() {
+    use dosewitness_capture_free_replay::frames;
+    let tracker = tracker();
+    let mut state = dosewitness_vision::tracking::TrackingState::default();
+    let mut work = dosewitness_vision::tracking::FrameWork::default();
+    let frames = frames();
+    for frame in &frames {
+        let tracked = tracker
+            .face(frame, &mut state, &mut work)
+            .unwrap()
+            .expect("the face stays tracked");
+        // Independently: detect afresh on this frame and compare the mouth position.
+        let face = tracker.face_detector.single_face(frame).unwrap();
+        let fresh = tracker
+            .face_mesh
+            .landmarks(frame, &dosewitness_vision::face_mesh::mesh_region(&face))
+            .unwrap();
+        let (a, b) = (tracked.points[13], fresh.points[13]);
+        let gap = ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
+        assert!(
+            gap < 0.05 * face.bounds.width(),
+            "frame {}: tracked mouth {gap} px from a fresh one",
+            frame.sequence()
+        );
+    }
+    assert_eq!(work.face_detections, 1, "{work:?}");
+    assert_eq!(work.face_meshes as usize, frames.len());
+}
+
+#[test]
+fn a_tracked_hand_needs_one_palm_detection() {
+    let tracker = tracker();
+    let mut state = dosewitness_vision::tracking::TrackingState::default();
+    let mut work = dosewitness_vision::tracking::FrameWork::default();
+    let frame = photo("hand_open.jpg");
+    let first = tracker
+        .hand(&frame, &mut state, &mut work)
+        .unwrap()
+        .unwrap();
+    for _ in 0..3 {
+        let again = tracker
+            .hand(&frame, &mut state, &mut work)
+            .unwrap()
+            .unwrap();
+        let worst = first
+            .points
+            .iter()
+            .zip(&again.points)
+            .map(|(a, b)| (a.x - b.x).abs().max((a.y - b.y).abs()))
+            .fold(0.0, f32::max);
+        assert!(
+            worst < 0.02 * frame.width() as f32,
+            "tracked landmarks drifted {worst} px"
+        );
+    }
+    assert_eq!(
+        (work.palm_detections, work.hand_landmarks),
+        (1, 4),
+        "{work:?}"
+    );
+    // No hand: palm detection runs on every third frame only.
+    let mut state = dosewitness_vision::tracking::TrackingState::default();
+    let mut work = dosewitness_vision::tracking::FrameWork::default();
+    let empty = photo("black.png");
+    for _ in 0..6 {
+        assert!(
+            tracker
+                .hand(&empty, &mut state, &mut work)
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(work.palm_detections, 2, "{work:?}");
+}
+
+mod dosewitness_capture_free_replay {
+    //! The demo replay's frames, read directly (the vision crate does not depend on capture).
+    use dosewitness_vision::Frame;
+    use std::path::Path;
+
+    pub fn frames() -> Vec<Frame> {
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/replays/demo");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(directory.join("replay.json")).unwrap())
+                .unwrap();
+        manifest["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                let pixels = image::open(directory.join(entry["file"].as_str().unwrap()))
+                    .unwrap()
+                    .to_rgb8();
+                Frame::new(index as u64, entry["t_ms"].as_u64().unwrap(), pixels).unwrap()
+            })
+            .collect()
+    }
+}
