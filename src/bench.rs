@@ -14,6 +14,14 @@ use std::time::Instant;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
+    /// Time to drain queued signed events from a device store to a loopback backend.
+    Sync {
+        /// Events to queue before draining.
+        #[arg(long, default_value_t = 10_000)]
+        events: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-model latency in tract (load, median, p95; single thread) next to ONNX Runtime on the
     /// same files and inputs, and the per-frame cost of each dose-session phase.
     Vision {
@@ -45,6 +53,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Store { events, json } => store(events, json),
+        BenchCommand::Sync { events, json } => sync(events, json),
         BenchCommand::Vision {
             runs,
             json,
@@ -356,6 +365,165 @@ fn vision(
             } else {
                 String::new()
             },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
+    use dosewitness_domain::Redacted;
+    use dosewitness_protocol::{
+        CreatePatient, CreateRegimen, CreateSite, CreateStudy, DoseEventBatch, EnrolDevice,
+        NewMedication, PROTOCOL_VERSION,
+    };
+    use dosewitness_sync::{CoordinatorClient, DEFAULT_BATCH_SIZE, DeviceClient, drain_outbox};
+
+    let clock = SystemClock;
+    let directory = tempfile::tempdir().context("creating a temp dir for the benchmark")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let admin = dosewitness_server::random_token()?;
+    let timeout = std::time::Duration::from_secs(30);
+
+    // A backend on loopback with one patient, one regimen and an enrolment code.
+    let (url, code, plan) = runtime.block_on(async {
+        let database =
+            dosewitness_server::Database::open_sqlite(&directory.path().join("server.db")).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let state = dosewitness_server::AppState {
+            database,
+            clock: std::sync::Arc::new(SystemClock),
+            admin_token: Redacted::new(admin.clone()),
+        };
+        tokio::spawn(dosewitness_server::serve(
+            listener,
+            state,
+            std::future::pending(),
+        ));
+        let coordinator = CoordinatorClient::new(&url, admin.clone(), timeout)?;
+        let study = coordinator
+            .create_study(&CreateStudy {
+                code: "BENCH".into(),
+                title: "bench".into(),
+            })
+            .await?;
+        let site = coordinator
+            .create_site(
+                study,
+                &CreateSite {
+                    name: "bench".into(),
+                },
+            )
+            .await?;
+        let patient = coordinator
+            .create_patient(
+                site,
+                &CreatePatient {
+                    subject_code: "B-1".into(),
+                    display_name: "Bench".into(),
+                },
+            )
+            .await?;
+        let plan = coordinator
+            .create_regimen(
+                patient,
+                &CreateRegimen {
+                    medication: NewMedication {
+                        name: "Bench".into(),
+                        strength_mg: 1.0,
+                        form: "tablet".into(),
+                    },
+                    units_per_dose: 1,
+                    time_zone: "UTC".into(),
+                    dose_times: vec![chrono::NaiveTime::MIN],
+                    window: dosewitness_domain::DoseWindow {
+                        before_minutes: 60,
+                        after_minutes: 60,
+                    },
+                    start_date: clock.now().date_naive(),
+                    end_date: None,
+                },
+            )
+            .await?;
+        let code = coordinator.create_enrolment_code(patient).await?;
+        anyhow::Ok((url, code.code, plan))
+    })?;
+
+    // An enrolled device with `events` signed events queued.
+    let key = StoreKey::generate()?;
+    let mut store = DeviceStore::create(&directory.path().join("device.db"), &key, clock.now())?;
+    let enrolment =
+        runtime.block_on(DeviceClient::new(&url, None, timeout)?.enrol(&EnrolDevice {
+            code,
+            public_key: store.identity()?.public_key,
+            label: "bench".into(),
+        }))?;
+    store.save_enrolment(
+        enrolment.device_id,
+        &url,
+        &enrolment.device_token,
+        &enrolment.regimens,
+        clock.now(),
+    )?;
+    let queue_started = Instant::now();
+    for index in 0..events {
+        let mut event = sample_event(index, &clock);
+        event.device_id = enrolment.device_id;
+        event.patient_id = plan.regimen.patient_id;
+        event.regimen_id = plan.regimen.id;
+        event.medication_id = plan.medication.id;
+        store.append_dose_event(event, clock.now())?;
+    }
+    let queue_s = queue_started.elapsed().as_secs_f64();
+    let first_batch = DoseEventBatch {
+        protocol_version: PROTOCOL_VERSION,
+        events: store.pending_events(DEFAULT_BATCH_SIZE)?,
+    };
+    let bytes_per_event =
+        serde_json::to_vec(&first_batch)?.len() as f64 / first_batch.events.len().max(1) as f64;
+
+    let client = DeviceClient::new(&url, Some(enrolment.device_token.clone()), timeout)?;
+    let started = Instant::now();
+    let report = runtime.block_on(drain_outbox(
+        &mut store,
+        &client,
+        enrolment.device_id,
+        DEFAULT_BATCH_SIZE,
+        || clock.now(),
+    ))?;
+    let drain_s = started.elapsed().as_secs_f64();
+    let events_per_s = f64::from(report.accepted) / drain_s;
+    let result = serde_json::json!({
+        "events": events,
+        "accepted": report.accepted,
+        "still_pending": report.still_pending,
+        "batches": report.batches,
+        "batch_size": DEFAULT_BATCH_SIZE,
+        "drain_s": drain_s,
+        "events_per_s": events_per_s,
+        "bytes_per_event": bytes_per_event,
+        "queue_s": queue_s,
+        "server_database": "sqlite",
+        "target": {"drain_s_max": 5.0, "events": 10_000},
+    });
+    if json {
+        println!("{result}");
+    } else {
+        println!(
+            "bench sync: {events} signed events queued in {queue_s:.1} s, drained to a loopback backend"
+        );
+        println!("  drain          {drain_s:>8.2} s  (target ≤ 5 s for 10,000)");
+        println!(
+            "  throughput     {events_per_s:>8.0} events/s over {} batches of {DEFAULT_BATCH_SIZE}",
+            report.batches
+        );
+        println!("  wire size      {bytes_per_event:>8.0} bytes/event (JSON, uncompressed)");
+        println!(
+            "  accepted       {:>8}   still pending {}",
+            report.accepted, report.still_pending
         );
     }
     Ok(ExitCode::SUCCESS)

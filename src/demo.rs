@@ -12,7 +12,7 @@ use dosewitness_edge::{Perception, dose_event_for, enrol, run_dose_session, sync
 use dosewitness_protocol::{CreatePatient, CreateRegimen, CreateSite, CreateStudy, NewMedication};
 use dosewitness_server::{AppState, Database, random_token, serve};
 use dosewitness_store::{DeviceStore, KeyFile};
-use dosewitness_sync::CoordinatorClient;
+use dosewitness_sync::{CoordinatorClient, RetryPolicy};
 use dosewitness_vision::dose_session::SessionConfig;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -242,14 +242,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })?;
 
     steps.run("Sync to the clinic backend", || {
-        let drained = runtime.block_on(sync_now(&mut store, HTTP_TIMEOUT, || clock.now()))?;
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        let (drained, retries) =
+            runtime.block_on(sync_now(&mut store, HTTP_TIMEOUT, &policy, || clock.now()))?;
         if drained.still_pending > 0 {
             bail!("{} events still pending after sync", drained.still_pending);
         }
         Ok((
             (),
             format!(
-                "{} accepted, {} duplicate, {} batch(es) over HTTP",
+                "{} accepted, {} duplicate, {} batch(es) over HTTP, {retries} retries",
                 drained.accepted, drained.duplicates, drained.batches
             ),
         ))

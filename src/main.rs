@@ -6,6 +6,7 @@ mod demo;
 mod faces;
 mod serve;
 mod store_command;
+mod sync_command;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the whole product once on this machine: clinic backend, device, dose session, sync.
     Demo(demo::DemoArgs),
+    /// Send an enrolled device's pending dose events to its clinic server (one pass).
+    Sync(sync_command::SyncArgs),
     /// Run the clinic backend.
     Serve(serve::ServeArgs),
     /// Face identity: compare two photos.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Sync(args) => sync_command::run(args),
         Command::Store { command } => store_command::run(command),
         Command::Bench { command } => bench::run(command),
         Command::Faces { command } => faces::run(command),

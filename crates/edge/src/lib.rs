@@ -16,7 +16,9 @@ use dosewitness_domain::{
 };
 use dosewitness_protocol::{DeviceEnrolment, EnrolDevice, RegimenPlan};
 use dosewitness_store::{DeviceStore, StoreError};
-use dosewitness_sync::{DEFAULT_BATCH_SIZE, DeviceClient, DrainReport, SyncError, drain_outbox};
+use dosewitness_sync::{
+    DEFAULT_BATCH_SIZE, DeviceClient, DrainReport, RetryPolicy, SyncError, drain_outbox_with_retry,
+};
 use dosewitness_vision::dose_session::{
     FaceFailure, FacePresence, FrameObservation, SessionConfig, SessionEvent, SessionState,
     abandon, step,
@@ -229,14 +231,16 @@ pub async fn enrol(
     Ok(enrolment)
 }
 
-/// One sync pass: sends every pending dose event to the server the device is enrolled with.
+/// One sync pass: sends every pending dose event to the server the device is enrolled with,
+/// retrying transient failures per `policy`. Returns the report and the number of retries.
 pub async fn sync_now(
     store: &mut DeviceStore,
     timeout: std::time::Duration,
+    policy: &RetryPolicy,
     now: impl Fn() -> DateTime<Utc>,
-) -> Result<DrainReport, EdgeError> {
+) -> Result<(DrainReport, u32), EdgeError> {
     let (server_url, token) = store.server_credential()?;
     let device_id = store.identity()?.device_id;
     let client = DeviceClient::new(&server_url, Some(token), timeout)?;
-    Ok(drain_outbox(store, &client, device_id, DEFAULT_BATCH_SIZE, now).await?)
+    Ok(drain_outbox_with_retry(store, &client, device_id, DEFAULT_BATCH_SIZE, policy, now).await?)
 }

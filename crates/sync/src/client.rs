@@ -21,6 +21,8 @@ pub enum SyncError {
         status: u16,
         code: String,
         message: String,
+        /// The server's `Retry-After`, in seconds, when it sent one.
+        retry_after_s: Option<u64>,
     },
     #[error("the clinic server's answer could not be understood: {0}")]
     Protocol(String),
@@ -28,6 +30,29 @@ pub enum SyncError {
     Client(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl SyncError {
+    /// True for failures that may pass on their own: the network, timeouts, 408, 429 and 5xx.
+    /// A 4xx means the request itself is wrong and is not retried.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Rejected { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            Self::Protocol(_) | Self::Client(_) | Self::Store(_) => false,
+        }
+    }
+
+    /// The server's requested wait, if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Rejected {
+                retry_after_s: Some(seconds),
+                ..
+            } => Some(std::time::Duration::from_secs(*seconds)),
+            _ => None,
+        }
+    }
 }
 
 fn build_client(timeout: Duration) -> Result<Client, SyncError> {
@@ -48,6 +73,11 @@ async fn send<T: DeserializeOwned>(url: &str, request: RequestBuilder) -> Result
             reason: error.without_url().to_string(),
         })?;
     let status = response.status();
+    let retry_after_s = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
     let bytes = response
         .bytes()
         .await
@@ -66,6 +96,7 @@ async fn send<T: DeserializeOwned>(url: &str, request: RequestBuilder) -> Result
                 .as_ref()
                 .map_or_else(|| status_code_word(status), |body| body.code.clone()),
             message: body.map_or_else(|| "no details".to_string(), |body| body.message),
+            retry_after_s,
         });
     }
     serde_json::from_slice(&bytes).map_err(|error| SyncError::Protocol(error.to_string()))

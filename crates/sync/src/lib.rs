@@ -7,11 +7,15 @@
 //! - [`CoordinatorClient`]: the coordinator API (studies, sites, patients, regimens, enrolment
 //!   codes, adherence), used by the CLI's demo and by tests.
 //!
-//! Retries with backoff, evidence upload and background sync arrive with the sync issue.
+//! [`drain_outbox_with_retry`] retries transient failures (network, 408, 429, 5xx) with
+//! exponential backoff and full jitter, honouring `Retry-After`. Evidence upload and background
+//! sync arrive with the sync issue.
 
 mod client;
+pub mod retry;
 
 pub use client::{CoordinatorClient, DeviceClient, SyncError};
+pub use retry::RetryPolicy;
 
 use chrono::{DateTime, Utc};
 use dosewitness_domain::DeviceId;
@@ -67,4 +71,30 @@ pub async fn drain_outbox(
     }
     report.still_pending = store.info()?.pending_sync;
     Ok(report)
+}
+
+/// [`drain_outbox`], retrying transient failures per `policy`. Each retry resumes from the
+/// store, so events acknowledged before a failure are not sent again. Returns the report of the
+/// pass that succeeded, with `retries` counting the failed attempts before it.
+pub async fn drain_outbox_with_retry(
+    store: &mut DeviceStore,
+    client: &DeviceClient,
+    device_id: DeviceId,
+    batch_size: usize,
+    policy: &RetryPolicy,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Result<(DrainReport, u32), SyncError> {
+    let mut retries = 0;
+    loop {
+        match drain_outbox(store, client, device_id, batch_size, &now).await {
+            Ok(report) => return Ok((report, retries)),
+            Err(error) if error.is_transient() && retries + 1 < policy.max_attempts.max(1) => {
+                let wait = policy.delay(retries, retry::random_unit(), error.retry_after());
+                tracing::warn!(retry = retries + 1, wait_ms = wait.as_millis() as u64, error = %error, "sync failed; retrying");
+                tokio::time::sleep(wait).await;
+                retries += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }

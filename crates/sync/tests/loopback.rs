@@ -290,3 +290,116 @@ async fn an_unreachable_server_is_an_error_and_nothing_is_marked_sent() {
     assert_eq!(fixture.store.info().unwrap().pending_sync, 2);
     assert!(!fixture.url.is_empty());
 }
+
+/// A stand-in server that answers every request with `status_line` and counts requests.
+async fn answering(
+    status_line: &'static str,
+    extra_headers: &'static str,
+) -> (String, Arc<std::sync::atomic::AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buffer = vec![0u8; 65536];
+            let _ = socket.read(&mut buffer).await;
+            let response = format!(
+                "HTTP/1.1 {status_line}\r\n{extra_headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_retry_after_and_client_errors_are_not() {
+    use dosewitness_sync::{RetryPolicy, drain_outbox_with_retry};
+    let mut fixture = fixture().await;
+    append(&mut fixture, 2);
+    let policy = RetryPolicy {
+        base: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(50),
+        max_attempts: 3,
+    };
+
+    let (url, requests) = answering("503 Service Unavailable", "Retry-After: 1\r\n").await;
+    let client = DeviceClient::new(&url, Some("token".into()), TIMEOUT).unwrap();
+    let started = std::time::Instant::now();
+    let error = drain_outbox_with_retry(
+        &mut fixture.store,
+        &client,
+        fixture.device_id,
+        200,
+        &policy,
+        Utc::now,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SyncError::Rejected {
+                status: 503,
+                retry_after_s: Some(1),
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "three attempts in all"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "two waits of at least Retry-After"
+    );
+
+    let (url, requests) = answering("400 Bad Request", "").await;
+    let client = DeviceClient::new(&url, Some("token".into()), TIMEOUT).unwrap();
+    let error = drain_outbox_with_retry(
+        &mut fixture.store,
+        &client,
+        fixture.device_id,
+        200,
+        &policy,
+        Utc::now,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, SyncError::Rejected { status: 400, .. }),
+        "{error}"
+    );
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a client error is not retried"
+    );
+    assert_eq!(
+        fixture.store.info().unwrap().pending_sync,
+        2,
+        "nothing was marked delivered"
+    );
+
+    // The real server: the same outbox drains in one attempt.
+    let (report, retries) = drain_outbox_with_retry(
+        &mut fixture.store,
+        &fixture.device,
+        fixture.device_id,
+        200,
+        &policy,
+        Utc::now,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.accepted, retries), (2, 0));
+}
