@@ -60,23 +60,9 @@ pub struct FaceDetector {
 impl FaceDetector {
     /// Loads the model from the manifest (sha256 and shapes checked).
     pub fn load(manifest: &ModelManifest) -> Result<Self, VisionError> {
-        Self::from_model(manifest.load(MODEL_NAME)?)
-    }
-
-    /// Wraps an already loaded model, checking it is BlazeFace-shaped.
-    pub fn from_model(model: OnnxModel) -> Result<Self, VisionError> {
-        let entry = model.entry();
-        let expected_input = vec![1, INPUT_SIDE as usize, INPUT_SIDE as usize, 3];
-        if entry.input.shape != expected_input {
-            return Err(VisionError::ModelShapeMismatch {
-                name: entry.name.clone(),
-                what: "input shape",
-                expected: expected_input,
-                actual: entry.input.shape.clone(),
-            });
-        }
+        let side = INPUT_SIDE as usize;
         Ok(Self {
-            model,
+            model: manifest.load_expecting(MODEL_NAME, &[1, side, side, 3])?,
             anchors: anchors(&LAYOUT),
             min_score: DEFAULT_MIN_SCORE,
         })

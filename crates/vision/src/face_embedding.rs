@@ -220,16 +220,7 @@ pub struct FaceEmbedder {
 impl FaceEmbedder {
     /// Loads the model from the manifest (sha256 and shapes checked).
     pub fn load(manifest: &ModelManifest) -> Result<Self, VisionError> {
-        let model = manifest.load(MODEL_NAME)?;
-        let expected = vec![1, CHIP_SIDE, CHIP_SIDE, 3];
-        if model.entry().input.shape != expected {
-            return Err(VisionError::ModelShapeMismatch {
-                name: MODEL_NAME.to_string(),
-                what: "input shape",
-                expected,
-                actual: model.entry().input.shape.clone(),
-            });
-        }
+        let model = manifest.load_expecting(MODEL_NAME, &[1, CHIP_SIDE, CHIP_SIDE, 3])?;
         Ok(Self { model })
     }
 

@@ -66,16 +66,7 @@ pub struct FaceMesh {
 impl FaceMesh {
     /// Loads the model from the manifest (sha256 and shapes checked).
     pub fn load(manifest: &ModelManifest) -> Result<Self, VisionError> {
-        let model = manifest.load(MODEL_NAME)?;
-        let expected = vec![1, INPUT_SIDE, INPUT_SIDE, 3];
-        if model.entry().input.shape != expected {
-            return Err(VisionError::ModelShapeMismatch {
-                name: MODEL_NAME.to_string(),
-                what: "input shape",
-                expected,
-                actual: model.entry().input.shape.clone(),
-            });
-        }
+        let model = manifest.load_expecting(MODEL_NAME, &[1, INPUT_SIDE, INPUT_SIDE, 3])?;
         Ok(Self { model })
     }
 

@@ -87,6 +87,25 @@ impl ModelManifest {
             })
     }
 
+    /// Loads `name` and checks that its input shape is `expected_input` (what the calling code's
+    /// pre-processing produces).
+    pub fn load_expecting(
+        &self,
+        name: &str,
+        expected_input: &[usize],
+    ) -> Result<OnnxModel, VisionError> {
+        let model = self.load(name)?;
+        if model.entry().input.shape != expected_input {
+            return Err(VisionError::ModelShapeMismatch {
+                name: name.to_string(),
+                what: "input shape",
+                expected: expected_input.to_vec(),
+                actual: model.entry().input.shape.clone(),
+            });
+        }
+        Ok(model)
+    }
+
     /// Loads, checks and optimises the model called `name`.
     pub fn load(&self, name: &str) -> Result<OnnxModel, VisionError> {
         let entry = self.entry(name)?;

@@ -100,6 +100,21 @@ fn altered_missing_truncated_and_misdescribed_models_are_refused() {
         "{error}"
     );
 
+    // A model whose input is not what the pre-processing produces.
+    let error = manifest
+        .load_expecting("blazeface_short", &[1, 192, 192, 3])
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            VisionError::ModelShapeMismatch {
+                what: "input shape",
+                ..
+            }
+        ),
+        "{error}"
+    );
+
     let error = manifest.load("no_such_model").unwrap_err();
     assert!(
         matches!(error, VisionError::ModelNotInManifest { .. }),
