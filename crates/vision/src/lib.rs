@@ -9,6 +9,7 @@
 //! - [`hands`]: palm detection, MediaPipe's hand region, 21 hand landmarks, fingertip distances.
 //! - [`signals`]: head pose, eye aspect ratio, mouth openness, lip region, open palm,
 //!   fingertip-to-mouth distance in face widths.
+//! - [`liveness`]: passive liveness from non-rigid motion plus a blink, a moving mouth or a head turn.
 //! - [`tracking`]: detect-then-track for face and hand, with palm-detection scheduling.
 //! - [`face_quality`]: enrolment photo checks (frontal, sharp, lit).
 //! - [`dose_session`]: the dose session's state machine over per-frame observations.
@@ -25,6 +26,7 @@ pub mod face_quality;
 pub mod frame;
 pub mod geometry;
 pub mod hands;
+pub mod liveness;
 pub mod model;
 pub mod signals;
 pub mod ssd;

@@ -440,3 +440,54 @@ mod dosewitness_capture_free_replay {
             .collect()
     }
 }
+
+#[test]
+fn a_talking_face_is_live_and_a_photo_moved_in_front_of_the_camera_is_not() {
+    use dosewitness_capture_free_replay::frames;
+    use dosewitness_vision::liveness::LivenessTracker;
+    use dosewitness_vision::signals::face_signals;
+    let tracker = tracker();
+    let evidence_of = |frames: &[Frame]| {
+        let mut state = dosewitness_vision::tracking::TrackingState::default();
+        let mut work = dosewitness_vision::tracking::FrameWork::default();
+        let mut liveness = LivenessTracker::default();
+        for frame in frames {
+            let landmarks = tracker.face(frame, &mut state, &mut work).unwrap().unwrap();
+            liveness.observe(&landmarks, &face_signals(&landmarks));
+        }
+        liveness.evidence()
+    };
+    // The demo replay: a real person talking and turning.
+    let live = evidence_of(&frames());
+    eprintln!("replay: {live:?}");
+    assert!(live.is_live(), "{live:?}");
+    assert!(live.score() > 0.5);
+
+    // One frame of the same person, shown as a photo that is moved, scaled and tilted.
+    let still = frames()[5].pixels().clone();
+    let photo_frames: Vec<Frame> = (0..20)
+        .map(|index| {
+            let angle = (index as f32 * 0.7).sin() * 0.15;
+            let shift = (index as f32 * 1.3).cos() * 6.0;
+            let scale = 1.0 + (index as f32 * 0.4).sin() * 0.08;
+            let (sin, cos) = angle.sin_cos();
+            let (width, height) = still.dimensions();
+            let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+            let moved = image::RgbImage::from_fn(width, height, |x, y| {
+                // Inverse map each output pixel into the photo (nearest neighbour is enough).
+                let (u, v) = ((x as f32 - cx - shift) / scale, (y as f32 - cy) / scale);
+                let (sx, sy) = (u * cos + v * sin + cx, -u * sin + v * cos + cy);
+                if sx >= 0.0 && sy >= 0.0 && (sx as u32) < width && (sy as u32) < height {
+                    *still.get_pixel(sx as u32, sy as u32)
+                } else {
+                    image::Rgb([0, 0, 0])
+                }
+            });
+            Frame::new(index, index * 100, moved).unwrap()
+        })
+        .collect();
+    let photo = evidence_of(&photo_frames);
+    eprintln!("moved photo: {photo:?}");
+    assert!(!photo.is_live(), "{photo:?}");
+    assert_eq!(photo.score(), 0.0);
+}
