@@ -371,7 +371,6 @@ fn vision(
 }
 
 fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
-    use dosewitness_domain::Redacted;
     use dosewitness_protocol::{
         CreatePatient, CreateRegimen, CreateSite, CreateStudy, DoseEventBatch, EnrolDevice,
         NewMedication, PROTOCOL_VERSION,
@@ -393,11 +392,11 @@ fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
             dosewitness_server::Database::open_sqlite(&directory.path().join("server.db")).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let state = dosewitness_server::AppState {
+        let state = dosewitness_server::AppState::new(
             database,
-            clock: std::sync::Arc::new(SystemClock),
-            admin_token: Redacted::new(admin.clone()),
-        };
+            std::sync::Arc::new(SystemClock),
+            admin.clone(),
+        );
         tokio::spawn(dosewitness_server::serve(
             listener,
             state,

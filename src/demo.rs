@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use chrono::{Duration, NaiveTime, Timelike};
 use chrono_tz::Tz;
 use dosewitness_capture::{FrameSource, ReplaySource};
-use dosewitness_domain::{Clock, DoseWindow, Redacted, SystemClock};
+use dosewitness_domain::{Clock, DoseWindow, SystemClock};
 use dosewitness_edge::{Perception, dose_event_for, enrol, run_dose_session, sync_now};
 use dosewitness_protocol::{CreatePatient, CreateRegimen, CreateSite, CreateStudy, NewMedication};
 use dosewitness_server::{AppState, Database, random_token, serve};
@@ -84,7 +84,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 format!("binding 127.0.0.1:{} (is the port in use? pass --port 0 to pick a free one)", args.port)
             })?;
             let address = listener.local_addr()?;
-            let state = AppState { database, clock: clock.clone(), admin_token: Redacted::new(admin_token.clone()) };
+            let state = AppState::new(database, clock.clone(), admin_token.clone());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
                 if let Err(error) = serve(listener, state, async {

@@ -1,7 +1,7 @@
 //! `dosewitness serve`: the clinic backend as a long-running process.
 
 use anyhow::Context;
-use dosewitness_domain::{Redacted, SystemClock};
+use dosewitness_domain::SystemClock;
 use dosewitness_server::{AppState, Database, serve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,11 +38,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "clinic backend listening on http://{}",
             listener.local_addr()?
         );
-        let state = AppState {
-            database,
-            clock: Arc::new(SystemClock),
-            admin_token: Redacted::new(args.admin_token),
-        };
+        let state = AppState::new(database, Arc::new(SystemClock), args.admin_token);
         serve(listener, state, async {
             let _ = tokio::signal::ctrl_c().await;
         })

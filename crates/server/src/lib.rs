@@ -11,6 +11,7 @@
 
 mod db;
 mod error;
+mod metrics;
 mod routes;
 
 pub use db::Database;
@@ -29,6 +30,19 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Bearer token for coordinator (admin) endpoints.
     pub admin_token: Redacted<String>,
+    metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    /// State for a backend over `database`, with fresh metrics.
+    pub fn new(database: Database, clock: Arc<dyn Clock>, admin_token: String) -> Self {
+        Self {
+            database,
+            clock,
+            admin_token: Redacted::new(admin_token),
+            metrics: Arc::default(),
+        }
+    }
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes in-flight requests.

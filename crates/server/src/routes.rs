@@ -33,6 +33,7 @@ const MAX_TEXT: usize = 200;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/api/v1/studies", post(create_study))
         .route("/api/v1/studies/{study_id}/sites", post(create_site))
         .route("/api/v1/sites/{site_id}/patients", post(create_patient))
@@ -48,7 +49,37 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/enrol", post(enrol_device))
         .route("/api/v1/devices/{device_id}/dose-events", post(ingest))
         .route("/api/v1/devices/{device_id}/regimens", get(device_regimens))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
         .with_state(state)
+}
+
+/// Largest accepted request body: a full batch of 1000 events is about 0.9 MB.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+async fn count_responses(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    state.metrics.count_response(response.status().as_u16());
+    response
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// `Json<T>` whose rejections are [`ApiFailure`]s with a JSON body.
@@ -446,6 +477,10 @@ async fn ingest(
                 )
                 .await?;
             tracing::warn!(device = %device.id, sequence = rejection.sequence, kind = rejection.kind, "dose event batch rejected");
+            state
+                .metrics
+                .batches_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ApiFailure::new(
                 rejection.status,
                 rejection.kind,
@@ -458,6 +493,15 @@ async fn ingest(
         .iter()
         .filter(|ack| ack.status == AckStatus::Accepted)
         .count();
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    state
+        .metrics
+        .dose_events_accepted
+        .fetch_add(accepted as u64, ordering);
+    state
+        .metrics
+        .dose_events_duplicate
+        .fetch_add((acks.len() - accepted) as u64, ordering);
     tracing::info!(device = %device.id, events = batch.events.len(), accepted, "dose events ingested");
     state
         .database

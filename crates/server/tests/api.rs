@@ -5,7 +5,7 @@
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use chrono::{TimeZone, Utc};
-use dosewitness_domain::{FixedClock, Redacted};
+use dosewitness_domain::FixedClock;
 use dosewitness_server::{AppState, Database, router};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -21,14 +21,7 @@ async fn state() -> (AppState, tempfile::TempDir) {
     let clock = Arc::new(FixedClock(
         Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
     ));
-    (
-        AppState {
-            database,
-            clock,
-            admin_token: Redacted::new(ADMIN.to_string()),
-        },
-        directory,
-    )
+    (AppState::new(database, clock, ADMIN.to_string()), directory)
 }
 
 async fn call(
@@ -303,4 +296,39 @@ async fn adherence_needs_a_valid_period() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scheduled"], 0);
     assert!(body["ratio"].is_null());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_and_metrics_count_responses() {
+    let (state, _directory) = state().await;
+    let huge = format!(
+        r#"{{"code":"S","title":"{}"}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let (status, _) = call(&state, "POST", "/api/v1/studies", Some(ADMIN), Some(&huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = call(
+        &state,
+        "POST",
+        "/api/v1/studies",
+        Some(ADMIN),
+        Some(r#"{"code":"M","title":"T"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = call(&state, "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    assert!(
+        text.contains(r#"dosewitness_http_requests_total{class="4xx"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dosewitness_http_requests_total{class="2xx"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("dosewitness_dose_events_total{result=\"accepted\"} 0"),
+        "{text}"
+    );
 }

@@ -4,8 +4,7 @@
 
 use chrono::{Duration, NaiveDate, NaiveTime, Utc};
 use dosewitness_domain::{
-    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, DoseWindow, PatientId, Redacted,
-    SystemClock,
+    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, DoseWindow, PatientId, SystemClock,
 };
 use dosewitness_protocol::{
     CreatePatient, CreateRegimen, CreateSite, CreateStudy, DoseEventBatch, EnrolDevice,
@@ -36,11 +35,7 @@ async fn fixture() -> Fixture {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState {
-        database,
-        clock: Arc::new(SystemClock),
-        admin_token: Redacted::new(ADMIN.into()),
-    };
+    let state = AppState::new(database, Arc::new(SystemClock), ADMIN.into());
     tokio::spawn(serve(listener, state, std::future::pending()));
 
     let coordinator = CoordinatorClient::new(&url, ADMIN.into(), TIMEOUT).unwrap();
