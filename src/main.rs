@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod faces;
+mod seed;
 mod serve;
 mod store_command;
 mod sync_command;
@@ -35,6 +36,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Send an enrolled device's pending dose events to its clinic server (one pass).
     Sync(sync_command::SyncArgs),
+    /// Fill a backend with synthetic studies, patients and dose histories (no real PHI).
+    Seed(seed::SeedArgs),
     /// Run the clinic backend.
     Serve(serve::ServeArgs),
     /// Face identity: compare two photos.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Seed(args) => seed::run(args),
         Command::Sync(args) => sync_command::run(args),
         Command::Store { command } => store_command::run(command),
         Command::Bench { command } => bench::run(command),

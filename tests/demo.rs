@@ -389,3 +389,36 @@ fn faces_enroll_and_verify_through_the_cli() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn seed_fills_a_backend_with_varied_adherence() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().to_str().unwrap();
+    for _ in 0..2 {
+        let output = Command::new(BINARY)
+            .args([
+                "seed",
+                "--data-dir",
+                data_dir,
+                "--patients",
+                "6",
+                "--days",
+                "14",
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let stdout = text(&output.stdout);
+        // 6 patients × 14 days × 2 doses, every one accepted by the server's chain checks.
+        assert!(stdout.contains("168 signed dose events"), "{stdout}");
+        let bands = stdout
+            .lines()
+            .find(|line| line.starts_with("adherence bands:"))
+            .unwrap();
+        assert!(
+            bands.matches(' ').count() >= 4,
+            "expected at least two bands: {bands}"
+        );
+    }
+    assert!(directory.path().join("server/server.db").exists());
+}
