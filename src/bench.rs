@@ -383,26 +383,17 @@ fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let admin = dosewitness_server::random_token()?;
     let timeout = std::time::Duration::from_secs(30);
 
     // A backend on loopback with one patient, one regimen and an enrolment code.
-    let (url, code, plan) = runtime.block_on(async {
-        let database =
-            dosewitness_server::Database::open_sqlite(&directory.path().join("server.db")).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let state = dosewitness_server::AppState::new(
-            database,
-            std::sync::Arc::new(SystemClock),
-            admin.clone(),
-        );
-        tokio::spawn(dosewitness_server::serve(
-            listener,
-            state,
-            std::future::pending(),
-        ));
-        let coordinator = CoordinatorClient::new(&url, admin.clone(), timeout)?;
+    let backend = runtime.block_on(dosewitness_server::LoopbackServer::start(
+        &directory.path().join("server.db"),
+        0,
+        std::sync::Arc::new(SystemClock),
+    ))?;
+    let url = backend.url.clone();
+    let (code, plan) = runtime.block_on(async {
+        let coordinator = CoordinatorClient::new(&url, backend.admin_token.clone(), timeout)?;
         let study = coordinator
             .create_study(&CreateStudy {
                 code: "BENCH".into(),
@@ -448,7 +439,7 @@ fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
             )
             .await?;
         let code = coordinator.create_enrolment_code(patient).await?;
-        anyhow::Ok((url, code.code, plan))
+        anyhow::Ok((code.code, plan))
     })?;
 
     // An enrolled device with `events` signed events queued.

@@ -10,7 +10,7 @@ use dosewitness_capture::{FrameSource, ReplaySource};
 use dosewitness_domain::{Clock, DoseWindow, SystemClock};
 use dosewitness_edge::{Perception, dose_event_for, enrol, run_dose_session, sync_now};
 use dosewitness_protocol::{CreatePatient, CreateRegimen, CreateSite, CreateStudy, NewMedication};
-use dosewitness_server::{AppState, Database, random_token, serve};
+use dosewitness_server::LoopbackServer;
 use dosewitness_store::{DeviceStore, KeyFile};
 use dosewitness_sync::{CoordinatorClient, RetryPolicy};
 use dosewitness_vision::dose_session::SessionConfig;
@@ -75,32 +75,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ))
     })?;
 
-    let (server_url, admin_token, shutdown) = steps.run("Start the clinic backend", || {
+    let backend = steps.run("Start the clinic backend", || {
         let server_db = data_dir.join("server").join("server.db");
-        let admin_token = random_token()?;
-        let (url, shutdown) = runtime.block_on(async {
-            let database = Database::open_sqlite(&server_db).await?;
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await.with_context(|| {
-                format!("binding 127.0.0.1:{} (is the port in use? pass --port 0 to pick a free one)", args.port)
-            })?;
-            let address = listener.local_addr()?;
-            let state = AppState::new(database, clock.clone(), admin_token.clone());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(async move {
-                if let Err(error) = serve(listener, state, async {
-                    let _ = stopped.await;
-                })
-                .await
-                {
-                    tracing::error!(%error, "clinic backend stopped");
-                }
-            });
-            anyhow::Ok((format!("http://{address}"), stop))
-        })?;
-        let detail = format!("{url} (SQLite {})", server_db.display());
-        Ok(((url, admin_token, shutdown), detail))
+        let backend =
+            runtime.block_on(LoopbackServer::start(&server_db, args.port, clock.clone()))?;
+        let detail = format!("{} (SQLite {})", backend.url, server_db.display());
+        Ok((backend, detail))
     })?;
-    let coordinator = CoordinatorClient::new(&server_url, admin_token, HTTP_TIMEOUT)?;
+    let server_url = backend.url.clone();
+    let coordinator =
+        CoordinatorClient::new(&server_url, backend.admin_token.clone(), HTTP_TIMEOUT)?;
 
     let now = clock.now();
     let (patient_id, plan, enrolment_code) =
@@ -275,7 +259,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })?;
 
     let chain_length = store.verify()?;
-    let _ = shutdown.send(());
+    drop(backend);
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
 
     println!();

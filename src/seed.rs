@@ -11,7 +11,7 @@ use dosewitness_protocol::{
     ChainRecord, CreatePatient, CreateRegimen, CreateSite, CreateStudy, DoseEventBatch,
     EnrolDevice, GENESIS_HASH, NewMedication, PROTOCOL_VERSION,
 };
-use dosewitness_server::{AppState, Database, random_token, serve};
+use dosewitness_server::{LoopbackServer, random_token};
 use dosewitness_sync::{CoordinatorClient, DeviceClient};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,19 +48,13 @@ pub fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let admin = random_token()?;
     let timeout = std::time::Duration::from_secs(30);
     let mut random = args.seed.max(1);
     let (events, bands) = runtime.block_on(async {
-        let database = Database::open_sqlite(&directory.join("server.db")).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(serve(
-            listener,
-            AppState::new(database, Arc::new(SystemClock), admin.clone()),
-            std::future::pending(),
-        ));
-        let coordinator = CoordinatorClient::new(&url, admin.clone(), timeout)?;
+        let backend =
+            LoopbackServer::start(&directory.join("server.db"), 0, Arc::new(SystemClock)).await?;
+        let url = backend.url.clone();
+        let coordinator = CoordinatorClient::new(&url, backend.admin_token.clone(), timeout)?;
         let now = clock.now();
         let study_code = format!("SYN-{}", &random_token()?[..8]);
         let study = coordinator

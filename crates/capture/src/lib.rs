@@ -25,7 +25,7 @@ pub enum CaptureError {
     },
     #[error("replay frame {path} could not be read: {reason}")]
     UnreadableFrame { path: PathBuf, reason: String },
-    #[error("replay frame {path} is not a usable frame: {source}")]
+    #[error("replay frame {path} is not a usable frame")]
     InvalidFrame { path: PathBuf, source: VisionError },
 }
 

@@ -30,15 +30,15 @@ use std::time::Instant;
 /// Errors of device orchestration; each names the stage that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
-    #[error("loading models: {0}")]
+    #[error("loading models")]
     Models(#[source] VisionError),
-    #[error("reading frames: {0}")]
+    #[error("reading frames")]
     Capture(#[from] CaptureError),
-    #[error("perceiving frame {sequence}: {source}")]
+    #[error("perceiving frame {sequence}")]
     Perception { sequence: u64, source: VisionError },
-    #[error("device store: {0}")]
+    #[error("device store")]
     Store(#[from] StoreError),
-    #[error("clinic server: {0}")]
+    #[error("clinic server")]
     Sync(#[from] SyncError),
 }
 

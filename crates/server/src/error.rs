@@ -9,14 +9,19 @@ use dosewitness_protocol::ApiError;
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("{action} failed: {source}")]
+    #[error("could not listen on {address} (is the port in use? use port 0 to pick a free one)")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{action} failed")]
     Io {
         action: &'static str,
         source: std::io::Error,
     },
     #[error("the server database {location} could not be opened: {reason}")]
     DatabaseOpen { location: String, reason: String },
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("stored record could not be decoded: {0}")]
     Decode(String),

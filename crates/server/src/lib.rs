@@ -60,6 +60,64 @@ pub async fn serve(
         })
 }
 
+/// A backend serving on a loopback port inside this process (the demo, `seed`, benchmarks and
+/// tests), with a fresh admin token. Stops when dropped.
+#[derive(Debug)]
+pub struct LoopbackServer {
+    pub url: String,
+    pub admin_token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl LoopbackServer {
+    /// Opens (or creates) the SQLite database at `database_path`, binds `127.0.0.1:port` (0 picks
+    /// a free port) and serves in the background on the current tokio runtime.
+    pub async fn start(
+        database_path: &std::path::Path,
+        port: u16,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
+        let database = Database::open_sqlite(database_path).await?;
+        let address = format!("127.0.0.1:{port}");
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { address, source })?
+        );
+        let admin_token = random_token()?;
+        let state = AppState::new(database, clock, admin_token.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = serve(listener, state, shutdown).await {
+                tracing::error!(%error, "clinic backend stopped");
+            }
+        });
+        Ok(Self {
+            url,
+            admin_token,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// A random 256-bit secret as 64 hex digits (device tokens, admin tokens, enrolment codes).
 pub fn random_token() -> Result<String, ServerError> {
     let mut bytes = [0u8; 32];

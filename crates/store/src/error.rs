@@ -43,16 +43,16 @@ pub enum StoreError {
     Passphrase(String),
     #[error("the key file {path} is invalid: {reason}")]
     BadKeyFile { path: PathBuf, reason: String },
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("device store query failed: {0}")]
+    #[error("device store query failed")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored record {what} could not be decoded: {reason}")]
     Decode { what: &'static str, reason: String },
-    #[error("the dose event chain does not verify: {0}")]
+    #[error(transparent)]
     Chain(#[from] dosewitness_protocol::ChainError),
 }

@@ -575,7 +575,10 @@ impl DeviceStore {
 /// Turns "disk full" and write failures into errors that say what happened and that the dose
 /// was not written (the transaction rolled back), instead of a bare SQLite code.
 fn classify_write_error(error: StoreError, path: &Path) -> StoreError {
-    let StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = &error else {
+    let StoreError::Sqlite(inner) = &error else {
+        return error;
+    };
+    let rusqlite::Error::SqliteFailure(failure, _) = inner else {
         return error;
     };
     match failure.code {
@@ -586,7 +589,7 @@ fn classify_write_error(error: StoreError, path: &Path) -> StoreError {
         | rusqlite::ErrorCode::ReadOnly
         | rusqlite::ErrorCode::CannotOpen => StoreError::WriteFailed {
             path: path.to_path_buf(),
-            detail: error.to_string(),
+            detail: inner.to_string(),
         },
         _ => error,
     }
