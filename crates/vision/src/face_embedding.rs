@@ -208,7 +208,7 @@ pub fn face_region(face: &FaceDetection) -> RotatedRect {
 /// Samples the 150×150 chip of `region` from `frame`: NHWC raw 0–255, bilinear, border
 /// replicated, pixel centres mapped to pixel centres.
 pub fn face_chip(frame: &Frame, region: &RotatedRect) -> Vec<f32> {
-    rotated_crop(frame, region, CHIP_SIDE, 0.5)
+    rotated_crop(frame, region, CHIP_SIDE, 0.5, [0.0, 255.0])
 }
 
 /// The face embedder. Load once; [`Self::embed`] is reentrant.

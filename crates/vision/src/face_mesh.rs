@@ -76,10 +76,7 @@ impl FaceMesh {
         frame: &Frame,
         region: &RotatedRect,
     ) -> Result<FaceLandmarks, VisionError> {
-        let input: Vec<f32> = rotated_crop(frame, region, INPUT_SIDE, 0.0)
-            .iter()
-            .map(|value| value / 255.0)
-            .collect();
+        let input = rotated_crop(frame, region, INPUT_SIDE, 0.0, [0.0, 1.0]);
         let outputs = self.model.run(&input)?;
         let (Some(raw), Some(flag)) = (
             outputs

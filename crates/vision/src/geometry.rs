@@ -171,8 +171,58 @@ impl RotatedRect {
     }
 }
 
-/// Samples `rect` from `frame` into a `side`×`side` NHWC RGB crop of raw 0–255 values,
-/// bilinearly, replicating the border. Crop pixel `(u, v)` samples the source at
+/// What a bilinear sample outside the image reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Border {
+    /// Black (0), as MediaPipe's letterbox padding.
+    Zero,
+    /// The nearest edge pixel, as MediaPipe's ROI crops.
+    Replicate,
+}
+
+/// Fills a `side`×`side` NHWC RGB tensor: pixel `(u, v)` is the bilinear sample of `pixels` at
+/// `source_of(u, v)` (source pixel centres at integer coordinates), mapped from 0..255 to `range`.
+/// The one resampler behind every model input, so all models see identically sampled pixels.
+pub fn resample(
+    pixels: &image::RgbImage,
+    side: usize,
+    border: Border,
+    range: [f32; 2],
+    source_of: impl Fn(f32, f32) -> Point,
+) -> Vec<f32> {
+    let (width, height) = (i64::from(pixels.width()), i64::from(pixels.height()));
+    let raw = pixels.as_raw();
+    let sample = |x: i64, y: i64, channel: usize| -> f32 {
+        let (x, y) = match border {
+            Border::Replicate => (x.clamp(0, width - 1), y.clamp(0, height - 1)),
+            Border::Zero if x < 0 || y < 0 || x >= width || y >= height => return 0.0,
+            Border::Zero => (x, y),
+        };
+        f32::from(raw[((y * width + x) * 3) as usize + channel])
+    };
+    let per_level = (range[1] - range[0]) / 255.0;
+    let mut tensor = vec![0.0f32; side * side * 3];
+    for row in 0..side {
+        for column in 0..side {
+            let source = source_of(column as f32, row as f32);
+            let (left, top) = (source.x.floor(), source.y.floor());
+            let (fx, fy) = (source.x - left, source.y - top);
+            let (left, top) = (left as i64, top as i64);
+            let base = (row * side + column) * 3;
+            for channel in 0..3 {
+                let upper =
+                    sample(left, top, channel) * (1.0 - fx) + sample(left + 1, top, channel) * fx;
+                let lower = sample(left, top + 1, channel) * (1.0 - fx)
+                    + sample(left + 1, top + 1, channel) * fx;
+                tensor[base + channel] = range[0] + (upper * (1.0 - fy) + lower * fy) * per_level;
+            }
+        }
+    }
+    tensor
+}
+
+/// Samples `rect` from `frame` into a `side`×`side` NHWC RGB crop with values in `range`,
+/// replicating the border. Crop pixel `(u, v)` samples the source at
 /// `rect.to_source((u + offset) / side, (v + offset) / side) − offset`: `offset` 0.5 maps pixel
 /// centres to pixel centres; 0 maps the crop's corner pixels to the rectangle's corners, as
 /// MediaPipe's `ImageToTensorCalculator` (OpenCV `warpAffine`) does.
@@ -181,36 +231,19 @@ pub fn rotated_crop(
     rect: &RotatedRect,
     side: usize,
     offset: f32,
+    range: [f32; 2],
 ) -> Vec<f32> {
-    let pixels = frame.pixels();
-    let (width, height) = (i64::from(pixels.width()), i64::from(pixels.height()));
-    let raw = pixels.as_raw();
-    let sample = |x: i64, y: i64, channel: usize| -> f32 {
-        let (x, y) = (x.clamp(0, width - 1), y.clamp(0, height - 1));
-        f32::from(raw[((y * width + x) * 3) as usize + channel])
-    };
-    let mut crop = vec![0.0f32; side * side * 3];
-    for row in 0..side {
-        for column in 0..side {
-            let source = rect.to_source(Point {
-                x: (column as f32 + offset) / side as f32,
-                y: (row as f32 + offset) / side as f32,
-            });
-            let (x, y) = (source.x - offset, source.y - offset);
-            let (left, top) = (x.floor(), y.floor());
-            let (fx, fy) = (x - left, y - top);
-            let (left, top) = (left as i64, top as i64);
-            let base = (row * side + column) * 3;
-            for channel in 0..3 {
-                let upper =
-                    sample(left, top, channel) * (1.0 - fx) + sample(left + 1, top, channel) * fx;
-                let lower = sample(left, top + 1, channel) * (1.0 - fx)
-                    + sample(left + 1, top + 1, channel) * fx;
-                crop[base + channel] = upper * (1.0 - fy) + lower * fy;
-            }
+    let scale = side as f32;
+    resample(frame.pixels(), side, Border::Replicate, range, |u, v| {
+        let source = rect.to_source(Point {
+            x: (u + offset) / scale,
+            y: (v + offset) / scale,
+        });
+        Point {
+            x: source.x - offset,
+            y: source.y - offset,
         }
-    }
-    crop
+    })
 }
 
 /// A scored box with keypoints, the unit of non-maximum suppression.

@@ -175,10 +175,7 @@ impl HandLandmarker {
         frame: &Frame,
         region: &RotatedRect,
     ) -> Result<HandLandmarks, VisionError> {
-        let input: Vec<f32> = rotated_crop(frame, region, LANDMARK_INPUT_SIDE, 0.0)
-            .iter()
-            .map(|value| value / 255.0)
-            .collect();
+        let input = rotated_crop(frame, region, LANDMARK_INPUT_SIDE, 0.0, [0.0, 1.0]);
         let outputs = self.model.run(&input)?;
         // Outputs in manifest order: landmarks (63), hand_flag (1), handedness (1), world (63).
         let [landmarks, flag, handedness, _world] = outputs.as_slice() else {

@@ -1,7 +1,7 @@
 //! Pure pieces shared by MediaPipe's SSD detectors (BlazeFace, palm detection): the letterboxed
 //! input tensor, anchor generation and decoding of regressors + score logits.
 
-use crate::geometry::{BoundingBox, Letterbox, Point, ScoredBox};
+use crate::geometry::{Border, BoundingBox, Letterbox, Point, ScoredBox, resample};
 use image::RgbImage;
 
 /// The layout of one SSD model's anchors and outputs.
@@ -111,35 +111,7 @@ pub fn letterbox_tensor(
     side: usize,
     range: [f32; 2],
 ) -> Vec<f32> {
-    let (width, height) = (i64::from(pixels.width()), i64::from(pixels.height()));
-    let raw = pixels.as_raw();
-    let sample = |x: i64, y: i64, channel: usize| -> f32 {
-        if x < 0 || y < 0 || x >= width || y >= height {
-            return 0.0;
-        }
-        f32::from(raw[((y * width + x) * 3) as usize + channel])
-    };
-    let per_level = (range[1] - range[0]) / 255.0;
-    let mut input = vec![0.0f32; side * side * 3];
-    for row in 0..side {
-        for column in 0..side {
-            let source = letterbox.to_source(Point {
-                x: column as f32,
-                y: row as f32,
-            });
-            let (left, top) = (source.x.floor(), source.y.floor());
-            let (fraction_x, fraction_y) = (source.x - left, source.y - top);
-            let (left, top) = (left as i64, top as i64);
-            let base = (row * side + column) * 3;
-            for channel in 0..3 {
-                let upper = sample(left, top, channel) * (1.0 - fraction_x)
-                    + sample(left + 1, top, channel) * fraction_x;
-                let lower = sample(left, top + 1, channel) * (1.0 - fraction_x)
-                    + sample(left + 1, top + 1, channel) * fraction_x;
-                input[base + channel] =
-                    range[0] + (upper * (1.0 - fraction_y) + lower * fraction_y) * per_level;
-            }
-        }
-    }
-    input
+    resample(pixels, side, Border::Zero, range, |u, v| {
+        letterbox.to_source(Point { x: u, y: v })
+    })
 }
