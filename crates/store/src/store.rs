@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct DeviceStore {
     connection: Connection,
     path: PathBuf,
+    /// Read once at open from the encrypted identity row; signs every appended event.
+    signing_key: SigningKey,
 }
 
 /// The device's identity and, once enrolled, its server credential.
@@ -119,13 +121,9 @@ impl DeviceStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(&building, flags)?;
-        let mut store = Self {
-            connection,
-            path: building.clone(),
-        };
-        store.configure(key)?;
-        schema::migrate(&mut store.connection, &building)?;
+        let mut connection = Connection::open_with_flags(&building, flags)?;
+        configure(&connection, &building, key)?;
+        schema::migrate(&mut connection, &building)?;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|error| StoreError::Io {
             action: "drawing random bytes for the device key in",
@@ -133,13 +131,18 @@ impl DeviceStore {
             source: std::io::Error::other(error.to_string()),
         })?;
         let device_id = DeviceId::generate(at);
-        store.connection.execute(
+        connection.execute(
             "INSERT INTO device_identity (singleton, device_id, signing_key, created_at) VALUES (1, ?1, ?2, ?3)",
             params![device_id.to_string(), seed.as_slice(), timestamp(at)],
         )?;
-        store.audit(at, "store_created", &format!("device {device_id}"))?;
+        audit(
+            &connection,
+            at,
+            "store_created",
+            &format!("device {device_id}"),
+        )?;
         // Closing checkpoints the WAL into the file, so one rename moves the whole store.
-        drop(store);
+        drop(connection);
         std::fs::rename(&building, path).map_err(|source| StoreError::Io {
             action: "installing the new store at",
             path: path.to_path_buf(),
@@ -161,22 +164,22 @@ impl DeviceStore {
             });
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(path, flags)?;
-        let mut store = Self {
-            connection,
-            path: path.to_path_buf(),
-        };
-        store.configure(key)?;
-        let integrity: String = store
-            .connection
+        let mut connection = Connection::open_with_flags(path, flags)?;
+        configure(&connection, path, key)?;
+        let integrity: String = connection
             .query_row("PRAGMA quick_check", [], |row| row.get(0))
             .unwrap_or_else(|error| error.to_string());
         if integrity != "ok" {
-            drop(store);
+            drop(connection);
             return Err(quarantine(path, integrity));
         }
-        schema::migrate(&mut store.connection, path)?;
-        Ok(store)
+        schema::migrate(&mut connection, path)?;
+        let signing_key = read_signing_key(&connection)?;
+        Ok(Self {
+            connection,
+            path: path.to_path_buf(),
+            signing_key,
+        })
     }
 
     /// Opens the store with the key in `key_file`, finishing a key rotation that a crash
@@ -220,50 +223,9 @@ impl DeviceStore {
         self.audit(at, "store_rekeyed", "store re-encrypted under a new key")
     }
 
-    /// Sets the key, proves it decrypts page 1, and applies the connection settings.
-    fn configure(&mut self, key: Option<&StoreKey>) -> Result<(), StoreError> {
-        // SQLCipher logs decryption failures to stderr itself; we report them as typed errors.
-        self.connection
-            .execute_batch("PRAGMA cipher_log_level = NONE;")?;
-        if let Some(key) = key {
-            self.connection.execute_batch(&key.pragma())?;
-        }
-        // SQLCipher only notices a wrong key on first read; probe before anything else so the
-        // error is "wrong key", not a misleading one from a later statement.
-        let probe: Result<i64, _> =
-            self.connection
-                .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0));
-        if probe.is_err() {
-            return Err(StoreError::WrongKeyOrCorrupt {
-                path: self.path.clone(),
-            });
-        }
-        self.connection.execute_batch(
-            "PRAGMA cipher_memory_security = ON;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA foreign_keys = ON;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;",
-        )?;
-        Ok(())
-    }
-
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn signing_key(&self) -> Result<SigningKey, StoreError> {
-        let seed: Vec<u8> =
-            self.connection
-                .query_row("SELECT signing_key FROM device_identity", [], |row| {
-                    row.get(0)
-                })?;
-        let seed: [u8; 32] = seed.try_into().map_err(|_| StoreError::Decode {
-            what: "device signing key",
-            reason: "expected 32 bytes".to_string(),
-        })?;
-        Ok(SigningKey::from_bytes(&seed))
     }
 
     /// The device's identity.
@@ -279,7 +241,7 @@ impl DeviceStore {
                 what: "device id",
                 reason: "not a UUID".to_string(),
             })?,
-            public_key: hex::encode(self.signing_key()?.verifying_key().to_bytes()),
+            public_key: hex::encode(self.signing_key.verifying_key().to_bytes()),
             server_url,
             enrolled: token.is_some(),
         })
@@ -368,7 +330,7 @@ impl DeviceStore {
         evidence: &[EvidenceFrame],
         at: DateTime<Utc>,
     ) -> Result<SignedDoseEvent, StoreError> {
-        let key = self.signing_key()?;
+        let key = self.signing_key.clone();
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -533,7 +495,7 @@ impl DeviceStore {
     /// Verifies every hash, signature and link of the chain; returns the number of events.
     pub fn verify(&self) -> Result<usize, StoreError> {
         let events = self.all_events()?;
-        verify_chain(&events, &self.signing_key()?.verifying_key())?;
+        verify_chain(&events, &self.signing_key.verifying_key())?;
         Ok(events.len())
     }
 
@@ -564,12 +526,64 @@ impl DeviceStore {
     }
 
     fn audit(&self, at: DateTime<Utc>, action: &str, detail: &str) -> Result<(), StoreError> {
-        self.connection.execute(
-            "INSERT INTO audit_log (at, action, detail) VALUES (?1, ?2, ?3)",
-            params![timestamp(at), action, detail],
-        )?;
-        Ok(())
+        audit(&self.connection, at, action, detail)
     }
+}
+
+/// Sets the key, proves it decrypts page 1, and applies the connection settings.
+fn configure(
+    connection: &Connection,
+    path: &Path,
+    key: Option<&StoreKey>,
+) -> Result<(), StoreError> {
+    // SQLCipher logs decryption failures to stderr itself; we report them as typed errors.
+    connection.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+    if let Some(key) = key {
+        connection.execute_batch(&key.pragma())?;
+    }
+    // SQLCipher only notices a wrong key on first read; probe before anything else so the
+    // error is "wrong key", not a misleading one from a later statement.
+    let probe: Result<i64, _> =
+        connection.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0));
+    if probe.is_err() {
+        return Err(StoreError::WrongKeyOrCorrupt {
+            path: path.to_path_buf(),
+        });
+    }
+    connection.execute_batch(
+        "PRAGMA cipher_memory_security = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = ON;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;",
+    )?;
+    Ok(())
+}
+
+/// The device's Ed25519 signing key from the (encrypted) identity row.
+fn read_signing_key(connection: &Connection) -> Result<SigningKey, StoreError> {
+    let seed: Vec<u8> =
+        connection.query_row("SELECT signing_key FROM device_identity", [], |row| {
+            row.get(0)
+        })?;
+    let seed: [u8; 32] = seed.try_into().map_err(|_| StoreError::Decode {
+        what: "device signing key",
+        reason: "expected 32 bytes".to_string(),
+    })?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+fn audit(
+    connection: &Connection,
+    at: DateTime<Utc>,
+    action: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO audit_log (at, action, detail) VALUES (?1, ?2, ?3)",
+        params![timestamp(at), action, detail],
+    )?;
+    Ok(())
 }
 
 /// Turns "disk full" and write failures into errors that say what happened and that the dose
