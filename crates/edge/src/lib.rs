@@ -21,7 +21,7 @@ use dosewitness_sync::{
 };
 use dosewitness_vision::dose_session::{
     FaceFailure, FacePresence, FrameObservation, SessionConfig, SessionEvent, SessionState,
-    abandon, step,
+    outcome, step,
 };
 use dosewitness_vision::{FaceDetector, ModelManifest, VisionError};
 use std::path::Path;
@@ -131,30 +131,12 @@ pub fn run_dose_session(
             });
         }
     }
-    let (_, event) = abandon(state, last_capture_ms);
-    let face = match event {
-        Some(SessionEvent::Concluded(face)) => face,
-        None => unreachable_concluded(last_capture_ms),
-    };
     Ok(SessionReport {
-        face,
+        face: outcome(state, last_capture_ms),
         frames_processed,
         first_capture_ms: first_capture_ms.unwrap_or(0),
         perception_ms_total,
     })
-}
-
-/// `abandon` on an unfinished state always concludes; this keeps the type honest without a panic.
-fn unreachable_concluded(t_ms: u64) -> FacePresence {
-    FacePresence {
-        passed: Some(false),
-        failure: Some(FaceFailure::NoFace),
-        best_score: 0.0,
-        frames_seen: 0,
-        frames_with_one_face: 0,
-        frames_with_several_faces: 0,
-        concluded_at_ms: t_ms,
-    }
 }
 
 /// The dose event for a session that started at wall time `session_started_at` and answered

@@ -58,6 +58,21 @@ pub struct FacePresence {
     pub concluded_at_ms: u64,
 }
 
+impl FacePresence {
+    /// The tally before any frame, at capture time `t_ms`.
+    fn empty(t_ms: u64) -> Self {
+        Self {
+            passed: None,
+            failure: None,
+            best_score: 0.0,
+            frames_seen: 0,
+            frames_with_one_face: 0,
+            frames_with_several_faces: 0,
+            concluded_at_ms: t_ms,
+        }
+    }
+}
+
 /// State of a session between frames.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SessionState {
@@ -88,19 +103,7 @@ pub fn step(
 ) -> (SessionState, Option<SessionEvent>) {
     let (started_at_ms, mut consecutive, mut tally) = match state {
         SessionState::Finished(_) => return (state, None),
-        SessionState::NotStarted => (
-            t_ms,
-            0,
-            FacePresence {
-                passed: None,
-                failure: None,
-                best_score: 0.0,
-                frames_seen: 0,
-                frames_with_one_face: 0,
-                frames_with_several_faces: 0,
-                concluded_at_ms: t_ms,
-            },
-        ),
+        SessionState::NotStarted => (t_ms, 0, FacePresence::empty(t_ms)),
         SessionState::FacePresence {
             started_at_ms,
             consecutive,
@@ -145,19 +148,24 @@ pub fn step(
 pub fn abandon(state: SessionState, t_ms: u64) -> (SessionState, Option<SessionEvent>) {
     match state {
         SessionState::Finished(_) => (state, None),
-        SessionState::NotStarted => conclude_failed(
-            FacePresence {
-                passed: None,
-                failure: None,
-                best_score: 0.0,
-                frames_seen: 0,
-                frames_with_one_face: 0,
-                frames_with_several_faces: 0,
-                concluded_at_ms: t_ms,
-            },
-            t_ms,
-        ),
+        SessionState::NotStarted => conclude_failed(FacePresence::empty(t_ms), t_ms),
         SessionState::FacePresence { tally, .. } => conclude_failed(tally, t_ms),
+    }
+}
+
+/// The session's result: the concluded tally, or — if the source ended first — the session
+/// abandoned at `t_ms` and failed.
+pub fn outcome(state: SessionState, t_ms: u64) -> FacePresence {
+    match state {
+        SessionState::Finished(tally) => tally,
+        unfinished => match abandon(unfinished, t_ms) {
+            (SessionState::Finished(tally), _) => tally,
+            // `abandon` always finishes an unfinished session.
+            (_, _) => FacePresence {
+                passed: Some(false),
+                ..FacePresence::empty(t_ms)
+            },
+        },
     }
 }
 
@@ -198,10 +206,7 @@ mod tests {
                 return Some(result);
             }
         }
-        match abandon(state, observations.len() as u64 * 100) {
-            (_, Some(SessionEvent::Concluded(result))) => Some(result),
-            _ => None,
-        }
+        Some(outcome(state, observations.len() as u64 * 100))
     }
 
     #[test]
@@ -297,10 +302,7 @@ mod tests {
             let (_, event) = abandon(state, observations.len() as u64);
             conclusions += usize::from(event.is_some());
             prop_assert_eq!(conclusions, 1);
-            let SessionState::Finished(result) = (match state { SessionState::Finished(_) => state, other => abandon(other, 0).0 }) else {
-                unreachable!("abandon always finishes")
-            };
-            prop_assert_eq!(result.passed, Some(steady));
+            prop_assert_eq!(outcome(state, 0).passed, Some(steady));
         }
     }
 }
