@@ -10,12 +10,16 @@ const BINARY: &str = env!("CARGO_BIN_EXE_dosewitness");
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
 const REPLAY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/replays/demo");
 
-fn demo(arguments: &[&str]) -> Output {
+/// Runs the CLI with `arguments` and waits for it.
+fn dosewitness(arguments: &[&str]) -> Output {
     Command::new(BINARY)
-        .arg("demo")
         .args(arguments)
         .output()
         .expect("the binary runs")
+}
+
+fn demo(arguments: &[&str]) -> Output {
+    dosewitness(&[&["demo"], arguments].concat())
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -75,20 +79,14 @@ fn the_demo_verifies_a_dose_and_reads_adherence_back() {
     }
 
     // The CLI can reopen it and verify the chain independently.
-    let verify = Command::new(BINARY)
-        .args(["store", "verify", "--data-dir", data_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let verify = dosewitness(&["store", "verify", "--data-dir", data_dir.to_str().unwrap()]);
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     assert!(
         text(&verify.stdout).contains("chain verified: 1 signed dose event"),
         "{}",
         text(&verify.stdout)
     );
-    let info = Command::new(BINARY)
-        .args(["store", "info", "--data-dir", data_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let info = dosewitness(&["store", "info", "--data-dir", data_dir.to_str().unwrap()]);
     assert!(
         text(&info.stdout).contains("pending sync:    0"),
         "{}",
@@ -280,10 +278,7 @@ fn faces_compare_tells_same_from_different_people() {
         )
     };
     let compare = |a: &str, b: &str| {
-        let output = Command::new(BINARY)
-            .args(["faces", "compare", &photo(a), &photo(b), "--json"])
-            .output()
-            .unwrap();
+        let output = dosewitness(&["faces", "compare", &photo(a), &photo(b), "--json"]);
         assert!(output.status.success(), "{}", text(&output.stderr));
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
     };
@@ -293,10 +288,7 @@ fn faces_compare_tells_same_from_different_people() {
     assert_eq!(different["same_person"], false, "{different}");
     assert!(same["score"].as_f64().unwrap() > different["score"].as_f64().unwrap());
 
-    let output = Command::new(BINARY)
-        .args(["faces", "compare", &photo("obama.jpg"), &photo("black.png")])
-        .output()
-        .unwrap();
+    let output = dosewitness(&["faces", "compare", &photo("obama.jpg"), &photo("black.png")]);
     assert!(!output.status.success());
     assert!(
         text(&output.stderr).contains("black.png")
@@ -316,16 +308,13 @@ fn faces_enroll_and_verify_through_the_cli() {
         std::fs::copy(photos.join(name), enrolment.join(name)).unwrap();
     }
     let template = directory.path().join("template.json");
-    let output = Command::new(BINARY)
-        .args([
-            "faces",
-            "enroll",
-            enrolment.to_str().unwrap(),
-            "--out",
-            template.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = dosewitness(&[
+        "faces",
+        "enroll",
+        enrolment.to_str().unwrap(),
+        "--out",
+        template.to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(
         text(&output.stderr).contains("black.png: refused"),
@@ -338,16 +327,13 @@ fn faces_enroll_and_verify_through_the_cli() {
         text(&output.stdout)
     );
     let verify = |image: &str| {
-        let output = Command::new(BINARY)
-            .args([
-                "faces",
-                "verify",
-                template.to_str().unwrap(),
-                photos.join(image).to_str().unwrap(),
-                "--json",
-            ])
-            .output()
-            .unwrap();
+        let output = dosewitness(&[
+            "faces",
+            "verify",
+            template.to_str().unwrap(),
+            photos.join(image).to_str().unwrap(),
+            "--json",
+        ]);
         assert!(output.status.success(), "{}", text(&output.stderr));
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
     };
@@ -357,32 +343,26 @@ fn faces_enroll_and_verify_through_the_cli() {
     // Two people in one enrolment are refused, and an existing template is never overwritten.
     std::fs::remove_file(enrolment.join("obama3.jpg")).unwrap();
     std::fs::copy(photos.join("biden.jpg"), enrolment.join("biden.jpg")).unwrap();
-    let output = Command::new(BINARY)
-        .args([
-            "faces",
-            "enroll",
-            enrolment.to_str().unwrap(),
-            "--out",
-            directory.path().join("t2.json").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = dosewitness(&[
+        "faces",
+        "enroll",
+        enrolment.to_str().unwrap(),
+        "--out",
+        directory.path().join("t2.json").to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
     assert!(
         text(&output.stderr).contains("do not show the same person"),
         "{}",
         text(&output.stderr)
     );
-    let output = Command::new(BINARY)
-        .args([
-            "faces",
-            "enroll",
-            enrolment.to_str().unwrap(),
-            "--out",
-            template.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = dosewitness(&[
+        "faces",
+        "enroll",
+        enrolment.to_str().unwrap(),
+        "--out",
+        template.to_str().unwrap(),
+    ]);
     assert!(
         text(&output.stderr).contains("already exists"),
         "{}",
@@ -395,18 +375,15 @@ fn seed_fills_a_backend_with_varied_adherence() {
     let directory = tempfile::tempdir().unwrap();
     let data_dir = directory.path().to_str().unwrap();
     for _ in 0..2 {
-        let output = Command::new(BINARY)
-            .args([
-                "seed",
-                "--data-dir",
-                data_dir,
-                "--patients",
-                "6",
-                "--days",
-                "14",
-            ])
-            .output()
-            .unwrap();
+        let output = dosewitness(&[
+            "seed",
+            "--data-dir",
+            data_dir,
+            "--patients",
+            "6",
+            "--days",
+            "14",
+        ]);
         assert!(output.status.success(), "{}", text(&output.stderr));
         let stdout = text(&output.stdout);
         // 6 patients × 14 days × 2 doses, every one accepted by the server's chain checks.
