@@ -10,16 +10,16 @@ use dosewitness_protocol::{
     CreatePatient, CreateRegimen, CreateSite, CreateStudy, DoseEventBatch, EnrolDevice,
     NewMedication, PROTOCOL_VERSION, RegimenPlan,
 };
-use dosewitness_server::{AppState, Database, serve};
+use dosewitness_server::LoopbackServer;
 use dosewitness_store::{DeviceStore, StoreKey};
 use dosewitness_sync::{CoordinatorClient, DeviceClient, SyncError, drain_outbox};
 use std::sync::Arc;
 
-const ADMIN: &str = "loopback-admin-token-0123456789abcdef0123";
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Fixture {
     _directory: tempfile::TempDir,
+    _backend: LoopbackServer,
     url: String,
     store: DeviceStore,
     device: DeviceClient,
@@ -30,15 +30,15 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let directory = tempfile::tempdir().unwrap();
-    let database = Database::open_sqlite(&directory.path().join("server.db"))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(database, Arc::new(SystemClock), ADMIN.into());
-    tokio::spawn(serve(listener, state, std::future::pending()));
-
-    let coordinator = CoordinatorClient::new(&url, ADMIN.into(), TIMEOUT).unwrap();
+    let backend = LoopbackServer::start(
+        &directory.path().join("server.db"),
+        0,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let url = backend.url.clone();
+    let coordinator = CoordinatorClient::new(&url, backend.admin_token.clone(), TIMEOUT).unwrap();
     let study = coordinator
         .create_study(&CreateStudy {
             code: "S".into(),
@@ -111,6 +111,7 @@ async fn fixture() -> Fixture {
     let device = DeviceClient::new(&url, Some(enrolment.device_token), TIMEOUT).unwrap();
     Fixture {
         _directory: directory,
+        _backend: backend,
         url,
         store,
         device,
