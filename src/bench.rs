@@ -84,13 +84,13 @@ pub fn sample_event(index: u32, clock: &dyn Clock) -> DoseEvent {
     }
 }
 
-/// Writes `events` signed events, one durable transaction each; returns events per second.
+/// Writes `events` signed events, one durable transaction each; returns the seconds taken.
 fn write_events(store: &mut DeviceStore, events: u32, clock: &dyn Clock) -> anyhow::Result<f64> {
     let started = Instant::now();
     for index in 0..events {
         store.append_dose_event(sample_event(index, clock), clock.now())?;
     }
-    Ok(f64::from(events) / started.elapsed().as_secs_f64())
+    Ok(started.elapsed().as_secs_f64())
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -107,16 +107,24 @@ fn store(events: u32, json: bool) -> anyhow::Result<ExitCode> {
 
     let mut encrypted = DeviceStore::create(&encrypted_path, &key, clock.now())?;
     let mut plain = DeviceStore::create_plaintext_for_benchmark(&plain_path, clock.now())?;
-    // Warm up both (page cache, statement cache), then alternate halves to share any noise.
+    // Warm up both (page cache, statement cache), then interleave short rounds, alternating
+    // which store goes first, so both share the disk's noise (fsync times vary a lot).
     write_events(&mut encrypted, 50, &clock)?;
     write_events(&mut plain, 50, &clock)?;
-    let half = events / 2;
-    let mut encrypted_rates = vec![write_events(&mut encrypted, half, &clock)?];
-    let mut plain_rates = vec![write_events(&mut plain, half, &clock)?];
-    encrypted_rates.push(write_events(&mut encrypted, events - half, &clock)?);
-    plain_rates.push(write_events(&mut plain, events - half, &clock)?);
-    let sqlcipher_events_per_s = encrypted_rates.iter().sum::<f64>() / 2.0;
-    let plain_events_per_s = plain_rates.iter().sum::<f64>() / 2.0;
+    let rounds = 20.min(events.max(1));
+    let (mut encrypted_s, mut plain_s) = (0.0, 0.0);
+    for round in 0..rounds {
+        let batch = events / rounds + u32::from(round < events % rounds);
+        if round % 2 == 0 {
+            encrypted_s += write_events(&mut encrypted, batch, &clock)?;
+            plain_s += write_events(&mut plain, batch, &clock)?;
+        } else {
+            plain_s += write_events(&mut plain, batch, &clock)?;
+            encrypted_s += write_events(&mut encrypted, batch, &clock)?;
+        }
+    }
+    let sqlcipher_events_per_s = f64::from(events) / encrypted_s;
+    let plain_events_per_s = f64::from(events) / plain_s;
     let verify_started = Instant::now();
     let verified = encrypted.verify()?;
     let verify_ms = verify_started.elapsed().as_secs_f64() * 1000.0;

@@ -14,6 +14,6 @@ mod schema;
 mod store;
 
 pub use error::StoreError;
-pub use key::{KeyFile, PassphraseKdf, StoreKey};
+pub use key::{CIPHER_SETTINGS, KeyFile, PassphraseKdf, StoreKey};
 pub use schema::SCHEMA_VERSION;
 pub use store::{DeviceIdentity, DeviceStore, EvidenceFrame, StoreInfo};

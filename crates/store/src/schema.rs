@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 1: device identity, regimens, chained dose events, outbox, local audit log.
@@ -57,6 +57,45 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX evidence_by_event ON evidence(sequence);
     "#,
+    // 3: fewer pages written per dose (each written page is encrypted and authenticated):
+    // events carry their acknowledgement and the outbox holds only what is still to send (no
+    // partial index); the chain hash loses its unique index (the chain itself links every hash,
+    // and a random-keyed index dirties a random page per dose); the audit log drops
+    // AUTOINCREMENT (rows are never deleted, so rowids never repeat, and `sqlite_sequence` was
+    // one more page per write).
+    r#"
+    CREATE TABLE dose_events_v3 (
+        sequence INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        record_json TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        acknowledged_at TEXT
+    );
+    INSERT INTO dose_events_v3
+        SELECT e.sequence, e.event_id, e.record_json, e.hash, e.signature, e.recorded_at,
+               o.acknowledged_at
+        FROM dose_events e LEFT JOIN outbox o USING (sequence);
+    CREATE TABLE outbox_v3 (
+        sequence INTEGER PRIMARY KEY REFERENCES dose_events(sequence),
+        enqueued_at TEXT NOT NULL
+    );
+    INSERT INTO outbox_v3 SELECT sequence, enqueued_at FROM outbox WHERE acknowledged_at IS NULL;
+    CREATE TABLE audit_log_v3 (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    INSERT INTO audit_log_v3 SELECT id, at, action, detail FROM audit_log;
+    DROP TABLE outbox;
+    DROP TABLE audit_log;
+    DROP TABLE dose_events;
+    ALTER TABLE dose_events_v3 RENAME TO dose_events;
+    ALTER TABLE outbox_v3 RENAME TO outbox;
+    ALTER TABLE audit_log_v3 RENAME TO audit_log;
+    "#,
 ];
 
 /// Brings `connection` to [`SCHEMA_VERSION`].
@@ -80,11 +119,31 @@ fn migrate_to(connection: &mut Connection, path: &Path, target: i64) -> Result<(
         .skip(usize::try_from(current).unwrap_or(0))
         .take(usize::try_from(target - current).unwrap_or(0))
     {
-        let transaction = connection.transaction()?;
-        transaction.execute_batch(sql)?;
-        transaction.pragma_update(None, "user_version", index as i64 + 1)?;
-        transaction.commit()?;
+        // SQLite's procedure for rebuilding tables: foreign keys off around the transaction
+        // (the pragma is a no-op inside one), checked explicitly before commit.
+        connection.execute_batch("PRAGMA foreign_keys = OFF;")?;
+        let result = apply(connection, sql, index as i64 + 1);
+        connection.execute_batch("PRAGMA foreign_keys = ON;")?;
+        result?;
     }
+    Ok(())
+}
+
+fn apply(connection: &mut Connection, sql: &str, version: i64) -> Result<(), StoreError> {
+    let transaction = connection.transaction()?;
+    transaction.execute_batch(sql)?;
+    let violations: i64 =
+        transaction.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })?;
+    if violations > 0 {
+        return Err(StoreError::Decode {
+            what: "migrated schema",
+            reason: format!("{violations} foreign-key violations after migration {version}"),
+        });
+    }
+    transaction.pragma_update(None, "user_version", version)?;
+    transaction.commit()?;
     Ok(())
 }
 
@@ -105,7 +164,12 @@ mod tests {
 
     fn encrypted(path: &Path) -> Connection {
         let connection = Connection::open(path).unwrap();
-        connection.execute_batch("PRAGMA key = \"x'00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF'\";").unwrap();
+        connection
+            .execute_batch(&format!(
+                "PRAGMA key = \"x'00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF'\"; {}",
+                crate::CIPHER_SETTINGS
+            ))
+            .unwrap();
         connection
     }
 
@@ -134,6 +198,67 @@ mod tests {
                 "schema migrated from v{version}"
             );
         }
+    }
+
+    #[test]
+    fn migrating_v2_to_v3_keeps_events_acknowledgements_and_pending_work() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("v2.db");
+        let mut old = encrypted(&path);
+        migrate_to(&mut old, &path, 2).unwrap();
+        old.execute_batch(
+            "INSERT INTO dose_events VALUES (1, 'e1', '{}', 'h1', 's1', '2026-01-01T08:00:00Z');
+             INSERT INTO dose_events VALUES (2, 'e2', '{}', 'h2', 's2', '2026-01-01T20:00:00Z');
+             INSERT INTO outbox VALUES (1, '2026-01-01T08:00:01Z', '2026-01-01T09:00:00Z');
+             INSERT INTO outbox VALUES (2, '2026-01-01T20:00:01Z', NULL);
+             INSERT INTO evidence (sequence, captured_at_ms, jpeg, created_at)
+                 VALUES (2, 5, x'FFD8', '2026-01-01T20:00:01Z');
+             INSERT INTO audit_log (at, action, detail) VALUES ('2026-01-01T08:00:00Z', 'a', 'b');",
+        )
+        .unwrap();
+        migrate(&mut old, &path).unwrap();
+        let events: Vec<(i64, String, Option<String>)> = old
+            .prepare("SELECT sequence, hash, acknowledged_at FROM dose_events ORDER BY sequence")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (
+                    1,
+                    "h1".to_string(),
+                    Some("2026-01-01T09:00:00Z".to_string())
+                ),
+                (2, "h2".to_string(), None),
+            ]
+        );
+        let pending: Vec<i64> = old
+            .prepare("SELECT sequence FROM outbox")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            pending,
+            vec![2],
+            "only the unacknowledged event is still to send"
+        );
+        let evidence: i64 = old
+            .query_row(
+                "SELECT count(*) FROM evidence WHERE sequence = 2",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(evidence, 1);
+        let audit: i64 = old
+            .query_row("SELECT count(*) FROM audit_log", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(audit, 1);
     }
 
     #[test]

@@ -335,11 +335,10 @@ impl DeviceStore {
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let last: Option<(i64, String)> = transaction
-            .query_row(
+            .prepare_cached(
                 "SELECT sequence, hash FROM dose_events ORDER BY sequence DESC LIMIT 1",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
+            )?
+            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
         let (sequence, previous_hash) = match last {
             Some((sequence, hash)) => (sequence_from_sql(sequence)? + 1, hash),
@@ -352,10 +351,12 @@ impl DeviceStore {
             event,
         }
         .sign(&key);
-        transaction.execute(
-            "INSERT INTO dose_events (sequence, event_id, record_json, hash, signature, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+        transaction
+            .prepare_cached(
+                "INSERT INTO dose_events (sequence, event_id, record_json, hash, signature, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
                 sequence_to_sql(sequence),
                 signed.record.event.id.to_string(),
                 encode("dose event", &signed.record)?,
@@ -364,10 +365,9 @@ impl DeviceStore {
                 timestamp(signed.record.event.recorded_at),
             ],
         )?;
-        transaction.execute(
-            "INSERT INTO outbox (sequence, enqueued_at) VALUES (?1, ?2)",
-            params![sequence_to_sql(sequence), timestamp(at)],
-        )?;
+        transaction
+            .prepare_cached("INSERT INTO outbox (sequence, enqueued_at) VALUES (?1, ?2)")?
+            .execute(params![sequence_to_sql(sequence), timestamp(at)])?;
         for frame in evidence {
             transaction.execute(
                 "INSERT INTO evidence (sequence, captured_at_ms, jpeg, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -379,13 +379,9 @@ impl DeviceStore {
                 ],
             )?;
         }
-        transaction.execute(
-            "INSERT INTO audit_log (at, action, detail) VALUES (?1, 'dose_event_recorded', ?2)",
-            params![
-                timestamp(at),
-                format!("sequence {sequence}, event {}", signed.record.event.id)
-            ],
-        )?;
+        // No audit row: the chained, signed event is itself the record of this write, and
+        // `recorded_at` says when. The audit log records what changes the store otherwise
+        // (creation, enrolment, re-keying, evidence purges).
         transaction.commit()?;
         Ok(signed)
     }
@@ -422,7 +418,7 @@ impl DeviceStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = transaction.execute(
             "DELETE FROM evidence WHERE sequence IN
-               (SELECT sequence FROM outbox WHERE acknowledged_at IS NOT NULL AND acknowledged_at <= ?1)",
+               (SELECT sequence FROM dose_events WHERE acknowledged_at <= ?1)",
             params![cutoff],
         )?;
         if deleted > 0 {
@@ -462,7 +458,7 @@ impl DeviceStore {
     pub fn pending_events(&self, limit: usize) -> Result<Vec<SignedDoseEvent>, StoreError> {
         self.load_events(
             "SELECT e.record_json, e.hash, e.signature FROM outbox o JOIN dose_events e USING (sequence)
-             WHERE o.acknowledged_at IS NULL ORDER BY o.sequence LIMIT ?1",
+             ORDER BY o.sequence LIMIT ?1",
             i64::try_from(limit).unwrap_or(i64::MAX),
         )
     }
@@ -473,11 +469,13 @@ impl DeviceStore {
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let mut statement = transaction.prepare(
-                "UPDATE outbox SET acknowledged_at = ?2 WHERE sequence = ?1 AND acknowledged_at IS NULL",
+            let mut mark = transaction.prepare(
+                "UPDATE dose_events SET acknowledged_at = ?2 WHERE sequence = ?1 AND acknowledged_at IS NULL",
             )?;
+            let mut dequeue = transaction.prepare("DELETE FROM outbox WHERE sequence = ?1")?;
             for sequence in sequences {
-                statement.execute(params![sequence_to_sql(*sequence), timestamp(at)])?;
+                mark.execute(params![sequence_to_sql(*sequence), timestamp(at)])?;
+                dequeue.execute(params![sequence_to_sql(*sequence)])?;
             }
         }
         transaction.commit()?;
@@ -512,7 +510,7 @@ impl DeviceStore {
             schema_version: SCHEMA_VERSION,
             device_id: self.identity().ok().map(|identity| identity.device_id),
             dose_events: count("SELECT count(*) FROM dose_events")?,
-            pending_sync: count("SELECT count(*) FROM outbox WHERE acknowledged_at IS NULL")?,
+            pending_sync: count("SELECT count(*) FROM outbox")?,
             evidence_frames: count("SELECT count(*) FROM evidence")?,
             last_hash: self
                 .connection
@@ -538,8 +536,9 @@ fn configure(
 ) -> Result<(), StoreError> {
     // SQLCipher logs decryption failures to stderr itself; we report them as typed errors.
     connection.execute_batch("PRAGMA cipher_log_level = NONE;")?;
-    if let Some(key) = key {
-        connection.execute_batch(&key.pragma())?;
+    match key {
+        Some(key) => connection.execute_batch(&key.pragma())?,
+        None => connection.execute_batch(crate::key::PLAINTEXT_SETTINGS)?,
     }
     // SQLCipher only notices a wrong key on first read; probe before anything else so the
     // error is "wrong key", not a misleading one from a later statement.

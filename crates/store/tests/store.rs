@@ -6,7 +6,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use dosewitness_domain::{
     CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, MedicationId, PatientId, RegimenId,
 };
-use dosewitness_store::{DeviceStore, EvidenceFrame, KeyFile, StoreError, StoreKey};
+use dosewitness_store::{
+    CIPHER_SETTINGS, DeviceStore, EvidenceFrame, KeyFile, StoreError, StoreKey,
+};
 use std::path::Path;
 
 fn at(minutes: i64) -> DateTime<Utc> {
@@ -142,7 +144,7 @@ fn tampering_with_a_stored_event_is_detected() {
         let connection = rusqlite::Connection::open(&path).unwrap();
         connection
             .execute_batch(&format!(
-                "PRAGMA key = \"x'{key_hex}'\"; UPDATE dose_events SET record_json = replace(record_json, 'verified', 'missed') WHERE sequence = 2;"
+                "PRAGMA key = \"x'{key_hex}'\"; {CIPHER_SETTINGS} UPDATE dose_events SET record_json = replace(record_json, 'verified', 'missed') WHERE sequence = 2;"
             ))
             .unwrap();
     }
@@ -302,7 +304,7 @@ fn rekeying_re_encrypts_and_an_interrupted_rotation_recovers() {
     let connection = rusqlite::Connection::open(&path).unwrap();
     connection
         .execute_batch(&format!(
-            "PRAGMA key = \"x'{current_hex}'\"; PRAGMA journal_mode = DELETE; PRAGMA rekey = \"x'{pending_hex}'\";"
+            "PRAGMA key = \"x'{current_hex}'\"; {CIPHER_SETTINGS} PRAGMA journal_mode = DELETE; PRAGMA rekey = \"x'{pending_hex}'\";"
         ))
         .unwrap();
     drop(connection);
