@@ -11,7 +11,7 @@ use dosewitness_domain::{Clock, DoseWindow, SystemClock};
 use dosewitness_edge::{Perception, dose_event_for, enrol, run_dose_session, sync_now};
 use dosewitness_protocol::{CreatePatient, CreateRegimen, CreateSite, CreateStudy, NewMedication};
 use dosewitness_server::LoopbackServer;
-use dosewitness_store::{DeviceStore, KeyFile};
+use dosewitness_store::{DeviceStore, KeyCustody, KeyFile};
 use dosewitness_sync::{CoordinatorClient, RetryPolicy};
 use dosewitness_vision::dose_session::SessionConfig;
 use std::path::{Path, PathBuf};

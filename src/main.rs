@@ -88,7 +88,10 @@ fn main() -> ExitCode {
 #[derive(Debug, Clone)]
 struct DevicePaths {
     store: PathBuf,
+    /// The raw key, for stores whose key lives in a file (`--key-store file`, the demo).
     key: PathBuf,
+    /// The name of the OS keyring entry holding the key (not secret), for keyring stores.
+    keyring: PathBuf,
     /// Argon2id parameters, for stores unlocked by passphrase.
     kdf: PathBuf,
 }
@@ -99,6 +102,7 @@ impl DevicePaths {
         Self {
             store: device.join("device.db"),
             key: device.join("store.key"),
+            keyring: device.join("store.keyring"),
             kdf: device.join("store.kdf.json"),
         }
     }

@@ -3,18 +3,24 @@
 use crate::DevicePaths;
 use anyhow::{Context, bail};
 use dosewitness_domain::{Clock, SystemClock};
-use dosewitness_store::{DeviceStore, KeyFile, PassphraseKdf, StoreError};
+use dosewitness_store::{
+    DeviceStore, KeyCustody, KeyFile, KeyringEntry, PassphraseKdf, StoreError,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StoreCommand {
-    /// Create an empty device store: a random key in an owner-only key file (default), or a key
-    /// derived from a passphrase with Argon2id for devices without a keyring.
+    /// Create an empty device store: a random key in the OS keyring (default), in an
+    /// owner-only key file, or derived from a passphrase with Argon2id for devices without a
+    /// keyring.
     Init {
         #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
         data_dir: PathBuf,
+        /// Where the random key is kept (ignored with --passphrase-env).
+        #[arg(long, value_enum, default_value_t = KeyStore::Keyring)]
+        key_store: KeyStore,
         #[command(flatten)]
         unlock: Unlock,
     },
@@ -43,7 +49,8 @@ pub enum StoreCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Re-encrypt the store under a new random key and replace the key file, crash-safely.
+    /// Re-encrypt the store under a new random key and replace the stored key (keyring entry
+    /// or key file), crash-safely.
     Rekey {
         #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
         data_dir: PathBuf,
@@ -59,7 +66,19 @@ pub enum StoreCommand {
     },
 }
 
-/// How to unlock the store: the key file (default) or, chosen explicitly, a passphrase.
+/// Where `store init` keeps a new store's random key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyStore {
+    /// The OS keyring: Secret Service on Linux, Keychain on macOS, Credential Manager on
+    /// Windows.
+    Keyring,
+    /// An owner-only file beside the store (for development and kiosks without a keyring;
+    /// anyone who can read the data dir can read the store).
+    File,
+}
+
+/// How to unlock a store: its keyring entry or key file (found beside it), or, for stores
+/// created in passphrase mode, a passphrase.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Unlock {
     /// Name of an environment variable holding the passphrase, for stores created in
@@ -68,7 +87,24 @@ pub struct Unlock {
     passphrase_env: Option<String>,
 }
 
-fn open(data_dir: &Path, unlock: &Unlock) -> anyhow::Result<DeviceStore> {
+/// The custody of the key of the store in `paths`, from what `store init` left beside it.
+pub(crate) fn key_custody(paths: &DevicePaths) -> anyhow::Result<Box<dyn KeyCustody>> {
+    if paths.keyring.exists() {
+        let account = std::fs::read_to_string(&paths.keyring)
+            .with_context(|| format!("reading {}", paths.keyring.display()))?;
+        return Ok(Box::new(KeyringEntry::new(account.trim())));
+    }
+    if paths.kdf.exists() {
+        bail!(
+            "this store is unlocked by a passphrase: pass --passphrase-env VAR with the \
+             passphrase in VAR"
+        );
+    }
+    Ok(Box::new(KeyFile::new(&paths.key)))
+}
+
+/// Opens the device store under `data_dir` the way it was created.
+pub(crate) fn open(data_dir: &Path, unlock: &Unlock) -> anyhow::Result<DeviceStore> {
     let paths = DevicePaths::under(data_dir);
     if !paths.store.exists() {
         bail!(
@@ -77,9 +113,9 @@ fn open(data_dir: &Path, unlock: &Unlock) -> anyhow::Result<DeviceStore> {
         );
     }
     match &unlock.passphrase_env {
-        None => Ok(DeviceStore::open_with_key_file(
+        None => Ok(DeviceStore::open_with_custody(
             &paths.store,
-            &KeyFile::new(&paths.key),
+            key_custody(&paths)?.as_ref(),
         )?),
         Some(variable) => {
             let passphrase = std::env::var(variable)
@@ -90,9 +126,44 @@ fn open(data_dir: &Path, unlock: &Unlock) -> anyhow::Result<DeviceStore> {
     }
 }
 
+/// Creates the key for a new store under `paths` and records where it is kept.
+fn create_key(
+    paths: &DevicePaths,
+    key_store: KeyStore,
+    unlock: &Unlock,
+) -> anyhow::Result<dosewitness_store::StoreKey> {
+    if let Some(variable) = &unlock.passphrase_env {
+        let passphrase = std::env::var(variable)
+            .with_context(|| format!("--passphrase-env {variable}: the variable is not set"))?;
+        let kdf = PassphraseKdf::recommended()?;
+        let key = kdf.derive(&passphrase)?;
+        kdf.save(&paths.kdf)?;
+        return Ok(key);
+    }
+    match key_store {
+        KeyStore::File => Ok(KeyFile::new(&paths.key).create()?),
+        KeyStore::Keyring => {
+            KeyringEntry::available().context(
+                "cannot keep the store key in the OS keyring; choose --key-store file or \
+                 --passphrase-env VAR explicitly",
+            )?;
+            let entry = KeyringEntry::generate()?;
+            let key = entry.create()?;
+            // The entry name is not secret; it tells later commands where the key is.
+            std::fs::write(&paths.keyring, entry.account())
+                .with_context(|| format!("writing {}", paths.keyring.display()))?;
+            Ok(key)
+        }
+    }
+}
+
 pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
     match command {
-        StoreCommand::Init { data_dir, unlock } => {
+        StoreCommand::Init {
+            data_dir,
+            key_store,
+            unlock,
+        } => {
             let paths = DevicePaths::under(&data_dir);
             if paths.store.exists() {
                 bail!(
@@ -103,20 +174,16 @@ pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
             let directory = paths.store.parent().unwrap_or(&data_dir);
             std::fs::create_dir_all(directory)
                 .with_context(|| format!("creating {}", directory.display()))?;
-            let key = match &unlock.passphrase_env {
-                None => KeyFile::new(&paths.key).create()?,
-                Some(variable) => {
-                    let passphrase = std::env::var(variable).with_context(|| {
-                        format!("--passphrase-env {variable}: the variable is not set")
-                    })?;
-                    let kdf = PassphraseKdf::recommended()?;
-                    let key = kdf.derive(&passphrase)?;
-                    kdf.save(&paths.kdf)?;
-                    key
-                }
-            };
+            let key = create_key(&paths, key_store, &unlock)?;
             let store = DeviceStore::create(&paths.store, &key, SystemClock.now())?;
-            println!("device store created at {}", store.path().display());
+            let custody = match (&unlock.passphrase_env, key_store) {
+                (Some(_), _) => "a passphrase (Argon2id)".to_string(),
+                (None, _) => key_custody(&paths)?.describe(),
+            };
+            println!(
+                "device store created at {}; key kept in {custody}",
+                store.path().display()
+            );
         }
         StoreCommand::Info { data_dir, unlock } => {
             let info = open(&data_dir, &unlock)?.info()?;
@@ -155,11 +222,12 @@ pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
         }
         StoreCommand::Rekey { data_dir } => {
             let paths = DevicePaths::under(&data_dir);
-            let mut store = open(&data_dir, &Unlock::default())?;
-            store.rekey(&KeyFile::new(&paths.key), SystemClock.now())?;
+            let custody = key_custody(&paths)?;
+            let mut store = DeviceStore::open_with_custody(&paths.store, custody.as_ref())?;
+            store.rekey(custody.as_ref(), SystemClock.now())?;
             println!(
-                "store re-encrypted under a new key; key file {} replaced",
-                paths.key.display()
+                "store re-encrypted under a new key; {} replaced",
+                custody.describe()
             );
         }
         StoreCommand::StressWrite { data_dir, count } => stress_write(&data_dir, count)?,
@@ -194,7 +262,7 @@ fn stress_write(data_dir: &Path, count: u32) -> anyhow::Result<()> {
     let paths = DevicePaths::under(data_dir);
     let key_file = KeyFile::new(&paths.key);
     let mut store = if paths.store.exists() {
-        DeviceStore::open_with_key_file(&paths.store, &key_file)?
+        DeviceStore::open_with_custody(&paths.store, &key_file)?
     } else {
         std::fs::create_dir_all(paths.store.parent().unwrap_or(data_dir))?;
         let key = match key_file.load() {

@@ -1,9 +1,6 @@
 //! `dosewitness sync --data-dir DIR`: one sync pass of an enrolled device's outbox.
 
-use crate::DevicePaths;
-use anyhow::bail;
 use dosewitness_domain::{Clock, SystemClock};
-use dosewitness_store::{DeviceStore, KeyFile};
 use dosewitness_sync::RetryPolicy;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +9,8 @@ use std::process::ExitCode;
 pub struct SyncArgs {
     #[arg(long, env = "DOSEWITNESS_DATA_DIR")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    unlock: crate::store_command::Unlock,
     /// Attempts before giving up on a transient failure (network, 429, 5xx).
     #[arg(long, default_value_t = 6)]
     attempts: u32,
@@ -21,14 +20,7 @@ pub struct SyncArgs {
 }
 
 pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let paths = DevicePaths::under(&args.data_dir);
-    if !paths.store.exists() {
-        bail!(
-            "no device store at {} (is --data-dir right?)",
-            paths.store.display()
-        );
-    }
-    let mut store = DeviceStore::open_with_key_file(&paths.store, &KeyFile::new(&paths.key))?;
+    let mut store = crate::store_command::open(&args.data_dir, &args.unlock)?;
     let policy = RetryPolicy {
         max_attempts: args.attempts.max(1),
         ..RetryPolicy::default()

@@ -181,7 +181,14 @@ fn a_full_disk_stops_the_writer_with_a_clear_error_and_loses_nothing() {
     let directory = tempfile::tempdir().unwrap();
     let data_dir = directory.path().to_str().unwrap().to_string();
     let init = Command::new(BINARY)
-        .args(["store", "init", "--data-dir", &data_dir])
+        .args([
+            "store",
+            "init",
+            "--data-dir",
+            &data_dir,
+            "--key-store",
+            "file",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -219,4 +226,79 @@ fn a_full_disk_stops_the_writer_with_a_clear_error_and_loses_nothing() {
         .map(|(_, event_id)| event_id)
         .collect();
     assert_eq!(stored, reported, "exactly the committed events, in order");
+}
+
+/// Runs the CLI as an unprivileged user when the tests run as root (root ignores permission
+/// bits), so a read-only directory is read-only to the writer.
+fn unprivileged(arguments: &[&str]) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.starts_with(b"0\n"));
+    if root {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BINARY])
+            .args(arguments);
+        command
+    } else {
+        let mut command = Command::new(BINARY);
+        command.args(arguments);
+        command
+    }
+}
+
+#[test]
+fn a_read_only_store_directory_is_a_clear_error_and_nothing_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().join("data");
+    let data = data_dir.to_str().unwrap();
+    let init = Command::new(BINARY)
+        .args(["store", "init", "--data-dir", data, "--key-store", "file"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let device = data_dir.join("device");
+    // Owned by the unprivileged user (when root), then made read-only.
+    std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534", data])
+        .status()
+        .unwrap();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout
+        .starts_with(b"0\n");
+    assert!(!root || chown.success());
+    std::fs::set_permissions(&device, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let before = std::fs::read(device.join("device.db")).unwrap();
+
+    let write = unprivileged(&["store", "stress-write", "--data-dir", data, "--count", "1"])
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&device, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(!write.status.success());
+    let message = String::from_utf8_lossy(&write.stderr);
+    assert!(
+        message.contains("not writable") && message.contains("nothing was changed"),
+        "{message}"
+    );
+    assert!(!String::from_utf8_lossy(&write.stdout).contains("committed"));
+    assert_eq!(std::fs::read(device.join("device.db")).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(&device)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "only the store and its key: {leftovers:?}"
+    );
 }

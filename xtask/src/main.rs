@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// A Debian package the build needs and the command that proves it is installed.
+#[derive(Clone)]
 struct SystemPackage {
     package: &'static str,
     probe: &'static [&'static str],
@@ -29,6 +30,19 @@ const BUILD_PACKAGES: &[SystemPackage] = &[
     SystemPackage {
         package: "perl",
         probe: &["perl", "-MIPC::Cmd", "-MFindBin", "-MFile::Spec", "-e", "1"],
+    },
+];
+
+/// Services the tests run for real: a D-Bus session bus with GNOME Keyring's Secret Service
+/// (the OS keyring the device store keeps its key in).
+const TEST_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "dbus",
+        probe: &["dbus-send", "--version"],
+    },
+    SystemPackage {
+        package: "gnome-keyring",
+        probe: &["gnome-keyring-daemon", "--version"],
     },
 ];
 
@@ -163,7 +177,7 @@ fn lint_steps() -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     let started = Instant::now();
-    ensure_system_packages(BUILD_PACKAGES)?;
+    ensure_system_packages(&[BUILD_PACKAGES, TEST_PACKAGES].concat())?;
     lint_steps()?;
     run("cargo", &["test", "--workspace", "--all-targets"])?;
     eprintln!(
@@ -182,6 +196,7 @@ fn lint() -> anyhow::Result<()> {
 const OWNERS: &[(&str, &str)] = &[
     ("tract-onnx", "dosewitness-vision"),
     ("rusqlite", "dosewitness-store"),
+    ("keyring", "dosewitness-store"),
     ("reqwest", "dosewitness-sync"),
     ("axum", "dosewitness-server"),
     ("sqlx", "dosewitness-server"),

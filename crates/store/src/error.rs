@@ -37,10 +37,21 @@ pub enum StoreError {
         "the device store {path} could not be written ({detail}): the dose was not recorded (nothing was half-written)"
     )]
     WriteFailed { path: PathBuf, detail: String },
+    #[error(
+        "the device store {path} or its directory is not writable ({detail}): no dose can be \
+         recorded until its permissions or mount are fixed; nothing was changed"
+    )]
+    ReadOnly { path: PathBuf, detail: String },
     #[error("this device is not enrolled yet")]
     NotEnrolled,
     #[error("the passphrase cannot unlock a store: {0}")]
     Passphrase(String),
+    #[error("{action} (entry '{account}'): {reason}")]
+    Keyring {
+        account: String,
+        action: &'static str,
+        reason: String,
+    },
     #[error("the key file {path} is invalid: {reason}")]
     BadKeyFile { path: PathBuf, reason: String },
     #[error("{action} {path}")]

@@ -62,6 +62,10 @@ impl StoreKey {
         format!("PRAGMA rekey = \"x'{}'\";", hex::encode_upper(self.0))
     }
 
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -70,6 +74,26 @@ impl StoreKey {
         let bytes: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
         Some(Self(bytes))
     }
+}
+
+/// Where a store's raw key is kept, and how it is rotated crash-safely: a new key is written
+/// beside the current one (pending), the database is re-encrypted under it, then it replaces
+/// the current one. Opening a store finishes or abandons an interrupted rotation.
+pub trait KeyCustody {
+    /// Reads the current key.
+    fn load(&self) -> Result<StoreKey, StoreError>;
+    /// Writes a new random key; refuses to overwrite an existing one.
+    fn create(&self) -> Result<StoreKey, StoreError>;
+    /// Step 1 of a rotation: a new random key, kept durably beside the current one.
+    fn begin_rotation(&self) -> Result<StoreKey, StoreError>;
+    /// The key of an unfinished rotation, if one was begun.
+    fn pending(&self) -> Result<Option<StoreKey>, StoreError>;
+    /// Last step of a rotation: the pending key becomes the key.
+    fn finish_rotation(&self) -> Result<(), StoreError>;
+    /// Abandons an unfinished rotation whose key never reached the database.
+    fn abandon_rotation(&self) -> Result<(), StoreError>;
+    /// Where the key is, for messages (no secret).
+    fn describe(&self) -> String;
 }
 
 /// A key kept in a file readable only by its owner.
@@ -87,8 +111,16 @@ impl KeyFile {
         &self.path
     }
 
-    /// Reads the key.
-    pub fn load(&self) -> Result<StoreKey, StoreError> {
+    /// Where a key being rotated in waits until the database is re-encrypted under it.
+    pub fn pending_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".next");
+        PathBuf::from(name)
+    }
+}
+
+impl KeyCustody for KeyFile {
+    fn load(&self) -> Result<StoreKey, StoreError> {
         let text = std::fs::read_to_string(&self.path).map_err(|source| StoreError::Io {
             action: "reading the key file",
             path: self.path.clone(),
@@ -101,24 +133,16 @@ impl KeyFile {
     }
 
     /// Writes a new random key; refuses to overwrite an existing key file.
-    pub fn create(&self) -> Result<StoreKey, StoreError> {
+    fn create(&self) -> Result<StoreKey, StoreError> {
         write_new_key(&self.path)
     }
 
-    /// Where a key being rotated in waits until the database is re-encrypted under it.
-    pub fn pending_path(&self) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(".next");
-        PathBuf::from(name)
-    }
-
-    /// Step 1 of a rotation: a new random key, written durably beside the current one.
-    pub fn begin_rotation(&self) -> Result<StoreKey, StoreError> {
+    fn begin_rotation(&self) -> Result<StoreKey, StoreError> {
         write_new_key(&self.pending_path())
     }
 
     /// The key of an unfinished rotation, if one was begun.
-    pub fn pending(&self) -> Result<Option<StoreKey>, StoreError> {
+    fn pending(&self) -> Result<Option<StoreKey>, StoreError> {
         let pending = KeyFile::new(self.pending_path());
         if pending.path.exists() {
             pending.load().map(Some)
@@ -128,7 +152,7 @@ impl KeyFile {
     }
 
     /// Last step of a rotation: the pending key becomes the key (an atomic rename).
-    pub fn finish_rotation(&self) -> Result<(), StoreError> {
+    fn finish_rotation(&self) -> Result<(), StoreError> {
         std::fs::rename(self.pending_path(), &self.path).map_err(|source| StoreError::Io {
             action: "installing the rotated key file",
             path: self.path.clone(),
@@ -137,12 +161,16 @@ impl KeyFile {
     }
 
     /// Abandons an unfinished rotation whose key never reached the database.
-    pub fn abandon_rotation(&self) -> Result<(), StoreError> {
+    fn abandon_rotation(&self) -> Result<(), StoreError> {
         std::fs::remove_file(self.pending_path()).map_err(|source| StoreError::Io {
             action: "removing the unused pending key file",
             path: self.pending_path(),
             source,
         })
+    }
+
+    fn describe(&self) -> String {
+        format!("key file {}", self.path.display())
     }
 }
 

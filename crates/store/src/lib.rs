@@ -10,10 +10,12 @@
 
 mod error;
 mod key;
+mod os_keyring;
 mod schema;
 mod store;
 
 pub use error::StoreError;
-pub use key::{CIPHER_SETTINGS, KeyFile, PassphraseKdf, StoreKey};
+pub use key::{CIPHER_SETTINGS, KeyCustody, KeyFile, PassphraseKdf, StoreKey};
+pub use os_keyring::{KEYRING_SERVICE, KeyringEntry};
 pub use schema::SCHEMA_VERSION;
 pub use store::{DeviceIdentity, DeviceStore, EvidenceFrame, StoreInfo};

@@ -1,7 +1,7 @@
 //! The device store itself.
 
 use crate::error::StoreError;
-use crate::key::{KeyFile, StoreKey};
+use crate::key::{KeyCustody, StoreKey};
 use crate::schema::{self, SCHEMA_VERSION};
 use chrono::{DateTime, SecondsFormat, Utc};
 use dosewitness_domain::{DeviceId, DoseEvent};
@@ -163,6 +163,7 @@ impl DeviceStore {
                 path: path.to_path_buf(),
             });
         }
+        ensure_writable(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut connection = Connection::open_with_flags(path, flags)?;
         configure(&connection, path, key)?;
@@ -182,10 +183,10 @@ impl DeviceStore {
         })
     }
 
-    /// Opens the store with the key in `key_file`, finishing a key rotation that a crash
+    /// Opens the store with the key `key_file` keeps, finishing a key rotation that a crash
     /// interrupted: if the current key does not open the store but the pending key does, the
     /// pending key is installed.
-    pub fn open_with_key_file(path: &Path, key_file: &KeyFile) -> Result<Self, StoreError> {
+    pub fn open_with_custody(path: &Path, key_file: &dyn KeyCustody) -> Result<Self, StoreError> {
         let current = key_file.load()?;
         match Self::open(path, &current) {
             Err(StoreError::WrongKeyOrCorrupt { .. }) if key_file.pending()?.is_some() => {
@@ -211,7 +212,11 @@ impl DeviceStore {
     /// Re-encrypts every page under a new random key and installs it in `key_file`, crash-safely:
     /// the new key is written durably first, then the database is re-encrypted in one
     /// transaction, then the key file is swapped atomically. Returns nothing but success.
-    pub fn rekey(&mut self, key_file: &KeyFile, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub fn rekey(
+        &mut self,
+        key_file: &dyn KeyCustody,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let new_key = key_file.begin_rotation()?;
         // SQLCipher re-encrypts through the rollback journal, not the WAL.
         self.connection
@@ -526,6 +531,30 @@ impl DeviceStore {
     fn audit(&self, at: DateTime<Utc>, action: &str, detail: &str) -> Result<(), StoreError> {
         audit(&self.connection, at, action, detail)
     }
+}
+
+/// A store must be writable, and so must its directory (SQLite keeps the WAL beside it):
+/// otherwise SQLite fails later with a misleading "unable to open" or a read-only error in the
+/// middle of recording a dose. Checked by trying, which is what counts (permission bits, ACLs,
+/// read-only mounts).
+fn ensure_writable(path: &Path) -> Result<(), StoreError> {
+    let read_only = |source: std::io::Error| StoreError::ReadOnly {
+        path: path.to_path_buf(),
+        detail: source.to_string(),
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(read_only)?;
+    let directory = path.parent().unwrap_or(Path::new("."));
+    let probe = directory.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(read_only)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Sets the key, proves it decrypts page 1, and applies the connection settings.

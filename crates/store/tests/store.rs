@@ -7,7 +7,7 @@ use dosewitness_domain::{
     CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, MedicationId, PatientId, RegimenId,
 };
 use dosewitness_store::{
-    CIPHER_SETTINGS, DeviceStore, EvidenceFrame, KeyFile, StoreError, StoreKey,
+    CIPHER_SETTINGS, DeviceStore, EvidenceFrame, KeyCustody, KeyFile, StoreError, StoreKey,
 };
 use std::path::Path;
 
@@ -286,7 +286,7 @@ fn rekeying_re_encrypts_and_an_interrupted_rotation_recovers() {
     // A crash after the new key was written but before the database used it: the pending key
     // is dropped and the current one still opens the store.
     let unused = key_file.begin_rotation().unwrap();
-    let store = DeviceStore::open_with_key_file(&path, &key_file).unwrap();
+    let store = DeviceStore::open_with_custody(&path, &key_file).unwrap();
     assert_eq!(store.verify().unwrap(), 1);
     assert!(!key_file.pending_path().exists());
     assert_ne!(unused, key_file.load().unwrap());
@@ -308,7 +308,7 @@ fn rekeying_re_encrypts_and_an_interrupted_rotation_recovers() {
         ))
         .unwrap();
     drop(connection);
-    let store = DeviceStore::open_with_key_file(&path, &key_file).unwrap();
+    let store = DeviceStore::open_with_custody(&path, &key_file).unwrap();
     assert_eq!(store.verify().unwrap(), 2);
     assert_eq!(key_file.load().unwrap(), pending);
     assert!(!key_file.pending_path().exists());
