@@ -2,150 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use chrono::{Duration, NaiveDate, NaiveTime, Utc};
-use dosewitness_domain::{
-    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, DoseWindow, PatientId, SystemClock,
-};
-use dosewitness_protocol::{
-    CreatePatient, CreateRegimen, CreateSite, CreateStudy, DoseEventBatch, EnrolDevice,
-    NewMedication, PROTOCOL_VERSION, RegimenPlan,
-};
-use dosewitness_server::LoopbackServer;
-use dosewitness_store::{DeviceStore, StoreKey};
-use dosewitness_sync::{CoordinatorClient, DeviceClient, SyncError, drain_outbox};
+use chrono::Utc;
+use dosewitness_domain::DoseOutcome;
+use dosewitness_protocol::{DoseEventBatch, PROTOCOL_VERSION};
+use dosewitness_sync::{DeviceClient, SyncError, drain_outbox};
 use std::sync::Arc;
 
-const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+mod support;
 
-struct Fixture {
-    _directory: tempfile::TempDir,
-    _backend: LoopbackServer,
-    url: String,
-    store: DeviceStore,
-    device: DeviceClient,
-    device_id: DeviceId,
-    patient_id: PatientId,
-    plan: RegimenPlan,
-}
-
-async fn fixture() -> Fixture {
-    let directory = tempfile::tempdir().unwrap();
-    let backend = LoopbackServer::start(
-        &directory.path().join("server.db"),
-        0,
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let url = backend.url.clone();
-    let coordinator = CoordinatorClient::new(&url, backend.admin_token.clone(), TIMEOUT).unwrap();
-    let study = coordinator
-        .create_study(&CreateStudy {
-            code: "S".into(),
-            title: "T".into(),
-        })
-        .await
-        .unwrap();
-    let site = coordinator
-        .create_site(study, &CreateSite { name: "A".into() })
-        .await
-        .unwrap();
-    let patient_id = coordinator
-        .create_patient(
-            site,
-            &CreatePatient {
-                subject_code: "001".into(),
-                display_name: "P".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let plan = coordinator
-        .create_regimen(
-            patient_id,
-            &CreateRegimen {
-                medication: NewMedication {
-                    name: "M".into(),
-                    strength_mg: 10.0,
-                    form: "tablet".into(),
-                },
-                units_per_dose: 1,
-                time_zone: "UTC".into(),
-                dose_times: vec![NaiveTime::from_hms_opt(8, 0, 0).unwrap()],
-                window: DoseWindow {
-                    before_minutes: 60,
-                    after_minutes: 60,
-                },
-                start_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-                end_date: None,
-            },
-        )
-        .await
-        .unwrap();
-    let code = coordinator.create_enrolment_code(patient_id).await.unwrap();
-
-    let mut store = DeviceStore::create(
-        &directory.path().join("device.db"),
-        &StoreKey::generate().unwrap(),
-        Utc::now(),
-    )
-    .unwrap();
-    let enrolment = DeviceClient::new(&url, None, TIMEOUT)
-        .unwrap()
-        .enrol(&EnrolDevice {
-            code: code.code,
-            public_key: store.identity().unwrap().public_key,
-            label: "t".into(),
-        })
-        .await
-        .unwrap();
-    store
-        .save_enrolment(
-            enrolment.device_id,
-            &url,
-            &enrolment.device_token,
-            &enrolment.regimens,
-            Utc::now(),
-        )
-        .unwrap();
-    let device = DeviceClient::new(&url, Some(enrolment.device_token), TIMEOUT).unwrap();
-    Fixture {
-        _directory: directory,
-        _backend: backend,
-        url,
-        store,
-        device,
-        device_id: enrolment.device_id,
-        patient_id,
-        plan,
-    }
-}
-
-fn dose(fixture: &Fixture, day: i64) -> DoseEvent {
-    let scheduled_at = Utc::now() - Duration::days(day);
-    DoseEvent {
-        id: DoseEventId::generate(scheduled_at),
-        device_id: fixture.device_id,
-        patient_id: fixture.patient_id,
-        regimen_id: fixture.plan.regimen.id,
-        medication_id: fixture.plan.medication.id,
-        scheduled_at,
-        recorded_at: scheduled_at + Duration::minutes(3),
-        outcome: DoseOutcome::Verified,
-        reasons: vec![],
-        scores: CheckScores {
-            face_detection: Some(0.9),
-            ..CheckScores::default()
-        },
-    }
-}
-
-fn append(fixture: &mut Fixture, count: i64) {
-    for day in 0..count {
-        let event = dose(fixture, day);
-        fixture.store.append_dose_event(event, Utc::now()).unwrap();
-    }
-}
+use support::{TIMEOUT, append, fixture};
 
 #[tokio::test]
 async fn the_outbox_drains_in_batches_and_redelivery_is_harmless() {
