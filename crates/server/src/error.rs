@@ -22,9 +22,38 @@ pub enum ServerError {
     #[error("the server database {location} could not be opened: {reason}")]
     DatabaseOpen { location: String, reason: String },
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
+    /// A concurrent request wrote the same rows first (a unique key taken, a serialization
+    /// failure or deadlock, SQLite busy): nothing of this request was kept and it may be retried.
+    #[error("a concurrent write conflicted with this one")]
+    WriteConflict(#[source] sqlx::Error),
     #[error("stored record could not be decoded: {0}")]
     Decode(String),
+}
+
+impl From<sqlx::Error> for ServerError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_write_conflict(&error) {
+            Self::WriteConflict(error)
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+/// Whether `error` means another transaction got to the same rows first, so that retrying the
+/// whole request is the right answer.
+fn is_write_conflict(error: &sqlx::Error) -> bool {
+    let Some(database_error) = error.as_database_error() else {
+        return false;
+    };
+    database_error.kind() == sqlx::error::ErrorKind::UniqueViolation
+        || matches!(
+            database_error.code().as_deref(),
+            // PostgreSQL serialization_failure and deadlock_detected; SQLite BUSY and
+            // BUSY_SNAPSHOT (a read snapshot went stale before the write).
+            Some("40001" | "40P01" | "5" | "517")
+        )
 }
 
 /// An HTTP error response: status, stable code and a message for people.
@@ -67,13 +96,33 @@ impl ApiFailure {
 
 impl From<ServerError> for ApiFailure {
     fn from(error: ServerError) -> Self {
-        tracing::error!(error = %error, "request failed");
+        if let ServerError::WriteConflict(source) = &error {
+            tracing::warn!(error = %source, "request lost a write conflict; the client may retry");
+            return Self::new(
+                StatusCode::CONFLICT,
+                "write_conflict",
+                "a concurrent request changed the same records; nothing was stored, retry",
+            );
+        }
+        tracing::error!(error = %error_chain(&error), "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error; see the server log",
         )
     }
+}
+
+/// `error` and its sources, joined by ": ", for the log (a `Display` names its own level only).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl From<sqlx::Error> for ApiFailure {

@@ -1,7 +1,9 @@
 //! The clinic backend: enrolment, idempotent ingest of signed dose events, adherence.
-//! axum + sqlx; SQLite is the embedded default (a file under the data dir).
+//! axum + sqlx; SQLite is the embedded default (a file under the data dir), PostgreSQL the
+//! multi-site option, both behind [`Database`].
 //!
-//! Entry points: [`Database::open_sqlite`] then [`router`] for in-process use and tests
+//! Entry points: [`Database::open_sqlite`] or [`Database::connect`] (a `postgres://` or
+//! `sqlite://` URL), then [`router`] for in-process use and tests
 //! (`router(state).oneshot(request)`), or [`serve`] on a bound listener with graceful shutdown.
 //!
 //! Security model in this version: coordinator endpoints need the deployment's admin bearer
@@ -14,7 +16,7 @@ mod error;
 mod metrics;
 mod routes;
 
-pub use db::Database;
+pub use db::{Backend, Database};
 pub use error::{ApiFailure, ServerError};
 pub use routes::router;
 
@@ -78,6 +80,15 @@ impl LoopbackServer {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
         let database = Database::open_sqlite(database_path).await?;
+        Self::start_with(database, port, clock).await
+    }
+
+    /// As [`LoopbackServer::start`], over an already opened `database` (SQLite or PostgreSQL).
+    pub async fn start_with(
+        database: Database,
+        port: u16,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
         let address = format!("127.0.0.1:{port}");
         let listener = TcpListener::bind(&address)
             .await

@@ -1,7 +1,7 @@
 //! HTTP routes of `/api/v1`.
 
 use crate::AppState;
-use crate::db::{Database, DeviceRecord};
+use crate::db::{Database, DeviceRecord, Transaction};
 use crate::error::ApiFailure;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -460,12 +460,12 @@ async fn ingest(
     let key = parse_public_key(&device.public_key)
         .map_err(|_| ApiFailure::from(crate::ServerError::Decode("device key".into())))?;
     let now = state.clock.now();
-    let mut transaction = state.database.begin().await?;
+    let mut transaction = state.database.begin_ingest(device.id).await?;
     let acks = match store_batch(&mut transaction, &device, &key, &batch, now).await? {
         Ok(acks) => acks,
         Err(rejection) => {
             // All-or-nothing: roll the whole batch back, then record the anomaly on its own.
-            drop(transaction);
+            transaction.rollback().await?;
             state
                 .database
                 .record_anomaly(
@@ -529,7 +529,7 @@ struct Rejection {
 /// Checks and stores every event of `batch` inside `transaction`; the outer `Result` is a
 /// database failure, the inner one a rejected batch.
 async fn store_batch(
-    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    transaction: &mut Transaction,
     device: &DeviceRecord,
     key: &ed25519_dalek::VerifyingKey,
     batch: &DoseEventBatch,

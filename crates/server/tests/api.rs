@@ -1,27 +1,67 @@
-//! Router tests with `oneshot` against a real SQLite database in a temp dir.
+//! Router tests with `oneshot`, each run on SQLite (a file in a temp dir) and on PostgreSQL (a
+//! throwaway cluster of its own; see `support`): `sqlite::NAME` and `postgres::NAME`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+mod support;
+
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
-use chrono::{TimeZone, Utc};
-use dosewitness_domain::FixedClock;
-use dosewitness_server::{AppState, Database, router};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use dosewitness_domain::{CheckScores, DoseEvent, DoseEventId, DoseOutcome, FixedClock};
+use dosewitness_protocol::chain::{ChainRecord, GENESIS_HASH};
+use dosewitness_protocol::{DoseEventBatch, PROTOCOL_VERSION, SignedDoseEvent};
+use dosewitness_server::{AppState, router};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use support::{Backend, TestDatabase};
 use tower::ServiceExt;
 
 const ADMIN: &str = "test-admin-token-0123456789abcdef0123456789";
 
-async fn state() -> (AppState, tempfile::TempDir) {
-    let directory = tempfile::tempdir().unwrap();
-    let database = Database::open_sqlite(&directory.path().join("server.db"))
-        .await
-        .unwrap();
+/// Generates `sqlite::NAME` and `postgres::NAME` for each `async fn NAME(backend: Backend)`.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    coordinator_endpoints_need_the_admin_token,
+    malformed_and_unknown_input_gets_a_4xx_with_a_code,
+    injection_payloads_are_stored_as_text_and_harm_nothing,
+    regimens_are_validated_and_enrolment_codes_work_once,
+    adherence_needs_a_valid_period,
+    oversized_bodies_are_refused_and_metrics_count_responses,
+    ingest_is_idempotent_and_all_or_nothing,
+    concurrent_batches_from_one_device_never_both_pass,
+);
+
+/// The backend's state over a fresh database; keep the `TestDatabase` alive while testing.
+async fn state(backend: Backend) -> (AppState, TestDatabase) {
+    let database = TestDatabase::open(backend).await;
     let clock = Arc::new(FixedClock(
         Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
     ));
-    (AppState::new(database, clock, ADMIN.to_string()), directory)
+    (
+        AppState::new(database.database.clone(), clock, ADMIN.to_string()),
+        database,
+    )
 }
 
 async fn call(
@@ -95,9 +135,8 @@ fn regimen_body(dose_times: &[&str], before: i64, after: i64) -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn coordinator_endpoints_need_the_admin_token() {
-    let (state, _directory) = state().await;
+async fn coordinator_endpoints_need_the_admin_token(backend: Backend) {
+    let (state, _database) = state(backend).await;
     for token in [None, Some("wrong-token")] {
         let (status, body) = call(
             &state,
@@ -114,9 +153,8 @@ async fn coordinator_endpoints_need_the_admin_token() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn malformed_and_unknown_input_gets_a_4xx_with_a_code() {
-    let (state, _directory) = state().await;
+async fn malformed_and_unknown_input_gets_a_4xx_with_a_code(backend: Backend) {
+    let (state, _database) = state(backend).await;
     let cases = [
         (r#"{"code":"S","title":"#, StatusCode::BAD_REQUEST),
         (
@@ -149,9 +187,8 @@ async fn malformed_and_unknown_input_gets_a_4xx_with_a_code() {
     );
 }
 
-#[tokio::test]
-async fn injection_payloads_are_stored_as_text_and_harm_nothing() {
-    let (state, _directory) = state().await;
+async fn injection_payloads_are_stored_as_text_and_harm_nothing(backend: Backend) {
+    let (state, _database) = state(backend).await;
     let nasty = r#"{"code":"x'); DROP TABLE studies;--","title":"<script>alert(1)</script>"}"#;
     let (status, _) = call(&state, "POST", "/api/v1/studies", Some(ADMIN), Some(nasty)).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -175,9 +212,8 @@ async fn injection_payloads_are_stored_as_text_and_harm_nothing() {
     );
 }
 
-#[tokio::test]
-async fn regimens_are_validated_and_enrolment_codes_work_once() {
-    let (state, _directory) = state().await;
+async fn regimens_are_validated_and_enrolment_codes_work_once(backend: Backend) {
+    let (state, _database) = state(backend).await;
     let patient = create_patient(&state).await;
     let path = format!("/api/v1/patients/{patient}/regimens");
     let (status, body) = call(
@@ -263,9 +299,8 @@ async fn regimens_are_validated_and_enrolment_codes_work_once() {
     );
 }
 
-#[tokio::test]
-async fn adherence_needs_a_valid_period() {
-    let (state, _directory) = state().await;
+async fn adherence_needs_a_valid_period(backend: Backend) {
+    let (state, _database) = state(backend).await;
     let patient = create_patient(&state).await;
     let base = format!("/api/v1/patients/{patient}/adherence");
     let (status, body) = call(&state, "GET", &base, Some(ADMIN), None).await;
@@ -298,9 +333,8 @@ async fn adherence_needs_a_valid_period() {
     assert!(body["ratio"].is_null());
 }
 
-#[tokio::test]
-async fn oversized_bodies_are_refused_and_metrics_count_responses() {
-    let (state, _directory) = state().await;
+async fn oversized_bodies_are_refused_and_metrics_count_responses(backend: Backend) {
+    let (state, _database) = state(backend).await;
     let huge = format!(
         r#"{{"code":"S","title":"{}"}}"#,
         "x".repeat(3 * 1024 * 1024)
@@ -331,4 +365,272 @@ async fn oversized_bodies_are_refused_and_metrics_count_responses() {
         text.contains("dosewitness_dose_events_total{result=\"accepted\"} 0"),
         "{text}"
     );
+}
+
+/// An enrolled device of a patient with one daily 08:00 (Europe/Berlin) regimen.
+struct Device {
+    id: dosewitness_domain::DeviceId,
+    patient: String,
+    token: String,
+    key: ed25519_dalek::SigningKey,
+    plan: dosewitness_protocol::RegimenPlan,
+}
+
+async fn enrolled_device(state: &AppState) -> Device {
+    let patient = create_patient(state).await;
+    let (status, plan) = call(
+        state,
+        "POST",
+        &format!("/api/v1/patients/{patient}/regimens"),
+        Some(ADMIN),
+        Some(&regimen_body(&["08:00:00"], 60, 120)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let (status, code) = call(
+        state,
+        "POST",
+        &format!("/api/v1/patients/{patient}/enrolment-codes"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{code}");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let enrol = json!({"code": code["code"], "public_key": hex::encode(key.verifying_key().to_bytes()), "label": "phone"}).to_string();
+    let (status, enrolment) =
+        call(state, "POST", "/api/v1/devices/enrol", None, Some(&enrol)).await;
+    assert_eq!(status, StatusCode::CREATED, "{enrolment}");
+    Device {
+        id: enrolment["device_id"].as_str().unwrap().parse().unwrap(),
+        patient,
+        token: enrolment["device_token"].as_str().unwrap().to_string(),
+        key,
+        plan: serde_json::from_value(plan).unwrap(),
+    }
+}
+
+/// `count` signed events continuing the chain after `previous`, one a day from 1 March 2026
+/// (event n is the 08:00 Berlin dose of day n, taken 3 minutes late). Fresh event ids each
+/// call, so two calls after the same event make a fork.
+fn dose_events(
+    device: &Device,
+    previous: Option<&SignedDoseEvent>,
+    count: u64,
+) -> Vec<SignedDoseEvent> {
+    let mut previous = previous.cloned();
+    let mut events = Vec::new();
+    for _ in 0..count {
+        let sequence = previous.as_ref().map_or(0, SignedDoseEvent::sequence) + 1;
+        let scheduled_at: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 3, 1, 7, 0, 0).unwrap()
+            + Duration::days(i64::try_from(sequence).unwrap() - 1);
+        let event = DoseEvent {
+            id: DoseEventId::generate(scheduled_at),
+            device_id: device.id,
+            patient_id: device.plan.regimen.patient_id,
+            regimen_id: device.plan.regimen.id,
+            medication_id: device.plan.medication.id,
+            scheduled_at,
+            recorded_at: scheduled_at + Duration::minutes(3),
+            outcome: DoseOutcome::Verified,
+            reasons: vec![],
+            scores: CheckScores::default(),
+        };
+        let signed = ChainRecord {
+            format: ChainRecord::FORMAT,
+            sequence,
+            previous_hash: previous
+                .as_ref()
+                .map_or_else(|| GENESIS_HASH.to_string(), |event| event.hash.clone()),
+            event,
+        }
+        .sign(&device.key);
+        events.push(signed.clone());
+        previous = Some(signed);
+    }
+    events
+}
+
+/// Posts `events` as one batch; the status, the error code (if any) and the ack statuses.
+async fn ingest(
+    state: &AppState,
+    device: &Device,
+    events: &[SignedDoseEvent],
+) -> (StatusCode, Option<String>, Vec<String>) {
+    let batch = serde_json::to_string(&DoseEventBatch {
+        protocol_version: PROTOCOL_VERSION,
+        events: events.to_vec(),
+    })
+    .unwrap();
+    let (status, body) = call(
+        state,
+        "POST",
+        &format!("/api/v1/devices/{}/dose-events", device.id),
+        Some(&device.token),
+        Some(&batch),
+    )
+    .await;
+    assert!(!status.is_server_error(), "{status}: {body}");
+    let acks = body["acks"]
+        .as_array()
+        .map(|acks| {
+            acks.iter()
+                .map(|ack| ack["status"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, body["code"].as_str().map(str::to_string), acks)
+}
+
+fn statuses(names: &[&str]) -> Vec<String> {
+    names.iter().map(|name| (*name).to_string()).collect()
+}
+
+async fn ingest_is_idempotent_and_all_or_nothing(backend: Backend) {
+    let (state, _database) = state(backend).await;
+    let device = enrolled_device(&state).await;
+    let first = dose_events(&device, None, 2);
+    assert_eq!(
+        ingest(&state, &device, &first).await,
+        (StatusCode::OK, None, statuses(&["accepted", "accepted"]))
+    );
+    let third = dose_events(&device, first.last(), 1);
+    let resent = [first.clone(), third.clone()].concat();
+    assert_eq!(
+        ingest(&state, &device, &resent).await,
+        (
+            StatusCode::OK,
+            None,
+            statuses(&["duplicate", "duplicate", "accepted"])
+        )
+    );
+
+    let next = dose_events(&device, third.last(), 2);
+    let (status, code, _) = ingest(&state, &device, &next[1..]).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (StatusCode::CONFLICT, Some("chain_gap"))
+    );
+    let mut forged = next.clone();
+    forged[1].signature = hex::encode([0u8; 64]);
+    let (status, code, _) = ingest(&state, &device, &forged).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("bad_signature"))
+    );
+    let fork = dose_events(&device, first.last(), 1);
+    let (status, code, _) = ingest(&state, &device, &fork).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (StatusCode::CONFLICT, Some("chain_fork"))
+    );
+    // Nothing of the rejected batches was kept: event 4 is new, and the chain continues.
+    assert_eq!(
+        ingest(&state, &device, &next).await,
+        (StatusCode::OK, None, statuses(&["accepted", "accepted"]))
+    );
+
+    let (status, report) = call(
+        &state,
+        "GET",
+        &format!(
+            "/api/v1/patients/{}/adherence?from=2026-03-01T00:00:00Z&to=2026-03-06T00:00:00Z",
+            device.patient
+        ),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (
+            report["scheduled"].as_u64(),
+            report["verified_on_time"].as_u64()
+        ),
+        (Some(5), Some(5)),
+        "{report}"
+    );
+    let (status, body) = call(&state, "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    assert!(
+        text.contains("dosewitness_dose_events_total{result=\"accepted\"} 5"),
+        "{text}"
+    );
+}
+
+async fn concurrent_batches_from_one_device_never_both_pass(backend: Backend) {
+    let (state, _database) = state(backend).await;
+    let device = enrolled_device(&state).await;
+    let mut head = dose_events(&device, None, 1);
+    assert_eq!(ingest(&state, &device, &head).await.0, StatusCode::OK);
+    for round in 0..4 {
+        // Two forks of the same chain at once: exactly one is stored, the other is refused
+        // with a 409 the device can act on, and nothing of it is kept.
+        let left = dose_events(&device, head.last(), 3);
+        let right = dose_events(&device, head.last(), 3);
+        let (left_result, right_result) = tokio::join!(
+            ingest(&state, &device, &left),
+            ingest(&state, &device, &right)
+        );
+        let accepted = statuses(&["accepted", "accepted", "accepted"]);
+        let (winner, loser, refusal) = match (&left_result, &right_result) {
+            ((StatusCode::OK, None, acks), refusal) if *acks == accepted => {
+                (&left, &right, refusal)
+            }
+            (refusal, (StatusCode::OK, None, acks)) if *acks == accepted => {
+                (&right, &left, refusal)
+            }
+            _ => panic!(
+                "round {round}: not exactly one batch stored: {left_result:?} {right_result:?}"
+            ),
+        };
+        assert_eq!(
+            refusal.0,
+            StatusCode::CONFLICT,
+            "round {round}: {refusal:?}"
+        );
+        assert!(
+            matches!(refusal.1.as_deref(), Some("chain_fork" | "write_conflict")),
+            "round {round}: {refusal:?}"
+        );
+        assert_eq!(
+            ingest(&state, &device, winner).await,
+            (
+                StatusCode::OK,
+                None,
+                statuses(&["duplicate", "duplicate", "duplicate"])
+            ),
+            "round {round}: the winner is stored whole"
+        );
+        let (status, code, _) = ingest(&state, &device, loser).await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (StatusCode::CONFLICT, Some("chain_fork")),
+            "round {round}: the loser is not stored"
+        );
+
+        // The same batch sent twice at once (a retry racing the original): the device's
+        // batches are serialised, so both succeed and the events are stored once.
+        let next = dose_events(&device, winner.last(), 2);
+        let (first, second) = tokio::join!(
+            ingest(&state, &device, &next),
+            ingest(&state, &device, &next)
+        );
+        let mut acks = [first.2.clone(), second.2.clone()];
+        acks.sort();
+        assert_eq!(
+            (first.0, second.0, acks.to_vec()),
+            (
+                StatusCode::OK,
+                StatusCode::OK,
+                vec![
+                    statuses(&["accepted", "accepted"]),
+                    statuses(&["duplicate", "duplicate"])
+                ]
+            ),
+            "round {round}: {first:?} {second:?}"
+        );
+        head = next;
+    }
 }

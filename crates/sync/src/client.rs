@@ -33,12 +33,15 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    /// True for failures that may pass on their own: the network, timeouts, 408, 429 and 5xx.
-    /// A 4xx means the request itself is wrong and is not retried.
+    /// True for failures that may pass on their own: the network, timeouts, 408, 429, 5xx, and
+    /// a 409 `write_conflict` (another request for this device was being stored at the same
+    /// moment). Any other 4xx means the request itself is wrong and is not retried.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } => true,
-            Self::Rejected { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            Self::Rejected { status, code, .. } => {
+                matches!(*status, 408 | 429 | 500..) || (*status == 409 && code == "write_conflict")
+            }
             Self::Protocol(_) | Self::Client(_) | Self::Store(_) => false,
         }
     }

@@ -151,13 +151,12 @@ async fn relay(
         match fault {
             Fault::ResetAfterServer => return reset(client),
             Fault::Stall(duration) => tokio::time::sleep(duration).await,
-            Fault::Duplicate => {
+            Fault::Duplicate
                 if exchange(upstream_stream, &request, &mut server_buffer)
                     .await
-                    .is_none()
-                {
-                    return reset(client);
-                }
+                    .is_none() =>
+            {
+                return reset(client);
             }
             _ => {}
         }
