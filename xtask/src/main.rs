@@ -34,8 +34,13 @@ const BUILD_PACKAGES: &[SystemPackage] = &[
 ];
 
 /// Services the tests run for real: a D-Bus session bus with GNOME Keyring's Secret Service
-/// (the OS keyring the device store keeps its key in).
+/// (the OS keyring the device store keeps its key in), and PostgreSQL's server binaries (the
+/// backend's suite starts throwaway clusters).
 const TEST_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "postgresql",
+        probe: &["sh", "-c", "ls /usr/lib/postgresql/*/bin/initdb"],
+    },
     SystemPackage {
         package: "dbus",
         probe: &["dbus-send", "--version"],
