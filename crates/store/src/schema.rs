@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 1: device identity, regimens, chained dose events, outbox, local audit log.
@@ -95,6 +95,24 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE dose_events_v3 RENAME TO dose_events;
     ALTER TABLE outbox_v3 RENAME TO outbox;
     ALTER TABLE audit_log_v3 RENAME TO audit_log;
+    "#,
+    // 4: the enrolled patient's templates, which never leave the device: the face template made
+    // at enrolment (replaced on re-enrolment) and pill templates per medication. Both are opaque
+    // bytes made by the vision crate, encrypted with the database.
+    r#"
+    CREATE TABLE enrolled_patient (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        patient_id TEXT NOT NULL,
+        face_template BLOB NOT NULL,
+        enrolled_at TEXT NOT NULL
+    );
+    CREATE TABLE pill_templates (
+        id INTEGER PRIMARY KEY,
+        medication_id TEXT NOT NULL,
+        template BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX pill_templates_by_medication ON pill_templates(medication_id, id);
     "#,
 ];
 

@@ -4,7 +4,7 @@ use crate::error::StoreError;
 use crate::key::{KeyCustody, StoreKey};
 use crate::schema::{self, SCHEMA_VERSION};
 use chrono::{DateTime, SecondsFormat, Utc};
-use dosewitness_domain::{DeviceId, DoseEvent};
+use dosewitness_domain::{DeviceId, DoseEvent, MedicationId, PatientId};
 use dosewitness_protocol::chain::verify_chain;
 use dosewitness_protocol::{ChainRecord, GENESIS_HASH, RegimenPlan, SignedDoseEvent};
 use ed25519_dalek::SigningKey;
@@ -389,6 +389,87 @@ impl DeviceStore {
         // (creation, enrolment, re-keying, evidence purges).
         transaction.commit()?;
         Ok(signed)
+    }
+
+    /// Enrols (or re-enrols) the patient's face on this device: `template` is the vision crate's
+    /// serialised face template. It replaces any earlier one, and is kept only here, encrypted.
+    pub fn enrol_face(
+        &mut self,
+        patient_id: PatientId,
+        template: &[u8],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transaction.execute(
+            "INSERT INTO enrolled_patient (singleton, patient_id, face_template, enrolled_at)
+             VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (singleton) DO UPDATE SET patient_id = excluded.patient_id,
+                 face_template = excluded.face_template, enrolled_at = excluded.enrolled_at",
+            params![patient_id.to_string(), template, timestamp(at)],
+        )?;
+        audit(
+            &transaction,
+            at,
+            "face_enrolled",
+            &format!("patient {patient_id}"),
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// The enrolled patient and their face template, if a face was enrolled.
+    pub fn enrolled_face(&self) -> Result<Option<(PatientId, Vec<u8>)>, StoreError> {
+        let row: Option<(String, Vec<u8>)> = self
+            .connection
+            .query_row(
+                "SELECT patient_id, face_template FROM enrolled_patient",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(patient_id, template)| {
+            let patient_id = patient_id.parse().map_err(|_| StoreError::Decode {
+                what: "enrolled patient id",
+                reason: patient_id.clone(),
+            })?;
+            Ok((patient_id, template))
+        })
+        .transpose()
+    }
+
+    /// Keeps one more reference template of the pill of `medication_id`.
+    pub fn add_pill_template(
+        &mut self,
+        medication_id: MedicationId,
+        template: &[u8],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transaction.execute(
+            "INSERT INTO pill_templates (medication_id, template, created_at) VALUES (?1, ?2, ?3)",
+            params![medication_id.to_string(), template, timestamp(at)],
+        )?;
+        audit(
+            &transaction,
+            at,
+            "pill_template_added",
+            &format!("medication {medication_id}"),
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// The pill templates of `medication_id`, oldest first.
+    pub fn pill_templates(&self, medication_id: MedicationId) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT template FROM pill_templates WHERE medication_id = ?1 ORDER BY id")?;
+        let rows = statement.query_map([medication_id.to_string()], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The evidence keyframes kept for event `sequence`, in capture order.

@@ -104,12 +104,20 @@ fn nothing_readable_reaches_the_disk() {
     let mut event = dose(9);
     event.reasons = vec![dosewitness_domain::Reason::IngestionNotSeen];
     store.append_dose_event(event, at(9)).unwrap();
+    store
+        .enrol_face(
+            PatientId::generate(at(9)),
+            b"FACE-TEMPLATE-DESCRIPTORS",
+            at(9),
+        )
+        .unwrap();
     // Keep the connection open so the WAL still holds recent pages.
-    let needles: [&[u8]; 4] = [
+    let needles: [&[u8]; 5] = [
         b"CREATE TABLE",
         b"dose_events",
         b"ingestion_not_seen",
         b"verified",
+        b"FACE-TEMPLATE",
     ];
     let mut files = 0;
     for entry in std::fs::read_dir(directory.path()).unwrap() {
@@ -128,6 +136,39 @@ fn nothing_readable_reaches_the_disk() {
         "expected the database and its WAL, found {files} files"
     );
     drop(store);
+}
+
+#[test]
+fn face_and_pill_templates_are_kept_and_a_re_enrolment_replaces_the_face() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key = StoreKey::generate().unwrap();
+    let mut store = DeviceStore::create(&path, &key, at(0)).unwrap();
+    assert_eq!(store.enrolled_face().unwrap(), None);
+    let patient = PatientId::generate(at(0));
+    store.enrol_face(patient, b"first template", at(1)).unwrap();
+    store
+        .enrol_face(patient, b"second template", at(2))
+        .unwrap();
+    let aspirin = MedicationId::generate(at(0));
+    let other = MedicationId::generate(at(1));
+    store.add_pill_template(aspirin, b"front", at(3)).unwrap();
+    store.add_pill_template(aspirin, b"back", at(4)).unwrap();
+    store.add_pill_template(other, b"other", at(5)).unwrap();
+    drop(store);
+    let store = DeviceStore::open(&path, &key).unwrap();
+    assert_eq!(
+        store.enrolled_face().unwrap(),
+        Some((patient, b"second template".to_vec()))
+    );
+    assert_eq!(
+        store.pill_templates(aspirin).unwrap(),
+        vec![b"front".to_vec(), b"back".to_vec()]
+    );
+    assert_eq!(
+        store.pill_templates(other).unwrap(),
+        vec![b"other".to_vec()]
+    );
 }
 
 #[test]
