@@ -228,14 +228,17 @@ fn a_full_disk_stops_the_writer_with_a_clear_error_and_loses_nothing() {
     assert_eq!(stored, reported, "exactly the committed events, in order");
 }
 
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
+}
+
 /// Runs the CLI as an unprivileged user when the tests run as root (root ignores permission
 /// bits), so a read-only directory is read-only to the writer.
 fn unprivileged(arguments: &[&str]) -> Command {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.starts_with(b"0\n"));
-    if root {
+    if running_as_root() {
         let mut command = Command::new("setpriv");
         command
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", BINARY])
@@ -270,12 +273,7 @@ fn a_read_only_store_directory_is_a_clear_error_and_nothing_changes() {
         .args(["-R", "65534:65534", data])
         .status()
         .unwrap();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .unwrap()
-        .stdout
-        .starts_with(b"0\n");
+    let root = running_as_root();
     assert!(!root || chown.success());
     std::fs::set_permissions(&device, std::fs::Permissions::from_mode(0o555)).unwrap();
     let before = std::fs::read(device.join("device.db")).unwrap();
