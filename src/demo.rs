@@ -230,16 +230,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
-        let (drained, retries) =
-            runtime.block_on(sync_now(&mut store, HTTP_TIMEOUT, &policy, || clock.now()))?;
+        let pass = runtime.block_on(sync_now(&mut store, HTTP_TIMEOUT, &policy, || clock.now()))?;
+        let drained = pass.drained;
         if drained.still_pending > 0 {
             bail!("{} events still pending after sync", drained.still_pending);
         }
         Ok((
             (),
             format!(
-                "{} accepted, {} duplicate, {} batch(es) over HTTP, {retries} retries",
-                drained.accepted, drained.duplicates, drained.batches
+                "{} accepted, {} duplicate, {} batch(es) over HTTP, {} retries; {} regimen(s) pulled",
+                drained.accepted,
+                drained.duplicates,
+                drained.batches,
+                pass.retries,
+                pass.pulled.regimens
             ),
         ))
     })?;

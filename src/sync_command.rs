@@ -29,15 +29,24 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let clock = SystemClock;
-    let (report, retries) = runtime.block_on(dosewitness_edge::sync_now(
+    let pass = runtime.block_on(dosewitness_edge::sync_now(
         &mut store,
         std::time::Duration::from_secs(args.timeout_s),
         &policy,
         || clock.now(),
     ))?;
+    let report = pass.drained;
     println!(
-        "sync: {} accepted, {} already on the server, {} batch(es), {retries} retries; {} still pending",
-        report.accepted, report.duplicates, report.batches, report.still_pending
+        "sync: {} accepted, {} already on the server, {} batch(es), {} retries; {} still pending",
+        report.accepted, report.duplicates, report.batches, pass.retries, report.still_pending
+    );
+    let skew = pass.pulled.clock_skew_ms.map_or_else(
+        || "not measured (no Date header)".to_string(),
+        |skew| format!("{:+.1} s (server minus device)", skew as f64 / 1000.0),
+    );
+    println!(
+        "schedule: {} regimen(s) from the server; clock skew {skew}",
+        pass.pulled.regimens
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 1: device identity, regimens, chained dose events, outbox, local audit log.
@@ -113,6 +113,20 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     CREATE INDEX pill_templates_by_medication ON pill_templates(medication_id, id);
+    "#,
+    // 5: what sync last saw: the server's clock relative to the device's (dose times stay the
+    // device's capture times; the skew is kept for review), and the last success and error for
+    // the status the app shows.
+    r#"
+    CREATE TABLE sync_state (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        clock_skew_ms INTEGER,
+        skew_measured_at TEXT,
+        last_success_at TEXT,
+        last_error TEXT,
+        last_error_at TEXT
+    );
+    INSERT INTO sync_state (singleton) VALUES (1);
     "#,
 ];
 

@@ -49,6 +49,19 @@ impl std::fmt::Debug for EvidenceFrame {
     }
 }
 
+/// Sync as the app shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// Dose events not yet acknowledged by the server.
+    pub pending: u64,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The last failure in plain words and when, cleared by the next success.
+    pub last_error: Option<(String, DateTime<Utc>)>,
+    /// The server's clock minus the device's, when last measured.
+    pub clock_skew_ms: Option<i64>,
+    pub skew_measured_at: Option<DateTime<Utc>>,
+}
+
 /// A summary for `store info` and the demo (counts and ids only, no PHI).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreInfo {
@@ -269,13 +282,7 @@ impl DeviceStore {
             "UPDATE device_identity SET device_id = ?1, server_url = ?2, device_token = ?3",
             params![device_id.to_string(), server_url, device_token],
         )?;
-        for plan in regimens {
-            transaction.execute(
-                "INSERT INTO regimens (regimen_id, plan_json, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (regimen_id) DO UPDATE SET plan_json = excluded.plan_json, updated_at = excluded.updated_at",
-                params![plan.regimen.id.to_string(), encode("regimen", plan)?, timestamp(at)],
-            )?;
-        }
+        upsert_regimens(&transaction, regimens, at)?;
         transaction.execute(
             "INSERT INTO audit_log (at, action, detail) VALUES (?1, 'enrolled', ?2)",
             params![
@@ -295,6 +302,75 @@ impl DeviceStore {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         url.zip(token).ok_or(StoreError::NotEnrolled)
+    }
+
+    /// Stores the regimens the server sent (new ones added, changed ones replaced).
+    pub fn save_regimens(
+        &mut self,
+        regimens: &[RegimenPlan],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        upsert_regimens(&transaction, regimens, at)?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Records the server's clock minus the device's, measured at `at`.
+    pub fn record_clock_skew(&mut self, skew_ms: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.connection.execute(
+            "UPDATE sync_state SET clock_skew_ms = ?1, skew_measured_at = ?2",
+            params![skew_ms, timestamp(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Records how a sync pass ended: success clears the last error; a failure keeps its
+    /// plain-words message (no PHI: messages name servers and codes).
+    pub fn record_sync_outcome(
+        &mut self,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match error {
+            None => self.connection.execute(
+                "UPDATE sync_state SET last_success_at = ?1, last_error = NULL, last_error_at = NULL",
+                params![timestamp(at)],
+            )?,
+            Some(message) => self.connection.execute(
+                "UPDATE sync_state SET last_error = ?1, last_error_at = ?2",
+                params![message, timestamp(at)],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// What the app shows about sync: pending events, last success, last error, clock skew.
+    pub fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        let pending: i64 = self
+            .connection
+            .query_row("SELECT count(*) FROM outbox", [], |row| row.get(0))?;
+        let (clock_skew_ms, [skew_measured_at, last_success_at, last_error, last_error_at]) =
+            self.connection.query_row(
+                "SELECT clock_skew_ms, skew_measured_at, last_success_at, last_error, last_error_at
+                 FROM sync_state",
+                [],
+                |row| {
+                    let texts: [Option<String>; 4] =
+                        [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?];
+                    Ok((row.get::<_, Option<i64>>(0)?, texts))
+                },
+            )?;
+        let time = |text: Option<String>| text.map(|text| parse_timestamp(&text)).transpose();
+        Ok(SyncStatus {
+            pending: u64::try_from(pending).unwrap_or(0),
+            last_success_at: time(last_success_at)?,
+            last_error: last_error.zip(time(last_error_at)?),
+            clock_skew_ms,
+            skew_measured_at: time(skew_measured_at)?,
+        })
     }
 
     /// The regimens this device follows.
@@ -636,6 +712,30 @@ fn ensure_writable(path: &Path) -> Result<(), StoreError> {
         .map_err(read_only)?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+fn upsert_regimens(
+    connection: &Connection,
+    regimens: &[RegimenPlan],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for plan in regimens {
+        connection.execute(
+            "INSERT INTO regimens (regimen_id, plan_json, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (regimen_id) DO UPDATE SET plan_json = excluded.plan_json, updated_at = excluded.updated_at",
+            params![plan.regimen.id.to_string(), encode("regimen", plan)?, timestamp(at)],
+        )?;
+    }
+    Ok(())
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|error| StoreError::Decode {
+            what: "timestamp",
+            reason: error.to_string(),
+        })
 }
 
 /// Sets the key, proves it decrypts page 1, and applies the connection settings.

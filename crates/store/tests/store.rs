@@ -172,6 +172,41 @@ fn face_and_pill_templates_are_kept_and_a_re_enrolment_replaces_the_face() {
 }
 
 #[test]
+fn sync_status_shows_pending_last_success_and_the_last_error_until_a_success() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key = StoreKey::generate().unwrap();
+    let mut store = store_with_events(&path, &key, 3);
+    let fresh = store.sync_status().unwrap();
+    assert_eq!(fresh.pending, 3);
+    assert_eq!(
+        (fresh.last_success_at, fresh.last_error.clone()),
+        (None, None)
+    );
+    store.record_sync_outcome(None, at(10)).unwrap();
+    store
+        .record_sync_outcome(Some("the clinic server could not be reached"), at(11))
+        .unwrap();
+    store.record_clock_skew(-1_250, at(11)).unwrap();
+    drop(store);
+    let mut store = DeviceStore::open(&path, &key).unwrap();
+    let failed = store.sync_status().unwrap();
+    assert_eq!(failed.last_success_at, Some(at(10)));
+    assert_eq!(
+        failed.last_error,
+        Some(("the clinic server could not be reached".to_string(), at(11)))
+    );
+    assert_eq!(
+        (failed.clock_skew_ms, failed.skew_measured_at),
+        (Some(-1_250), Some(at(11)))
+    );
+    store.record_sync_outcome(None, at(12)).unwrap();
+    let recovered = store.sync_status().unwrap();
+    assert_eq!(recovered.last_success_at, Some(at(12)));
+    assert_eq!(recovered.last_error, None);
+}
+
+#[test]
 fn tampering_with_a_stored_event_is_detected() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("device.db");

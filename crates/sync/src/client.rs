@@ -1,5 +1,6 @@
 //! Typed HTTP clients over reqwest.
 
+use chrono::{DateTime, Utc};
 use dosewitness_domain::{DeviceId, PatientId, SiteId, StudyId};
 use dosewitness_protocol::{
     AdherenceReport, ApiError, BatchAck, CreatePatient, CreateRegimen, CreateSite, CreateStudy,
@@ -68,6 +69,14 @@ fn build_client(timeout: Duration) -> Result<Client, SyncError> {
 }
 
 async fn send<T: DeserializeOwned>(url: &str, request: RequestBuilder) -> Result<T, SyncError> {
+    Ok(send_dated(url, request).await?.0)
+}
+
+/// As [`send`], with the server's `Date` header (its clock when it answered, to the second).
+async fn send_dated<T: DeserializeOwned>(
+    url: &str,
+    request: RequestBuilder,
+) -> Result<(T, Option<DateTime<Utc>>), SyncError> {
     let response = request
         .send()
         .await
@@ -76,6 +85,12 @@ async fn send<T: DeserializeOwned>(url: &str, request: RequestBuilder) -> Result
             reason: error.without_url().to_string(),
         })?;
     let status = response.status();
+    let server_date = response
+        .headers()
+        .get(reqwest::header::DATE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| DateTime::parse_from_rfc2822(value).ok())
+        .map(|date| date.with_timezone(&Utc));
     let retry_after_s = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -102,7 +117,9 @@ async fn send<T: DeserializeOwned>(url: &str, request: RequestBuilder) -> Result
             retry_after_s,
         });
     }
-    serde_json::from_slice(&bytes).map_err(|error| SyncError::Protocol(error.to_string()))
+    let body =
+        serde_json::from_slice(&bytes).map_err(|error| SyncError::Protocol(error.to_string()))?;
+    Ok((body, server_date))
 }
 
 fn status_code_word(status: StatusCode) -> String {
@@ -165,8 +182,17 @@ impl DeviceClient {
 
     /// The regimens the device must follow now.
     pub async fn regimens(&self, device_id: DeviceId) -> Result<Vec<RegimenPlan>, SyncError> {
+        Ok(self.regimens_and_clock(device_id).await?.0)
+    }
+
+    /// The regimens the device must follow now, and the server's clock (HTTP `Date`, to the
+    /// second) when it answered.
+    pub async fn regimens_and_clock(
+        &self,
+        device_id: DeviceId,
+    ) -> Result<(Vec<RegimenPlan>, Option<DateTime<Utc>>), SyncError> {
         let url = self.url(&format!("/api/v1/devices/{device_id}/regimens"));
-        send(&url, self.authorised(self.http.get(&url))).await
+        send_dated(&url, self.authorised(self.http.get(&url))).await
     }
 }
 

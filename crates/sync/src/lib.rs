@@ -8,7 +8,8 @@
 //!   codes, adherence), used by the CLI's demo and by tests.
 //!
 //! [`drain_outbox_with_retry`] retries transient failures (network, 408, 429, 5xx) with
-//! exponential backoff and full jitter, honouring `Retry-After`. Evidence upload and background
+//! exponential backoff and full jitter, honouring `Retry-After`. [`pull_schedule`] stores new
+//! and changed regimens and records the server's clock skew. Evidence upload and background
 //! sync arrive with the sync issue.
 
 mod client;
@@ -71,6 +72,44 @@ pub async fn drain_outbox(
     }
     report.still_pending = store.info()?.pending_sync;
     Ok(report)
+}
+
+/// What a schedule pull did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullReport {
+    /// Regimens the server holds for this device (all stored, new or changed).
+    pub regimens: usize,
+    /// The server's clock minus the device's, in ms (± about 0.5 s: the HTTP `Date` header has
+    /// whole seconds); `None` if the server sent no `Date`.
+    pub clock_skew_ms: Option<i64>,
+}
+
+/// Pulls the device's regimens (new and changed ones are stored) and measures the server's
+/// clock against `now`, recording the skew in the store. Dose times stay the device's capture
+/// times; the skew is kept for review.
+pub async fn pull_schedule(
+    store: &mut DeviceStore,
+    client: &DeviceClient,
+    device_id: DeviceId,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Result<PullReport, SyncError> {
+    let sent = now();
+    let (regimens, server_date) = client.regimens_and_clock(device_id).await?;
+    let received = now();
+    store.save_regimens(&regimens, received)?;
+    let clock_skew_ms = server_date.map(|date| {
+        // `Date` is the server's time truncated to the second: its middle is the best estimate.
+        let server = date + chrono::Duration::milliseconds(500);
+        let device = sent + (received - sent) / 2;
+        (server - device).num_milliseconds()
+    });
+    if let Some(skew) = clock_skew_ms {
+        store.record_clock_skew(skew, received)?;
+    }
+    Ok(PullReport {
+        regimens: regimens.len(),
+        clock_skew_ms,
+    })
 }
 
 /// [`drain_outbox`], retrying transient failures per `policy`. Each retry resumes from the

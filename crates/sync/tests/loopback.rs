@@ -264,3 +264,48 @@ async fn transient_failures_are_retried_with_retry_after_and_client_errors_are_n
     .unwrap();
     assert_eq!((report.accepted, retries), (2, 0));
 }
+
+#[tokio::test]
+async fn a_schedule_pull_stores_new_regimens_and_measures_the_clock_skew() {
+    let mut fixture = fixture().await;
+    let coordinator = dosewitness_sync::CoordinatorClient::new(
+        &fixture.url,
+        fixture.backend.admin_token.clone(),
+        TIMEOUT,
+    )
+    .unwrap();
+    let added = coordinator
+        .create_regimen(fixture.patient_id, &support::regimen_request("Second"))
+        .await
+        .unwrap();
+    assert_eq!(fixture.store.regimens().unwrap().len(), 1);
+    // The device's clock runs an hour ahead of the server's.
+    let ahead = || Utc::now() + chrono::Duration::hours(1);
+    let report = dosewitness_sync::pull_schedule(
+        &mut fixture.store,
+        &fixture.device,
+        fixture.device_id,
+        ahead,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.regimens, 2);
+    let stored: Vec<_> = fixture
+        .store
+        .regimens()
+        .unwrap()
+        .into_iter()
+        .map(|plan| plan.regimen.id)
+        .collect();
+    assert!(stored.contains(&added.regimen.id) && stored.len() == 2);
+    let skew = report
+        .clock_skew_ms
+        .expect("the server sends a Date header");
+    assert!(
+        (skew + 3_600_000).abs() <= 1_500,
+        "skew {skew} ms, expected about -3,600,000"
+    );
+    let status = fixture.store.sync_status().unwrap();
+    assert_eq!(status.clock_skew_ms, Some(skew));
+    assert!(status.skew_measured_at.is_some());
+}

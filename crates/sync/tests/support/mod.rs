@@ -64,25 +64,7 @@ pub async fn fixture() -> Fixture {
         .await
         .unwrap();
     let plan = coordinator
-        .create_regimen(
-            patient_id,
-            &CreateRegimen {
-                medication: NewMedication {
-                    name: "M".into(),
-                    strength_mg: 10.0,
-                    form: "tablet".into(),
-                },
-                units_per_dose: 1,
-                time_zone: "UTC".into(),
-                dose_times: vec![NaiveTime::from_hms_opt(8, 0, 0).unwrap()],
-                window: DoseWindow {
-                    before_minutes: 60,
-                    after_minutes: 60,
-                },
-                start_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-                end_date: None,
-            },
-        )
+        .create_regimen(patient_id, &regimen_request("M"))
         .await
         .unwrap();
     let code = coordinator.create_enrolment_code(patient_id).await.unwrap();
@@ -148,5 +130,25 @@ pub fn append(fixture: &mut Fixture, count: i64) {
     for day in 0..count {
         let event = dose(fixture, day);
         fixture.store.append_dose_event(event, Utc::now()).unwrap();
+    }
+}
+
+/// A once-daily regimen of `medication`.
+pub fn regimen_request(medication: &str) -> CreateRegimen {
+    CreateRegimen {
+        medication: NewMedication {
+            name: medication.into(),
+            strength_mg: 10.0,
+            form: "tablet".into(),
+        },
+        units_per_dose: 1,
+        time_zone: "UTC".into(),
+        dose_times: vec![NaiveTime::from_hms_opt(8, 0, 0).unwrap()],
+        window: DoseWindow {
+            before_minutes: 60,
+            after_minutes: 60,
+        },
+        start_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        end_date: None,
     }
 }
