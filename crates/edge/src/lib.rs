@@ -16,10 +16,7 @@ use dosewitness_domain::{
 };
 use dosewitness_protocol::{DeviceEnrolment, EnrolDevice, RegimenPlan};
 use dosewitness_store::{DeviceStore, StoreError};
-use dosewitness_sync::{
-    DEFAULT_BATCH_SIZE, DeviceClient, DrainReport, PullReport, RetryPolicy, SyncError,
-    drain_outbox_with_retry, pull_schedule,
-};
+use dosewitness_sync::{DeviceClient, RetryPolicy, SyncError, SyncPass, sync_pass};
 use dosewitness_vision::dose_session::{
     FaceFailure, FacePresence, FrameObservation, SessionConfig, SessionEvent, SessionState,
     outcome, step,
@@ -214,15 +211,6 @@ pub async fn enrol(
     Ok(enrolment)
 }
 
-/// What one sync pass did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncPass {
-    pub drained: DrainReport,
-    /// Failed attempts retried before the drain succeeded.
-    pub retries: u32,
-    pub pulled: PullReport,
-}
-
 /// One sync pass: sends every pending dose event to the server the device is enrolled with
 /// (retrying transient failures per `policy`), then pulls new and changed regimens and the
 /// server's clock. The outcome, success or the error in plain words, is recorded in the store
@@ -236,19 +224,5 @@ pub async fn sync_now(
     let (server_url, token) = store.server_credential()?;
     let device_id = store.identity()?.device_id;
     let client = DeviceClient::new(&server_url, Some(token), timeout)?;
-    let result = async {
-        let (drained, retries) =
-            drain_outbox_with_retry(store, &client, device_id, DEFAULT_BATCH_SIZE, policy, &now)
-                .await?;
-        let pulled = pull_schedule(store, &client, device_id, &now).await?;
-        Ok::<_, SyncError>(SyncPass {
-            drained,
-            retries,
-            pulled,
-        })
-    }
-    .await;
-    let message = result.as_ref().err().map(ToString::to_string);
-    store.record_sync_outcome(message.as_deref(), now())?;
-    Ok(result?)
+    Ok(sync_pass(store, &client, device_id, policy, now).await?)
 }

@@ -763,6 +763,7 @@ fn configure(
         "PRAGMA cipher_memory_security = ON;
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;",
     )?;

@@ -9,11 +9,16 @@
 //!
 //! [`drain_outbox_with_retry`] retries transient failures (network, 408, 429, 5xx) with
 //! exponential backoff and full jitter, honouring `Retry-After`. [`pull_schedule`] stores new
-//! and changed regimens and records the server's clock skew. Evidence upload and background
-//! sync arrive with the sync issue.
+//! and changed regimens and records the server's clock skew; [`sync_pass`] does both and records
+//! the outcome. [`BackgroundSync`] runs passes on a timer and on demand (a connectivity change
+//! is a demand), on its own connection to the store. Evidence upload arrives with the sync
+//! issue.
 
+mod background;
 mod client;
 pub mod retry;
+
+pub use background::{BackgroundSync, BackgroundSyncSettings};
 
 pub use client::{CoordinatorClient, DeviceClient, SyncError};
 pub use retry::RetryPolicy;
@@ -110,6 +115,42 @@ pub async fn pull_schedule(
         regimens: regimens.len(),
         clock_skew_ms,
     })
+}
+
+/// What one sync pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPass {
+    pub drained: DrainReport,
+    /// Failed attempts retried before the drain succeeded.
+    pub retries: u32,
+    pub pulled: PullReport,
+}
+
+/// One sync pass: sends every pending dose event (retrying transient failures per `policy`),
+/// then pulls new and changed regimens and the server's clock. The outcome, success or the error
+/// in plain words, is recorded in the store for the app's sync status.
+pub async fn sync_pass(
+    store: &mut DeviceStore,
+    client: &DeviceClient,
+    device_id: DeviceId,
+    policy: &RetryPolicy,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Result<SyncPass, SyncError> {
+    let result = async {
+        let (drained, retries) =
+            drain_outbox_with_retry(store, client, device_id, DEFAULT_BATCH_SIZE, policy, &now)
+                .await?;
+        let pulled = pull_schedule(store, client, device_id, &now).await?;
+        Ok(SyncPass {
+            drained,
+            retries,
+            pulled,
+        })
+    }
+    .await;
+    let message = result.as_ref().err().map(ToString::to_string);
+    store.record_sync_outcome(message.as_deref(), now())?;
+    result
 }
 
 /// [`drain_outbox`], retrying transient failures per `policy`. Each retry resumes from the

@@ -309,3 +309,85 @@ async fn a_schedule_pull_stores_new_regimens_and_measures_the_clock_skew() {
     assert_eq!(status.clock_skew_ms, Some(skew));
     assert!(status.skew_measured_at.is_some());
 }
+
+async fn wait_for_passes(passes: &mut tokio::sync::watch::Receiver<u64>, count: u64) {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        passes.wait_for(|done| *done >= count),
+    )
+    .await
+    .expect("the background pass finished in time")
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_sync_delivers_at_start_on_demand_and_on_its_timer_and_reports_failures() {
+    let mut fixture = fixture().await;
+    append(&mut fixture, 10);
+    let path = fixture.directory.path().join("device.db");
+    let opener = |path: std::path::PathBuf, key: dosewitness_store::StoreKey| {
+        move || dosewitness_store::DeviceStore::open(&path, &key)
+    };
+    let settings = dosewitness_sync::BackgroundSyncSettings {
+        interval: std::time::Duration::from_secs(3600),
+        timeout: TIMEOUT,
+        policy: dosewitness_sync::RetryPolicy {
+            max_attempts: 1,
+            ..dosewitness_sync::RetryPolicy::default()
+        },
+    };
+    let clock = Arc::new(dosewitness_domain::SystemClock);
+    let on_demand = dosewitness_sync::BackgroundSync::spawn(
+        opener(path.clone(), fixture.key.clone()),
+        settings,
+        clock.clone(),
+    );
+    let mut passes = on_demand.passes();
+    wait_for_passes(&mut passes, 1).await;
+    let status = fixture.store.sync_status().unwrap();
+    assert_eq!(status.pending, 0, "the first pass runs at start");
+    assert!(status.last_success_at.is_some() && status.last_error.is_none());
+
+    // Doses recorded on the session's connection while the task holds its own.
+    append(&mut fixture, 5);
+    assert_eq!(fixture.store.sync_status().unwrap().pending, 5);
+    on_demand.sync_now();
+    wait_for_passes(&mut passes, 2).await;
+    assert_eq!(fixture.store.sync_status().unwrap().pending, 0);
+    on_demand.stop().await;
+
+    let timed = dosewitness_sync::BackgroundSync::spawn(
+        opener(path.clone(), fixture.key.clone()),
+        dosewitness_sync::BackgroundSyncSettings {
+            interval: std::time::Duration::from_millis(200),
+            ..settings
+        },
+        clock.clone(),
+    );
+    let mut passes = timed.passes();
+    wait_for_passes(&mut passes, 1).await;
+    append(&mut fixture, 3);
+    wait_for_passes(&mut passes, 3).await;
+    assert_eq!(
+        fixture.store.sync_status().unwrap().pending,
+        0,
+        "the timer delivered them"
+    );
+
+    // The server goes away: the next pass fails and says so in plain words.
+    fixture.backend = dosewitness_server::LoopbackServer::start(
+        &fixture.directory.path().join("other-server.db"),
+        0,
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    append(&mut fixture, 1);
+    let failed_after = *passes.borrow() + 2;
+    wait_for_passes(&mut passes, failed_after).await;
+    let status = fixture.store.sync_status().unwrap();
+    assert_eq!(status.pending, 1);
+    let (message, _) = status.last_error.expect("the failure is recorded");
+    assert!(message.contains("could not be reached"), "{message}");
+    timed.stop().await;
+}

@@ -23,6 +23,8 @@ pub struct Fixture {
     pub directory: tempfile::TempDir,
     pub backend: LoopbackServer,
     pub device_token: String,
+    /// The store's key, for tests that open a second connection to it.
+    pub key: StoreKey,
     pub url: String,
     pub store: DeviceStore,
     pub device: DeviceClient,
@@ -69,12 +71,9 @@ pub async fn fixture() -> Fixture {
         .unwrap();
     let code = coordinator.create_enrolment_code(patient_id).await.unwrap();
 
-    let mut store = DeviceStore::create(
-        &directory.path().join("device.db"),
-        &StoreKey::generate().unwrap(),
-        Utc::now(),
-    )
-    .unwrap();
+    let key = StoreKey::generate().unwrap();
+    let mut store =
+        DeviceStore::create(&directory.path().join("device.db"), &key, Utc::now()).unwrap();
     let enrolment = DeviceClient::new(&url, None, TIMEOUT)
         .unwrap()
         .enrol(&EnrolDevice {
@@ -98,6 +97,7 @@ pub async fn fixture() -> Fixture {
         directory,
         backend,
         device_token: enrolment.device_token.clone(),
+        key,
         url,
         store,
         device,
