@@ -565,6 +565,21 @@ impl Database {
         Ok(Some(patient_id))
     }
 
+    /// Marks a device revoked (the first revocation time is kept); `false` if no such device.
+    pub async fn revoke_device(
+        &self,
+        device_id: DeviceId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, ServerError> {
+        let result =
+            sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+                .bind(device_id.to_string())
+                .bind(timestamp(at))
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     pub async fn device_by_token(
         &self,
         token_hash: &str,

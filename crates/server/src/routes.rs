@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/patients/{patient_id}/adherence", get(adherence))
         .route("/api/v1/devices/enrol", post(enrol_device))
+        .route("/api/v1/devices/{device_id}/revoke", post(revoke_device))
         .route("/api/v1/devices/{device_id}/dose-events", post(ingest))
         .route("/api/v1/devices/{device_id}/regimens", get(device_regimens))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -349,6 +350,26 @@ async fn create_enrolment_code(
             expires_at,
         }),
     ))
+}
+
+/// Revokes a device (lost, stolen, replaced): its token stops working at once; what it already
+/// delivered stays. Idempotent: revoking again keeps the first revocation time.
+async fn revoke_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(device_id): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
+    require_admin(&state, &headers)?;
+    let device_id: DeviceId = parse_id(&device_id, "device id")?;
+    let now = state.clock.now();
+    if !state.database.revoke_device(device_id, now).await? {
+        return Err(ApiFailure::not_found("device"));
+    }
+    state
+        .database
+        .audit(now, "admin", "revoke_device", &device_id.to_string())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn enrol_device(

@@ -50,6 +50,7 @@ on_every_backend!(
     oversized_bodies_are_refused_and_metrics_count_responses,
     ingest_is_idempotent_and_all_or_nothing,
     concurrent_batches_from_one_device_never_both_pass,
+    a_revoked_device_is_refused_and_keeps_what_it_delivered,
 );
 
 /// The backend's state over a fresh database; keep the `TestDatabase` alive while testing.
@@ -633,4 +634,68 @@ async fn concurrent_batches_from_one_device_never_both_pass(backend: Backend) {
         );
         head = next;
     }
+}
+
+async fn a_revoked_device_is_refused_and_keeps_what_it_delivered(backend: Backend) {
+    let (state, _database) = state(backend).await;
+    let device = enrolled_device(&state).await;
+    let delivered = dose_events(&device, None, 2);
+    assert_eq!(ingest(&state, &device, &delivered).await.0, StatusCode::OK);
+    let revoke = format!("/api/v1/devices/{}/revoke", device.id);
+    assert_eq!(
+        call(&state, "POST", &revoke, Some(&device.token), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED,
+        "a device cannot revoke anything"
+    );
+    assert_eq!(
+        call(&state, "POST", &revoke, Some(ADMIN), None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&state, "POST", &revoke, Some(ADMIN), None).await.0,
+        StatusCode::NO_CONTENT,
+        "revoking again changes nothing"
+    );
+    let unknown = format!(
+        "/api/v1/devices/{}/revoke",
+        dosewitness_domain::DeviceId::generate(Utc::now())
+    );
+    assert_eq!(
+        call(&state, "POST", &unknown, Some(ADMIN), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, code, _) =
+        ingest(&state, &device, &dose_events(&device, delivered.last(), 1)).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (StatusCode::FORBIDDEN, Some("device_revoked"))
+    );
+    let (status, body) = call(
+        &state,
+        "GET",
+        &format!("/api/v1/devices/{}/regimens", device.id),
+        Some(&device.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, adherence) = call(
+        &state,
+        "GET",
+        &format!(
+            "/api/v1/patients/{}/adherence?from=2026-03-01T00:00:00Z&to=2026-03-03T00:00:00Z",
+            device.patient
+        ),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{adherence}");
+    assert_eq!(
+        adherence["verified_on_time"].as_u64(),
+        Some(2),
+        "what it delivered stays: {adherence}"
+    );
 }

@@ -264,6 +264,30 @@ impl CoordinatorClient {
             .await
     }
 
+    /// Revokes a device: its token stops working at once.
+    pub async fn revoke_device(&self, device_id: DeviceId) -> Result<(), SyncError> {
+        let url = format!("{}/api/v1/devices/{device_id}/revoke", self.base_url);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|error| SyncError::Unreachable {
+                url: url.clone(),
+                reason: error.without_url().to_string(),
+            })?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(SyncError::Rejected {
+                status: status.as_u16(),
+                code: status_code_word(status),
+                message: "revocation refused".to_string(),
+                retry_after_s: None,
+            }),
+        }
+    }
+
     pub async fn create_enrolment_code(
         &self,
         patient_id: PatientId,

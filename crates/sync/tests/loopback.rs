@@ -391,3 +391,35 @@ async fn background_sync_delivers_at_start_on_demand_and_on_its_timer_and_report
     assert!(message.contains("could not be reached"), "{message}");
     timed.stop().await;
 }
+
+#[tokio::test]
+async fn a_revoked_device_is_told_so_and_keeps_its_events() {
+    let mut fixture = fixture().await;
+    append(&mut fixture, 3);
+    let coordinator = dosewitness_sync::CoordinatorClient::new(
+        &fixture.url,
+        fixture.backend.admin_token.clone(),
+        TIMEOUT,
+    )
+    .unwrap();
+    coordinator.revoke_device(fixture.device_id).await.unwrap();
+    let error = drain_outbox(
+        &mut fixture.store,
+        &fixture.device,
+        fixture.device_id,
+        10,
+        Utc::now,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, SyncError::Rejected { status: 403, code, .. } if code == "device_revoked"),
+        "{error}"
+    );
+    assert!(!error.is_transient(), "a revoked device does not retry");
+    assert_eq!(
+        fixture.store.info().unwrap().pending_sync,
+        3,
+        "nothing is lost"
+    );
+}
