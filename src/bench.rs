@@ -39,6 +39,9 @@ pub enum BenchCommand {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/model-venv/bin/python"))]
         ort_python: PathBuf,
     },
+    /// Ingest events/s and batch latency of the clinic backend with concurrent devices, on
+    /// SQLite and (with --database-url) PostgreSQL.
+    Server(crate::bench_server::ServerBenchArgs),
     /// Signed dose events written per second, SQLCipher vs plain SQLite, and open time.
     Store {
         /// Events to write per store.
@@ -53,6 +56,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Store { events, json } => store(events, json),
+        BenchCommand::Server(args) => crate::bench_server::run(args),
         BenchCommand::Sync { events, json } => sync(events, json),
         BenchCommand::Vision {
             runs,
@@ -380,8 +384,7 @@ fn vision(
 
 fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
     use dosewitness_protocol::{
-        CreatePatient, CreateRegimen, CreateSite, CreateStudy, DoseEventBatch, EnrolDevice,
-        NewMedication, PROTOCOL_VERSION,
+        CreateSite, CreateStudy, DoseEventBatch, EnrolDevice, PROTOCOL_VERSION,
     };
     use dosewitness_sync::{CoordinatorClient, DEFAULT_BATCH_SIZE, DeviceClient, drain_outbox};
 
@@ -416,38 +419,7 @@ fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
-        let patient = coordinator
-            .create_patient(
-                site,
-                &CreatePatient {
-                    subject_code: "B-1".into(),
-                    display_name: "Bench".into(),
-                },
-            )
-            .await?;
-        let plan = coordinator
-            .create_regimen(
-                patient,
-                &CreateRegimen {
-                    medication: NewMedication {
-                        name: "Bench".into(),
-                        strength_mg: 1.0,
-                        form: "tablet".into(),
-                    },
-                    units_per_dose: 1,
-                    time_zone: "UTC".into(),
-                    dose_times: vec![chrono::NaiveTime::MIN],
-                    window: dosewitness_domain::DoseWindow {
-                        before_minutes: 60,
-                        after_minutes: 60,
-                    },
-                    start_date: clock.now().date_naive(),
-                    end_date: None,
-                },
-            )
-            .await?;
-        let code = coordinator.create_enrolment_code(patient).await?;
-        anyhow::Ok((code.code, plan))
+        bench_patient(&coordinator, site, "B-1", clock.now()).await
     })?;
 
     // An enrolled device with `events` signed events queued.
@@ -525,4 +497,46 @@ fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A patient at `site` with one daily regimen and a fresh enrolment code.
+pub(crate) async fn bench_patient(
+    coordinator: &dosewitness_sync::CoordinatorClient,
+    site: dosewitness_domain::SiteId,
+    subject_code: &str,
+    today: chrono::DateTime<Utc>,
+) -> anyhow::Result<(String, dosewitness_protocol::RegimenPlan)> {
+    use dosewitness_protocol::{CreatePatient, CreateRegimen, NewMedication};
+    let patient = coordinator
+        .create_patient(
+            site,
+            &CreatePatient {
+                subject_code: subject_code.into(),
+                display_name: "Bench".into(),
+            },
+        )
+        .await?;
+    let plan = coordinator
+        .create_regimen(
+            patient,
+            &CreateRegimen {
+                medication: NewMedication {
+                    name: "Bench".into(),
+                    strength_mg: 1.0,
+                    form: "tablet".into(),
+                },
+                units_per_dose: 1,
+                time_zone: "UTC".into(),
+                dose_times: vec![chrono::NaiveTime::MIN],
+                window: dosewitness_domain::DoseWindow {
+                    before_minutes: 60,
+                    after_minutes: 60,
+                },
+                start_date: today.date_naive(),
+                end_date: None,
+            },
+        )
+        .await?;
+    let code = coordinator.create_enrolment_code(patient).await?;
+    Ok((code.code, plan))
 }

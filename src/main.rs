@@ -2,6 +2,7 @@
 //! calls the library crates and prints; it holds no business logic of its own.
 
 mod bench;
+mod bench_server;
 mod demo;
 mod faces;
 mod seed;

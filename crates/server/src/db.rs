@@ -262,8 +262,11 @@ impl Database {
         sqlx::any::install_default_drivers();
         let any_options =
             AnyConnectOptions::from_url(&options.to_url_lossy()).map_err(open_error)?;
+        // One connection: SQLite takes one writer at a time anyway, and a single pooled
+        // connection turns lock contention (busy-handler sleeps, a p99 of ~800 ms with eight
+        // devices in `bench server`) into a fair queue.
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .after_connect(|connection, _| {
                 Box::pin(async move {
                     sqlx::raw_sql("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")
