@@ -383,9 +383,7 @@ fn vision(
 }
 
 fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
-    use dosewitness_protocol::{
-        CreateSite, CreateStudy, DoseEventBatch, EnrolDevice, PROTOCOL_VERSION,
-    };
+    use dosewitness_protocol::{DoseEventBatch, EnrolDevice, PROTOCOL_VERSION};
     use dosewitness_sync::{CoordinatorClient, DEFAULT_BATCH_SIZE, DeviceClient, drain_outbox};
 
     let clock = SystemClock;
@@ -405,20 +403,7 @@ fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
     let url = backend.url.clone();
     let (code, plan) = runtime.block_on(async {
         let coordinator = CoordinatorClient::new(&url, backend.admin_token.clone(), timeout)?;
-        let study = coordinator
-            .create_study(&CreateStudy {
-                code: "BENCH".into(),
-                title: "bench".into(),
-            })
-            .await?;
-        let site = coordinator
-            .create_site(
-                study,
-                &CreateSite {
-                    name: "bench".into(),
-                },
-            )
-            .await?;
+        let site = bench_site(&coordinator, "BENCH").await?;
         bench_patient(&coordinator, site, "B-1", clock.now()).await
     })?;
 
@@ -497,6 +482,28 @@ fn sync(events: u32, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new study (code `study_code`) with one site.
+pub(crate) async fn bench_site(
+    coordinator: &dosewitness_sync::CoordinatorClient,
+    study_code: &str,
+) -> anyhow::Result<dosewitness_domain::SiteId> {
+    use dosewitness_protocol::{CreateSite, CreateStudy};
+    let study = coordinator
+        .create_study(&CreateStudy {
+            code: study_code.into(),
+            title: "bench".into(),
+        })
+        .await?;
+    Ok(coordinator
+        .create_site(
+            study,
+            &CreateSite {
+                name: "bench".into(),
+            },
+        )
+        .await?)
 }
 
 /// A patient at `site` with one daily regimen and a fresh enrolment code.

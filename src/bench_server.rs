@@ -6,8 +6,7 @@ use anyhow::Context;
 use chrono::{Duration, Utc};
 use dosewitness_domain::{CheckScores, Clock, DoseEvent, DoseEventId, DoseOutcome, SystemClock};
 use dosewitness_protocol::{
-    ChainRecord, CreateSite, CreateStudy, DoseEventBatch, EnrolDevice, GENESIS_HASH,
-    PROTOCOL_VERSION, SignedDoseEvent,
+    ChainRecord, DoseEventBatch, EnrolDevice, GENESIS_HASH, PROTOCOL_VERSION, SignedDoseEvent,
 };
 use dosewitness_server::{Database, LoopbackServer};
 use dosewitness_sync::{CoordinatorClient, DeviceClient};
@@ -92,20 +91,7 @@ async fn measure(
     let backend = LoopbackServer::start_with(database, 0, Arc::new(SystemClock)).await?;
     let coordinator = CoordinatorClient::new(&backend.url, backend.admin_token.clone(), timeout)?;
     let run_id = &dosewitness_server::random_token()?[..8];
-    let study = coordinator
-        .create_study(&CreateStudy {
-            code: format!("BENCH-{run_id}"),
-            title: "bench".into(),
-        })
-        .await?;
-    let site = coordinator
-        .create_site(
-            study,
-            &CreateSite {
-                name: "bench".into(),
-            },
-        )
-        .await?;
+    let site = crate::bench::bench_site(&coordinator, &format!("BENCH-{run_id}")).await?;
     let mut senders = Vec::new();
     for index in 0..args.devices {
         let (code, plan) =

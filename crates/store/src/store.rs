@@ -475,24 +475,14 @@ impl DeviceStore {
         template: &[u8],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        transaction.execute(
+        self.write_with_audit(
             "INSERT INTO enrolled_patient (singleton, patient_id, face_template, enrolled_at)
              VALUES (1, ?1, ?2, ?3)
              ON CONFLICT (singleton) DO UPDATE SET patient_id = excluded.patient_id,
                  face_template = excluded.face_template, enrolled_at = excluded.enrolled_at",
             params![patient_id.to_string(), template, timestamp(at)],
-        )?;
-        audit(
-            &transaction,
-            at,
-            "face_enrolled",
-            &format!("patient {patient_id}"),
-        )?;
-        transaction.commit()?;
-        Ok(())
+            (at, "face_enrolled", &format!("patient {patient_id}")),
+        )
     }
 
     /// The enrolled patient and their face template, if a face was enrolled.
@@ -522,19 +512,29 @@ impl DeviceStore {
         template: &[u8],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.write_with_audit(
+            "INSERT INTO pill_templates (medication_id, template, created_at) VALUES (?1, ?2, ?3)",
+            params![medication_id.to_string(), template, timestamp(at)],
+            (
+                at,
+                "pill_template_added",
+                &format!("medication {medication_id}"),
+            ),
+        )
+    }
+
+    /// Runs one write and its audit row (`at`, action, detail) in one `IMMEDIATE` transaction.
+    fn write_with_audit(
+        &mut self,
+        sql: &str,
+        parameters: impl rusqlite::Params,
+        (at, action, detail): (DateTime<Utc>, &str, &str),
+    ) -> Result<(), StoreError> {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        transaction.execute(
-            "INSERT INTO pill_templates (medication_id, template, created_at) VALUES (?1, ?2, ?3)",
-            params![medication_id.to_string(), template, timestamp(at)],
-        )?;
-        audit(
-            &transaction,
-            at,
-            "pill_template_added",
-            &format!("medication {medication_id}"),
-        )?;
+        transaction.execute(sql, parameters)?;
+        audit(&transaction, at, action, detail)?;
         transaction.commit()?;
         Ok(())
     }

@@ -268,12 +268,7 @@ async fn transient_failures_are_retried_with_retry_after_and_client_errors_are_n
 #[tokio::test]
 async fn a_schedule_pull_stores_new_regimens_and_measures_the_clock_skew() {
     let mut fixture = fixture().await;
-    let coordinator = dosewitness_sync::CoordinatorClient::new(
-        &fixture.url,
-        fixture.backend.admin_token.clone(),
-        TIMEOUT,
-    )
-    .unwrap();
+    let coordinator = support::coordinator(&fixture);
     let added = coordinator
         .create_regimen(fixture.patient_id, &support::regimen_request("Second"))
         .await
@@ -396,12 +391,7 @@ async fn background_sync_delivers_at_start_on_demand_and_on_its_timer_and_report
 async fn a_revoked_device_is_told_so_and_keeps_its_events() {
     let mut fixture = fixture().await;
     append(&mut fixture, 3);
-    let coordinator = dosewitness_sync::CoordinatorClient::new(
-        &fixture.url,
-        fixture.backend.admin_token.clone(),
-        TIMEOUT,
-    )
-    .unwrap();
+    let coordinator = support::coordinator(&fixture);
     coordinator.revoke_device(fixture.device_id).await.unwrap();
     let error = drain_outbox(
         &mut fixture.store,

@@ -152,3 +152,8 @@ pub fn regimen_request(medication: &str) -> CreateRegimen {
         end_date: None,
     }
 }
+
+/// The coordinator API of the fixture's backend.
+pub fn coordinator(fixture: &Fixture) -> CoordinatorClient {
+    CoordinatorClient::new(&fixture.url, fixture.backend.admin_token.clone(), TIMEOUT).unwrap()
+}
