@@ -283,12 +283,11 @@ impl DeviceStore {
             params![device_id.to_string(), server_url, device_token],
         )?;
         upsert_regimens(&transaction, regimens, at)?;
-        transaction.execute(
-            "INSERT INTO audit_log (at, action, detail) VALUES (?1, 'enrolled', ?2)",
-            params![
-                timestamp(at),
-                format!("device {device_id}, {} regimens", regimens.len())
-            ],
+        audit(
+            &transaction,
+            at,
+            "enrolled",
+            &format!("device {device_id}, {} regimens", regimens.len()),
         )?;
         transaction.commit()?;
         Ok(())
@@ -584,12 +583,11 @@ impl DeviceStore {
             params![cutoff],
         )?;
         if deleted > 0 {
-            transaction.execute(
-                "INSERT INTO audit_log (at, action, detail) VALUES (?1, 'evidence_purged', ?2)",
-                params![
-                    timestamp(now),
-                    format!("{deleted} frames acknowledged before {cutoff}")
-                ],
+            audit(
+                &transaction,
+                now,
+                "evidence_purged",
+                &format!("{deleted} frames acknowledged before {cutoff}"),
             )?;
         }
         transaction.commit()?;
