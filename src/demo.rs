@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use chrono::{Duration, NaiveTime, Timelike};
 use chrono_tz::Tz;
 use dosewitness_capture::{FrameSource, ReplaySource};
-use dosewitness_domain::{Clock, DoseWindow, SystemClock};
+use dosewitness_domain::{Clock, DoseWindow, EvidencePolicy, SystemClock};
 use dosewitness_edge::{Perception, dose_event_for, enrol, run_dose_session, sync_now};
 use dosewitness_protocol::{CreatePatient, CreateRegimen, CreateSite, CreateStudy, NewMedication};
 use dosewitness_server::LoopbackServer;
@@ -230,7 +230,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
-        let pass = runtime.block_on(sync_now(&mut store, HTTP_TIMEOUT, &policy, || clock.now()))?;
+        let pass = runtime.block_on(sync_now(
+            &mut store,
+            HTTP_TIMEOUT,
+            &policy,
+            EvidencePolicy::FlaggedOnly,
+            || clock.now(),
+        ))?;
         let drained = pass.drained;
         if drained.still_pending > 0 {
             bail!("{} events still pending after sync", drained.still_pending);

@@ -10,6 +10,7 @@ mod serve;
 mod store_command;
 mod sync_command;
 mod ui;
+mod users;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -41,6 +42,11 @@ enum Command {
     Seed(seed::SeedArgs),
     /// Run the clinic backend.
     Serve(serve::ServeArgs),
+    /// Accounts of the clinic backend: add, issue API tokens, list.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
     /// Face identity: compare two photos.
     Faces {
         #[command(subcommand)]
@@ -60,16 +66,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DOSEWITNESS_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // One JSON object per line for log shippers; fields are ids, counts and codes, never PHI.
+    if std::env::var("DOSEWITNESS_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Users { command } => users::run(command),
         Command::Seed(args) => seed::run(args),
         Command::Sync(args) => sync_command::run(args),
         Command::Store { command } => store_command::run(command),

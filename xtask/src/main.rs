@@ -205,6 +205,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("reqwest", "dosewitness-sync"),
     ("axum", "dosewitness-server"),
     ("sqlx", "dosewitness-server"),
+    ("object_store", "dosewitness-server"),
 ];
 
 fn check_ownership() -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 
 /// Counts behind an adherence figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Adherence {
     /// Scheduled doses in the period.
     pub scheduled: u32,
@@ -26,6 +27,7 @@ pub struct Adherence {
 /// Sponsor dashboard bands (AiCure's published convention): ≥ 80 % good, 50–80 % monitor,
 /// < 50 % outreach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AdherenceBand {
     Good,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The verdict on one scheduled dose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DoseOutcome {
     /// Every check passed: the enrolled patient was seen taking the prescribed pill.
@@ -31,10 +32,18 @@ impl DoseOutcome {
             Self::Skipped => "skipped",
         }
     }
+
+    /// Whether a coordinator must look at this dose: the checks were inconclusive or failed.
+    /// Flagged doses are the ones whose evidence keyframes leave the device by default
+    /// ([`crate::EvidencePolicy::FlaggedOnly`]).
+    pub fn is_flagged(self) -> bool {
+        matches!(self, Self::NeedsReview | Self::NotVerified)
+    }
 }
 
 /// Why a dose did not verify cleanly. Codes are stable: the UI and exports branch on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     NoFaceFound,
@@ -53,6 +62,7 @@ pub enum Reason {
 /// Scores of each check in `[0, 1]`, when the check ran. Kept with the event so a reviewer can
 /// see how close a call was.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckScores {
     pub face_detection: Option<f64>,
     pub identity: Option<f64>,
@@ -63,6 +73,7 @@ pub struct CheckScores {
 
 /// One dose event as recorded on a device. Times are the device's capture times (UTC).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DoseEvent {
     pub id: DoseEventId,
     pub device_id: DeviceId,

@@ -7,6 +7,7 @@ use std::fmt;
 /// A value that must not appear in logs. Serialises transparently (it is stored and sent on
 /// purpose), but `Debug` prints `<redacted>`. It deliberately has no `Display`.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Redacted<T>(T);
 

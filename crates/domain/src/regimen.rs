@@ -32,6 +32,7 @@ pub enum RegimenError {
 
 /// How early and how late a dose may be taken and still count as on time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DoseWindow {
     pub before_minutes: i64,
     pub after_minutes: i64,
@@ -51,6 +52,7 @@ impl DoseWindow {
 
 /// A patient's dosing schedule for one medication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Regimen {
     pub id: RegimenId,
     pub patient_id: PatientId,
@@ -58,6 +60,7 @@ pub struct Regimen {
     /// Number of units (e.g. tablets) per dose.
     pub units_per_dose: u32,
     /// IANA time zone of the patient, e.g. `Europe/Berlin`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "Europe/Berlin"))]
     pub time_zone: Tz,
     /// Local times of day, strictly increasing.
     pub dose_times: Vec<NaiveTime>,
@@ -70,6 +73,7 @@ pub struct Regimen {
 
 /// One concrete scheduled dose with its acceptance window, in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduledDose {
     pub regimen_id: RegimenId,
     pub scheduled_at: DateTime<Utc>,

@@ -12,11 +12,12 @@
 use chrono::{DateTime, Duration, Utc};
 use dosewitness_capture::{CaptureError, FrameSource};
 use dosewitness_domain::{
-    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, Reason, ScheduledDose,
+    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, EvidencePolicy, Reason,
+    ScheduledDose,
 };
 use dosewitness_protocol::{DeviceEnrolment, EnrolDevice, RegimenPlan};
 use dosewitness_store::{DeviceStore, StoreError};
-use dosewitness_sync::{DeviceClient, RetryPolicy, SyncError, SyncPass, sync_pass};
+use dosewitness_sync::{DeviceClient, RetryPolicy, SyncError, SyncPass, TlsPolicy, sync_pass};
 use dosewitness_vision::dose_session::{
     FaceFailure, FacePresence, FrameObservation, SessionConfig, SessionEvent, SessionState,
     outcome, step,
@@ -212,17 +213,32 @@ pub async fn enrol(
 }
 
 /// One sync pass: sends every pending dose event to the server the device is enrolled with
-/// (retrying transient failures per `policy`), then pulls new and changed regimens and the
-/// server's clock. The outcome, success or the error in plain words, is recorded in the store
+/// (retrying transient failures per `policy`), pulls new and changed regimens and the server's
+/// clock, then uploads the evidence frames of delivered events that the study's `evidence`
+/// policy sends. The outcome, success or the error in plain words, is recorded in the store
 /// for the app's sync status.
 pub async fn sync_now(
     store: &mut DeviceStore,
     timeout: std::time::Duration,
     policy: &RetryPolicy,
+    evidence: EvidencePolicy,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Result<SyncPass, EdgeError> {
+    sync_now_with_tls(store, timeout, &TlsPolicy::default(), policy, evidence, now).await
+}
+
+/// As [`sync_now`], trusting the server's certificate per `tls` (e.g. a pinned certificate
+/// instead of the platform's roots).
+pub async fn sync_now_with_tls(
+    store: &mut DeviceStore,
+    timeout: std::time::Duration,
+    tls: &TlsPolicy,
+    policy: &RetryPolicy,
+    evidence: EvidencePolicy,
     now: impl Fn() -> DateTime<Utc>,
 ) -> Result<SyncPass, EdgeError> {
     let (server_url, token) = store.server_credential()?;
     let device_id = store.identity()?.device_id;
-    let client = DeviceClient::new(&server_url, Some(token), timeout)?;
-    Ok(sync_pass(store, &client, device_id, policy, now).await?)
+    let client = DeviceClient::with_tls(&server_url, Some(token), timeout, tls)?;
+    Ok(sync_pass(store, &client, device_id, policy, evidence, now).await?)
 }

@@ -16,6 +16,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 
 /// What is hashed and signed for one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChainRecord {
     pub format: u32,
@@ -26,6 +27,7 @@ pub struct ChainRecord {
 
 /// A chained, signed dose event as stored on the device and sent to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedDoseEvent {
     pub record: ChainRecord,

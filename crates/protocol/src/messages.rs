@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/studies`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateStudy {
     pub code: String,
@@ -19,6 +20,7 @@ pub struct CreateStudy {
 
 /// `POST /api/v1/studies/{study_id}/sites`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSite {
     pub name: String,
@@ -26,6 +28,7 @@ pub struct CreateSite {
 
 /// `POST /api/v1/sites/{site_id}/patients`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreatePatient {
     pub subject_code: String,
@@ -34,6 +37,7 @@ pub struct CreatePatient {
 
 /// The medication part of [`CreateRegimen`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewMedication {
     pub name: String,
@@ -43,6 +47,7 @@ pub struct NewMedication {
 
 /// `POST /api/v1/patients/{patient_id}/regimens`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRegimen {
     pub medication: NewMedication,
@@ -57,6 +62,7 @@ pub struct CreateRegimen {
 
 /// A regimen with its medication, as devices and dashboards receive it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegimenPlan {
     pub regimen: Regimen,
     pub medication: Medication,
@@ -65,6 +71,7 @@ pub struct RegimenPlan {
 /// `POST /api/v1/patients/{patient_id}/enrolment-codes` response: a one-time code the device
 /// uses to enrol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrolmentCode {
     pub code: String,
     pub patient_id: PatientId,
@@ -73,6 +80,7 @@ pub struct EnrolmentCode {
 
 /// `POST /api/v1/devices/enrol`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrolDevice {
     pub code: String,
@@ -85,6 +93,7 @@ pub struct EnrolDevice {
 /// Response to [`EnrolDevice`]: the device's identity, its bearer credential and the regimens
 /// it must follow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceEnrolment {
     pub device_id: DeviceId,
     pub patient: Patient,
@@ -98,6 +107,7 @@ pub struct DeviceEnrolment {
 
 /// `POST /api/v1/devices/{device_id}/dose-events`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DoseEventBatch {
     pub protocol_version: u32,
@@ -106,6 +116,7 @@ pub struct DoseEventBatch {
 
 /// What the server did with one event of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AckStatus {
     /// Newly stored.
@@ -116,6 +127,7 @@ pub enum AckStatus {
 
 /// Acknowledgement of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventAck {
     pub event_id: DoseEventId,
     pub sequence: u64,
@@ -124,6 +136,7 @@ pub struct EventAck {
 
 /// Response to [`DoseEventBatch`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchAck {
     pub acks: Vec<EventAck>,
     pub server_time: DateTime<Utc>,
@@ -131,6 +144,7 @@ pub struct BatchAck {
 
 /// `GET /api/v1/patients/{patient_id}/adherence?from=…&to=…`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdherenceReport {
     pub patient_id: PatientId,
     pub from: DateTime<Utc>,
@@ -146,6 +160,7 @@ pub struct AdherenceReport {
 
 /// Body of every 4xx/5xx response. Clients branch on `code`; `message` is for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub code: String,
     pub message: String,
@@ -153,6 +168,7 @@ pub struct ApiError {
 
 /// Response ids of created resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Created<Id> {
     pub id: Id,
 }
@@ -161,3 +177,48 @@ pub struct Created<Id> {
 pub type CreatedStudy = Created<StudyId>;
 pub type CreatedSite = Created<SiteId>;
 pub type CreatedPatient = Created<PatientId>;
+
+/// Header carrying the lower-case hex sha256 of an uploaded evidence frame's body; the server
+/// refuses the frame (400 `hash_mismatch`) if the body it received hashes differently.
+pub const EVIDENCE_HASH_HEADER: &str = "x-content-sha256";
+
+/// Largest evidence frame (one JPEG) the server accepts, in bytes (413 `frame_too_large`).
+pub const MAX_EVIDENCE_FRAME_BYTES: usize = 2 * 1024 * 1024;
+
+/// Frames of one dose event the server accepts: indexes run from 0 to this minus one.
+pub const MAX_EVIDENCE_FRAMES_PER_EVENT: u32 = 64;
+
+/// One evidence keyframe the server holds for a dose event. Frames are numbered by `index`, the
+/// frame's position in capture order on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EvidenceFrameInfo {
+    pub index: u32,
+    /// Lower-case hex sha256 of the JPEG bytes.
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub received_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/devices/{device_id}/dose-events/{event_id}/evidence` (the device resuming an
+/// upload) and `GET /api/v1/dose-events/{event_id}/evidence` (a coordinator): the frames the
+/// server holds for the event, by index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EvidenceManifest {
+    pub event_id: DoseEventId,
+    pub frames: Vec<EvidenceFrameInfo>,
+}
+
+/// Response to `PUT /api/v1/devices/{device_id}/dose-events/{event_id}/evidence/{index}` (body:
+/// the JPEG; header [`EVIDENCE_HASH_HEADER`]): 201 with `accepted` when newly stored, 200 with
+/// `duplicate` when the same bytes were already stored. A different body for a stored index is
+/// refused (409 `evidence_conflict`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EvidenceAck {
+    pub event_id: DoseEventId,
+    pub index: u32,
+    pub sha256: String,
+    pub status: AckStatus,
+}

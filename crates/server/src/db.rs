@@ -30,7 +30,8 @@ pub enum Backend {
 }
 
 /// SQLite schema, one transaction per entry; entry `i` is schema version `i + 1`.
-const SQLITE_MIGRATIONS: &[&str] = &[r#"
+const SQLITE_MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE studies (
         id TEXT PRIMARY KEY, code TEXT NOT NULL UNIQUE, title TEXT NOT NULL, created_at TEXT NOT NULL);
     CREATE TABLE sites (
@@ -65,12 +66,50 @@ const SQLITE_MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE audit_log (
         id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
         action TEXT NOT NULL, entity TEXT NOT NULL);
-"#];
+"#,
+    r#"
+    -- v2: accounts, sessions, API tokens; the audit log records where a request came from and
+    -- refuses updates and deletes.
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'coordinator', 'clinician')),
+        created_at TEXT NOT NULL, disabled_at TEXT);
+    CREATE TABLE user_scopes (
+        user_id TEXT NOT NULL REFERENCES users(id),
+        kind TEXT NOT NULL CHECK (kind IN ('study', 'site', 'patient')), target_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, kind, target_id));
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+        csrf_token TEXT NOT NULL, created_at TEXT NOT NULL, last_seen_at TEXT NOT NULL,
+        source TEXT NOT NULL);
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL REFERENCES users(id), label TEXT NOT NULL, created_at TEXT NOT NULL,
+        revoked_at TEXT);
+    ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"#,
+    r#"
+    -- v3: evidence keyframes (JPEG) of dose events, uploaded by devices one frame at a time. The
+    -- bytes live in the evidence object store under `object_key` (device id / event id / index:
+    -- no PHI). A slot is claimed with the frame's sha256 before the bytes are written and
+    -- `stored_at` is set once they are, so a slot only ever holds the bytes it was claimed for.
+    CREATE TABLE evidence_frames (
+        event_id TEXT NOT NULL REFERENCES dose_events(event_id), frame_index INTEGER NOT NULL,
+        device_id TEXT NOT NULL REFERENCES devices(id), sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL, object_key TEXT NOT NULL, claimed_at TEXT NOT NULL,
+        stored_at TEXT, PRIMARY KEY (event_id, frame_index));
+"#,
+];
 
 /// PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`]. Integers are BIGINT (Rust
 /// `i64`), REAL is DOUBLE PRECISION, and the TEXT columns that are ordered or compared by
 /// range use the "C" collation so that text order is byte order whatever the database locale.
-const POSTGRES_MIGRATIONS: &[&str] = &[r#"
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE studies (
         id TEXT PRIMARY KEY, code TEXT NOT NULL UNIQUE, title TEXT NOT NULL, created_at TEXT NOT NULL);
     CREATE TABLE sites (
@@ -106,7 +145,42 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE audit_log (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
         action TEXT NOT NULL, entity TEXT NOT NULL);
-"#];
+"#,
+    r#"
+    -- v2: as in SQLite. Timestamps compared by range use the "C" collation.
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'coordinator', 'clinician')),
+        created_at TEXT NOT NULL, disabled_at TEXT);
+    CREATE TABLE user_scopes (
+        user_id TEXT NOT NULL REFERENCES users(id),
+        kind TEXT NOT NULL CHECK (kind IN ('study', 'site', 'patient')), target_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, kind, target_id));
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+        csrf_token TEXT NOT NULL, created_at TEXT COLLATE "C" NOT NULL,
+        last_seen_at TEXT COLLATE "C" NOT NULL, source TEXT NOT NULL);
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL REFERENCES users(id), label TEXT NOT NULL, created_at TEXT NOT NULL,
+        revoked_at TEXT);
+    ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;
+    CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+    CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+"#,
+    r#"
+    -- v3: evidence keyframes, as in SQLite.
+    CREATE TABLE evidence_frames (
+        event_id TEXT NOT NULL REFERENCES dose_events(event_id), frame_index BIGINT NOT NULL,
+        device_id TEXT NOT NULL REFERENCES devices(id), sha256 TEXT NOT NULL,
+        size_bytes BIGINT NOT NULL, object_key TEXT NOT NULL, claimed_at TEXT NOT NULL,
+        stored_at TEXT, PRIMARY KEY (event_id, frame_index));
+"#,
+];
 
 const _: () = assert!(
     SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len(),
@@ -125,7 +199,7 @@ impl Backend {
     }
 }
 
-fn timestamp(at: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -137,7 +211,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<String, ServerError> {
     serde_json::to_string(value).map_err(|error| ServerError::Decode(error.to_string()))
 }
 
-fn parse<T: std::str::FromStr>(text: &str) -> Result<T, ServerError> {
+pub(crate) fn parse<T: std::str::FromStr>(text: &str) -> Result<T, ServerError> {
     text.parse()
         .map_err(|_| ServerError::Decode(format!("bad id {text:?}")))
 }
@@ -170,8 +244,8 @@ pub struct DeviceRecord {
 /// The server database.
 #[derive(Debug, Clone)]
 pub struct Database {
-    pool: AnyPool,
-    backend: Backend,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
 }
 
 impl Database {
@@ -364,20 +438,49 @@ impl Database {
         }
     }
 
+    /// As [`Database::audit`], inside `transaction`: the row is kept only if the transaction
+    /// commits, together with what it records.
+    pub async fn audit_in(
+        transaction: &mut Transaction,
+        at: DateTime<Utc>,
+        actor: &str,
+        source: &str,
+        action: &str,
+        entity: &str,
+    ) -> Result<(), ServerError> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, entity, source) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(timestamp(at))
+        .bind(actor)
+        .bind(action)
+        .bind(entity)
+        .bind(source)
+        .execute(&mut **transaction)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends a row to the audit log: who (`actor`), from where (`source`, the peer address),
+    /// what (`action`) on which record (`entity`, an id). The table refuses updates and deletes.
     pub async fn audit(
         &self,
         at: DateTime<Utc>,
         actor: &str,
+        source: &str,
         action: &str,
         entity: &str,
     ) -> Result<(), ServerError> {
-        sqlx::query("INSERT INTO audit_log (at, actor, action, entity) VALUES ($1, $2, $3, $4)")
-            .bind(timestamp(at))
-            .bind(actor)
-            .bind(action)
-            .bind(entity)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, entity, source) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(timestamp(at))
+        .bind(actor)
+        .bind(action)
+        .bind(entity)
+        .bind(source)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

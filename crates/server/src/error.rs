@@ -29,6 +29,14 @@ pub enum ServerError {
     WriteConflict(#[source] sqlx::Error),
     #[error("stored record could not be decoded: {0}")]
     Decode(String),
+    #[error("the evidence store {location} could not be opened: {reason}")]
+    EvidenceStoreOpen { location: String, reason: String },
+    /// Reading or writing an evidence blob failed (the message names the key: ids only).
+    #[error("evidence store: {action} failed")]
+    EvidenceStore {
+        action: &'static str,
+        source: object_store::Error,
+    },
 }
 
 impl From<sqlx::Error> for ServerError {
@@ -62,6 +70,8 @@ pub struct ApiFailure {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiFailure {
@@ -70,7 +80,14 @@ impl ApiFailure {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After` header of `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -89,7 +106,7 @@ impl ApiFailure {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or invalid bearer token",
+            "log in, or send a valid bearer token",
         )
     }
 }
@@ -137,6 +154,12 @@ impl IntoResponse for ApiFailure {
             code: self.code.to_string(),
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

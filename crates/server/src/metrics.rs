@@ -12,6 +12,8 @@ pub struct Metrics {
     pub dose_events_accepted: AtomicU64,
     pub dose_events_duplicate: AtomicU64,
     pub batches_rejected: AtomicU64,
+    pub evidence_frames_stored: AtomicU64,
+    pub evidence_frames_duplicate: AtomicU64,
 }
 
 impl Metrics {
@@ -40,13 +42,19 @@ impl Metrics {
              dosewitness_dose_events_total{{result=\"duplicate\"}} {}\n\
              # HELP dosewitness_batches_rejected_total Dose-event batches refused (bad signature, gap, fork).\n\
              # TYPE dosewitness_batches_rejected_total counter\n\
-             dosewitness_batches_rejected_total {}\n",
+             dosewitness_batches_rejected_total {}\n\
+             # HELP dosewitness_evidence_frames_total Evidence frames uploaded by devices, by result.\n\
+             # TYPE dosewitness_evidence_frames_total counter\n\
+             dosewitness_evidence_frames_total{{result=\"stored\"}} {}\n\
+             dosewitness_evidence_frames_total{{result=\"duplicate\"}} {}\n",
             value(&self.requests_2xx),
             value(&self.requests_4xx),
             value(&self.requests_5xx),
             value(&self.dose_events_accepted),
             value(&self.dose_events_duplicate),
             value(&self.batches_rejected),
+            value(&self.evidence_frames_stored),
+            value(&self.evidence_frames_duplicate),
         )
     }
 }

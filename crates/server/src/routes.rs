@@ -1,11 +1,12 @@
 //! HTTP routes of `/api/v1`.
 
 use crate::AppState;
+use crate::auth::{Action, Caller, Source, bearer, sha256_hex};
 use crate::db::{Database, DeviceRecord, Transaction};
 use crate::error::ApiFailure;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use dosewitness_domain::{
@@ -14,13 +15,14 @@ use dosewitness_domain::{
 };
 use dosewitness_protocol::chain::parse_public_key;
 use dosewitness_protocol::{
-    AckStatus, AdherenceReport, BatchAck, CreatePatient, CreateRegimen, CreateSite, CreateStudy,
-    Created, DeviceEnrolment, DoseEventBatch, EnrolDevice, EnrolmentCode, EventAck,
+    AckStatus, AdherenceReport, ApiError, BatchAck, CreatePatient, CreateRegimen, CreateSite,
+    CreateStudy, Created, DeviceEnrolment, DoseEventBatch, EnrolDevice, EnrolmentCode, EventAck,
     PROTOCOL_VERSION, RegimenPlan,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// How long an enrolment code stays valid.
 const ENROLMENT_CODE_LIFETIME: Duration = Duration::hours(72);
@@ -31,26 +33,42 @@ const MAX_TEXT: usize = 200;
 
 /// The API router over `state`.
 pub fn router(state: AppState) -> Router {
+    let (documented, document) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(metrics))
+        .routes(routes!(create_study))
+        .routes(routes!(create_site))
+        .routes(routes!(create_patient))
+        .routes(routes!(create_regimen))
+        .routes(routes!(create_enrolment_code))
+        .routes(routes!(adherence))
+        .routes(routes!(enrol_device))
+        .routes(routes!(revoke_device))
+        .routes(routes!(ingest))
+        .routes(routes!(device_regimens))
+        .merge(crate::auth::routes::routes())
+        .merge(crate::evidence::routes())
+        .split_for_parts();
+    let document = document.to_json().unwrap_or_else(|error| {
+        tracing::error!(%error, "the OpenAPI document does not serialise");
+        "{}".to_string()
+    });
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/studies", post(create_study))
-        .route("/api/v1/studies/{study_id}/sites", post(create_site))
-        .route("/api/v1/sites/{site_id}/patients", post(create_patient))
         .route(
-            "/api/v1/patients/{patient_id}/regimens",
-            post(create_regimen),
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    document,
+                )
+            }),
         )
-        .route(
-            "/api/v1/patients/{patient_id}/enrolment-codes",
-            post(create_enrolment_code),
-        )
-        .route("/api/v1/patients/{patient_id}/adherence", get(adherence))
-        .route("/api/v1/devices/enrol", post(enrol_device))
-        .route("/api/v1/devices/{device_id}/revoke", post(revoke_device))
-        .route("/api/v1/devices/{device_id}/dose-events", post(ingest))
-        .route("/api/v1/devices/{device_id}/regimens", get(device_regimens))
+        .merge(documented)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_responses,
@@ -66,11 +84,21 @@ async fn count_responses(
     request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // The route template (`/api/v1/patients/{patient_id}/…`), never the concrete path or query.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    state.metrics.count_response(response.status().as_u16());
+    let status = response.status().as_u16();
+    state.metrics.count_response(status);
+    tracing::info!(%method, route, status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
     response
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format (counts only)", body = String, content_type = "text/plain")))]
 async fn metrics(
     State(state): State<AppState>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
@@ -102,27 +130,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
-
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiFailure> {
-    // Compare digests so the comparison time does not depend on the secret's prefix.
-    match bearer(headers) {
-        Some(token) if sha256_hex(token) == sha256_hex(state.admin_token.expose()) => Ok(()),
-        _ => Err(ApiFailure::unauthorized()),
-    }
-}
-
-async fn require_device(
+pub(crate) async fn require_device(
     state: &AppState,
     headers: &HeaderMap,
     device_id: DeviceId,
@@ -140,7 +148,10 @@ async fn require_device(
     }
 }
 
-fn parse_id<T: std::str::FromStr>(text: &str, what: &'static str) -> Result<T, ApiFailure> {
+pub(crate) fn parse_id<T: std::str::FromStr>(
+    text: &str,
+    what: &'static str,
+) -> Result<T, ApiFailure> {
     text.parse()
         .map_err(|_| ApiFailure::bad_request("invalid_id", format!("{what} is not a valid id")))
 }
@@ -157,12 +168,13 @@ fn check_text(value: &str, field: &'static str) -> Result<(), ApiFailure> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/api/v1/studies", tag = "trial", request_body = CreateStudy, responses((status = 201, body = Created<StudyId>), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the role does not allow this, or a CSRF failure", body = ApiError), (status = 409, description = "conflict", body = ApiError), (status = 422, description = "a field is invalid", body = ApiError)), security(("api_token" = []), ("session" = [])))]
 async fn create_study(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(body): ApiJson<CreateStudy>,
 ) -> Result<(StatusCode, Json<Created<StudyId>>), ApiFailure> {
-    require_admin(&state, &headers)?;
+    caller.require_role(Action::CreateStudy)?;
     check_text(&body.code, "code")?;
     check_text(&body.title, "title")?;
     let now = state.clock.now();
@@ -180,25 +192,29 @@ async fn create_study(
     }
     state
         .database
-        .audit(now, "admin", "create_study", &study.id.to_string())
+        .audit(
+            now,
+            &caller.actor(),
+            &caller.source,
+            "create_study",
+            &study.id.to_string(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(Created { id: study.id })))
 }
 
+#[utoipa::path(post, path = "/api/v1/studies/{study_id}/sites", tag = "trial", params(("study_id" = String, Path, description = "study id")), request_body = CreateSite, responses((status = 201, body = Created<SiteId>), (status = 400, description = "malformed request", body = ApiError), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the role does not allow this, or a CSRF failure", body = ApiError), (status = 404, description = "unknown, or outside the caller's scopes", body = ApiError), (status = 422, description = "a field is invalid", body = ApiError)), security(("api_token" = []), ("session" = [])))]
 async fn create_site(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(study_id): Path<String>,
     ApiJson(body): ApiJson<CreateSite>,
 ) -> Result<(StatusCode, Json<Created<SiteId>>), ApiFailure> {
-    require_admin(&state, &headers)?;
+    caller.require_role(Action::ManageSites)?;
     let study_id: StudyId = parse_id(&study_id, "study id")?;
+    let place = state.database.study_place(study_id).await?;
+    caller.require(Action::ManageSites, place, "study")?;
     check_text(&body.name, "name")?;
-    state
-        .database
-        .study(study_id)
-        .await?
-        .ok_or_else(|| ApiFailure::not_found("study"))?;
     let now = state.clock.now();
     let site = Site {
         id: SiteId::generate(now),
@@ -208,26 +224,30 @@ async fn create_site(
     state.database.insert_site(&site, now).await?;
     state
         .database
-        .audit(now, "admin", "create_site", &site.id.to_string())
+        .audit(
+            now,
+            &caller.actor(),
+            &caller.source,
+            "create_site",
+            &site.id.to_string(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(Created { id: site.id })))
 }
 
+#[utoipa::path(post, path = "/api/v1/sites/{site_id}/patients", tag = "trial", params(("site_id" = String, Path, description = "site id")), request_body = CreatePatient, responses((status = 201, body = Created<PatientId>), (status = 400, description = "malformed request", body = ApiError), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the role does not allow this, or a CSRF failure", body = ApiError), (status = 404, description = "unknown, or outside the caller's scopes", body = ApiError), (status = 409, description = "conflict", body = ApiError), (status = 422, description = "a field is invalid", body = ApiError)), security(("api_token" = []), ("session" = [])))]
 async fn create_patient(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(site_id): Path<String>,
     ApiJson(body): ApiJson<CreatePatient>,
 ) -> Result<(StatusCode, Json<Created<PatientId>>), ApiFailure> {
-    require_admin(&state, &headers)?;
+    caller.require_role(Action::ManagePatients)?;
     let site_id: SiteId = parse_id(&site_id, "site id")?;
+    let place = state.database.site_place(site_id).await?;
+    caller.require(Action::ManagePatients, place, "site")?;
     check_text(&body.subject_code, "subject_code")?;
     check_text(&body.display_name, "display_name")?;
-    state
-        .database
-        .site(site_id)
-        .await?
-        .ok_or_else(|| ApiFailure::not_found("site"))?;
     let now = state.clock.now();
     let patient = Patient {
         id: PatientId::generate(now),
@@ -244,24 +264,28 @@ async fn create_patient(
     }
     state
         .database
-        .audit(now, "admin", "create_patient", &patient.id.to_string())
+        .audit(
+            now,
+            &caller.actor(),
+            &caller.source,
+            "create_patient",
+            &patient.id.to_string(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(Created { id: patient.id })))
 }
 
+#[utoipa::path(post, path = "/api/v1/patients/{patient_id}/regimens", tag = "trial", params(("patient_id" = String, Path, description = "patient id")), request_body = CreateRegimen, responses((status = 201, body = RegimenPlan), (status = 400, description = "malformed request", body = ApiError), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the role does not allow this, or a CSRF failure", body = ApiError), (status = 404, description = "unknown, or outside the caller's scopes", body = ApiError), (status = 422, description = "a field is invalid", body = ApiError)), security(("api_token" = []), ("session" = [])))]
 async fn create_regimen(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(patient_id): Path<String>,
     ApiJson(body): ApiJson<CreateRegimen>,
 ) -> Result<(StatusCode, Json<RegimenPlan>), ApiFailure> {
-    require_admin(&state, &headers)?;
+    caller.require_role(Action::ManagePatients)?;
     let patient_id: PatientId = parse_id(&patient_id, "patient id")?;
-    state
-        .database
-        .patient(patient_id)
-        .await?
-        .ok_or_else(|| ApiFailure::not_found("patient"))?;
+    let place = state.database.patient_place(patient_id).await?;
+    caller.require(Action::ManagePatients, place, "patient")?;
     check_text(&body.medication.name, "medication.name")?;
     check_text(&body.medication.form, "medication.form")?;
     let unprocessable = |message: String| {
@@ -309,23 +333,27 @@ async fn create_regimen(
     state.database.insert_regimen(&plan, now).await?;
     state
         .database
-        .audit(now, "admin", "create_regimen", &plan.regimen.id.to_string())
+        .audit(
+            now,
+            &caller.actor(),
+            &caller.source,
+            "create_regimen",
+            &plan.regimen.id.to_string(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(plan)))
 }
 
+#[utoipa::path(post, path = "/api/v1/patients/{patient_id}/enrolment-codes", tag = "devices", params(("patient_id" = String, Path, description = "patient id")), responses((status = 201, description = "a one-time code, valid 72 h", body = EnrolmentCode), (status = 400, description = "malformed request", body = ApiError), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the role does not allow this, or a CSRF failure", body = ApiError), (status = 404, description = "unknown, or outside the caller's scopes", body = ApiError)), security(("api_token" = []), ("session" = [])))]
 async fn create_enrolment_code(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(patient_id): Path<String>,
 ) -> Result<(StatusCode, Json<EnrolmentCode>), ApiFailure> {
-    require_admin(&state, &headers)?;
+    caller.require_role(Action::ManagePatients)?;
     let patient_id: PatientId = parse_id(&patient_id, "patient id")?;
-    state
-        .database
-        .patient(patient_id)
-        .await?
-        .ok_or_else(|| ApiFailure::not_found("patient"))?;
+    let place = state.database.patient_place(patient_id).await?;
+    caller.require(Action::ManagePatients, place, "patient")?;
     let now = state.clock.now();
     let code = crate::random_token()?;
     let expires_at = now + ENROLMENT_CODE_LIFETIME;
@@ -337,7 +365,8 @@ async fn create_enrolment_code(
         .database
         .audit(
             now,
-            "admin",
+            &caller.actor(),
+            &caller.source,
             "create_enrolment_code",
             &patient_id.to_string(),
         )
@@ -354,26 +383,37 @@ async fn create_enrolment_code(
 
 /// Revokes a device (lost, stolen, replaced): its token stops working at once; what it already
 /// delivered stays. Idempotent: revoking again keeps the first revocation time.
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/revoke", tag = "devices", params(("device_id" = String, Path, description = "device id")), responses((status = 204, description = "revoked (idempotent)"), (status = 400, description = "malformed request", body = ApiError), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the role does not allow this, or a CSRF failure", body = ApiError), (status = 404, description = "unknown, or outside the caller's scopes", body = ApiError)), security(("api_token" = []), ("session" = [])))]
 async fn revoke_device(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(device_id): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
-    require_admin(&state, &headers)?;
+    caller.require_role(Action::ManagePatients)?;
     let device_id: DeviceId = parse_id(&device_id, "device id")?;
+    let place = state.database.device_place(device_id).await?;
+    caller.require(Action::ManagePatients, place, "device")?;
     let now = state.clock.now();
     if !state.database.revoke_device(device_id, now).await? {
         return Err(ApiFailure::not_found("device"));
     }
     state
         .database
-        .audit(now, "admin", "revoke_device", &device_id.to_string())
+        .audit(
+            now,
+            &caller.actor(),
+            &caller.source,
+            "revoke_device",
+            &device_id.to_string(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/devices/enrol", tag = "devices", request_body = EnrolDevice, responses((status = 201, description = "the device credential, shown once", body = DeviceEnrolment), (status = 400, description = "malformed request", body = ApiError), (status = 403, description = "unknown, used or expired code", body = ApiError), (status = 422, description = "a field is invalid", body = ApiError)))]
 async fn enrol_device(
     State(state): State<AppState>,
+    Source(source): Source,
     ApiJson(body): ApiJson<EnrolDevice>,
 ) -> Result<(StatusCode, Json<DeviceEnrolment>), ApiFailure> {
     check_text(&body.label, "label")?;
@@ -426,6 +466,7 @@ async fn enrol_device(
         .audit(
             now,
             &format!("device:{}", device.id),
+            &source,
             "enrol_device",
             &patient_id.to_string(),
         )
@@ -444,6 +485,7 @@ async fn enrol_device(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/devices/{device_id}/regimens", tag = "devices", params(("device_id" = String, Path, description = "device id")), responses((status = 200, body = Vec<RegimenPlan>), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the device was revoked", body = ApiError)), security(("device_token" = [])))]
 async fn device_regimens(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -454,8 +496,10 @@ async fn device_regimens(
     Ok(Json(state.database.regimens_of(device.patient_id).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/dose-events", tag = "devices", params(("device_id" = String, Path, description = "device id")), request_body = DoseEventBatch, responses((status = 200, description = "per-event acknowledgements", body = BatchAck), (status = 400, description = "malformed request", body = ApiError), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the device was revoked", body = ApiError), (status = 409, description = "chain gap or fork, or a write conflict (retry)", body = ApiError), (status = 413, description = "too many events", body = ApiError), (status = 422, description = "bad signature or wrong device", body = ApiError)), security(("device_token" = [])))]
 async fn ingest(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     Path(device_id): Path<String>,
     ApiJson(batch): ApiJson<DoseEventBatch>,
@@ -509,6 +553,17 @@ async fn ingest(
             ));
         }
     };
+    // In the batch's transaction: the events and their audit row are stored together (and with
+    // one fsync instead of two).
+    Database::audit_in(
+        &mut transaction,
+        now,
+        &format!("device:{}", device.id),
+        &source,
+        "ingest_dose_events",
+        &device.patient_id.to_string(),
+    )
+    .await?;
     transaction.commit().await.map_err(ApiFailure::from)?;
     let accepted = acks
         .iter()
@@ -524,15 +579,6 @@ async fn ingest(
         .dose_events_duplicate
         .fetch_add((acks.len() - accepted) as u64, ordering);
     tracing::info!(device = %device.id, events = batch.events.len(), accepted, "dose events ingested");
-    state
-        .database
-        .audit(
-            now,
-            &format!("device:{}", device.id),
-            "ingest_dose_events",
-            &device.patient_id.to_string(),
-        )
-        .await?;
     Ok(Json(BatchAck {
         acks,
         server_time: now,
@@ -627,14 +673,17 @@ struct Period {
     to: DateTime<Utc>,
 }
 
+#[utoipa::path(get, path = "/api/v1/patients/{patient_id}/adherence", tag = "trial", params(("patient_id" = String, Path, description = "patient id"), ("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339")), responses((status = 200, body = AdherenceReport), (status = 400, description = "malformed request", body = ApiError), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the role does not allow this, or a CSRF failure", body = ApiError), (status = 404, description = "unknown, or outside the caller's scopes", body = ApiError)), security(("api_token" = []), ("session" = [])))]
 async fn adherence(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(patient_id): Path<String>,
     period: Result<Query<Period>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AdherenceReport>, ApiFailure> {
-    require_admin(&state, &headers)?;
+    caller.require_role(Action::ReadAdherence)?;
     let patient_id: PatientId = parse_id(&patient_id, "patient id")?;
+    let place = state.database.patient_place(patient_id).await?;
+    caller.require(Action::ReadAdherence, place, "patient")?;
     let Query(Period { from, to }) = period.map_err(|rejection| {
         ApiFailure::bad_request(
             "invalid_query",
@@ -650,11 +699,6 @@ async fn adherence(
             "`to` must be after `from`",
         ));
     }
-    state
-        .database
-        .patient(patient_id)
-        .await?
-        .ok_or_else(|| ApiFailure::not_found("patient"))?;
     let schedule: Vec<_> = state
         .database
         .regimens_of(patient_id)
@@ -668,7 +712,8 @@ async fn adherence(
         .database
         .audit(
             state.clock.now(),
-            "admin",
+            &caller.actor(),
+            &caller.source,
             "read_adherence",
             &patient_id.to_string(),
         )

@@ -5,41 +5,16 @@
 
 mod support;
 
-use axum::body::{Body, to_bytes};
-use axum::http::{Request, StatusCode};
+use support::app::{ADMIN, call, state};
+
+use axum::http::StatusCode;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use dosewitness_domain::{CheckScores, DoseEvent, DoseEventId, DoseOutcome, FixedClock};
+use dosewitness_domain::{CheckScores, DoseEvent, DoseEventId, DoseOutcome};
 use dosewitness_protocol::chain::{ChainRecord, GENESIS_HASH};
 use dosewitness_protocol::{DoseEventBatch, PROTOCOL_VERSION, SignedDoseEvent};
-use dosewitness_server::{AppState, router};
-use serde_json::{Value, json};
-use std::sync::Arc;
-use support::{Backend, TestDatabase};
-use tower::ServiceExt;
-
-const ADMIN: &str = "test-admin-token-0123456789abcdef0123456789";
-
-/// Generates `sqlite::NAME` and `postgres::NAME` for each `async fn NAME(backend: Backend)`.
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
+use dosewitness_server::AppState;
+use serde_json::json;
+use support::Backend;
 
 on_every_backend!(
     coordinator_endpoints_need_the_admin_token,
@@ -52,43 +27,6 @@ on_every_backend!(
     concurrent_batches_from_one_device_never_both_pass,
     a_revoked_device_is_refused_and_keeps_what_it_delivered,
 );
-
-/// The backend's state over a fresh database; keep the `TestDatabase` alive while testing.
-async fn state(backend: Backend) -> (AppState, TestDatabase) {
-    let database = TestDatabase::open(backend).await;
-    let clock = Arc::new(FixedClock(
-        Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
-    ));
-    (
-        AppState::new(database.database.clone(), clock, ADMIN.to_string()),
-        database,
-    )
-}
-
-async fn call(
-    state: &AppState,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(body.map_or_else(Body::empty, |body| Body::from(body.to_string())))
-        .unwrap();
-    let response = router(state.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, value)
-}
 
 async fn create_patient(state: &AppState) -> String {
     let (status, study) = call(
@@ -137,8 +75,12 @@ fn regimen_body(dose_times: &[&str], before: i64, after: i64) -> String {
 }
 
 async fn coordinator_endpoints_need_the_admin_token(backend: Backend) {
-    let (state, _database) = state(backend).await;
-    for token in [None, Some("wrong-token")] {
+    let (state, _database, _clock) = state(backend).await;
+    for token in [
+        None,
+        Some("wrong-token"),
+        Some("dwt_0123456789abcdef0123456789abcdef01"),
+    ] {
         let (status, body) = call(
             &state,
             "POST",
@@ -155,7 +97,7 @@ async fn coordinator_endpoints_need_the_admin_token(backend: Backend) {
 }
 
 async fn malformed_and_unknown_input_gets_a_4xx_with_a_code(backend: Backend) {
-    let (state, _database) = state(backend).await;
+    let (state, _database, _clock) = state(backend).await;
     let cases = [
         (r#"{"code":"S","title":"#, StatusCode::BAD_REQUEST),
         (
@@ -189,7 +131,7 @@ async fn malformed_and_unknown_input_gets_a_4xx_with_a_code(backend: Backend) {
 }
 
 async fn injection_payloads_are_stored_as_text_and_harm_nothing(backend: Backend) {
-    let (state, _database) = state(backend).await;
+    let (state, _database, _clock) = state(backend).await;
     let nasty = r#"{"code":"x'); DROP TABLE studies;--","title":"<script>alert(1)</script>"}"#;
     let (status, _) = call(&state, "POST", "/api/v1/studies", Some(ADMIN), Some(nasty)).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -214,7 +156,7 @@ async fn injection_payloads_are_stored_as_text_and_harm_nothing(backend: Backend
 }
 
 async fn regimens_are_validated_and_enrolment_codes_work_once(backend: Backend) {
-    let (state, _database) = state(backend).await;
+    let (state, _database, _clock) = state(backend).await;
     let patient = create_patient(&state).await;
     let path = format!("/api/v1/patients/{patient}/regimens");
     let (status, body) = call(
@@ -301,7 +243,7 @@ async fn regimens_are_validated_and_enrolment_codes_work_once(backend: Backend) 
 }
 
 async fn adherence_needs_a_valid_period(backend: Backend) {
-    let (state, _database) = state(backend).await;
+    let (state, _database, _clock) = state(backend).await;
     let patient = create_patient(&state).await;
     let base = format!("/api/v1/patients/{patient}/adherence");
     let (status, body) = call(&state, "GET", &base, Some(ADMIN), None).await;
@@ -335,7 +277,7 @@ async fn adherence_needs_a_valid_period(backend: Backend) {
 }
 
 async fn oversized_bodies_are_refused_and_metrics_count_responses(backend: Backend) {
-    let (state, _database) = state(backend).await;
+    let (state, _database, _clock) = state(backend).await;
     let huge = format!(
         r#"{{"code":"S","title":"{}"}}"#,
         "x".repeat(3 * 1024 * 1024)
@@ -488,7 +430,7 @@ fn statuses(names: &[&str]) -> Vec<String> {
 }
 
 async fn ingest_is_idempotent_and_all_or_nothing(backend: Backend) {
-    let (state, _database) = state(backend).await;
+    let (state, _database, _clock) = state(backend).await;
     let device = enrolled_device(&state).await;
     let first = dose_events(&device, None, 2);
     assert_eq!(
@@ -561,7 +503,7 @@ async fn ingest_is_idempotent_and_all_or_nothing(backend: Backend) {
 }
 
 async fn concurrent_batches_from_one_device_never_both_pass(backend: Backend) {
-    let (state, _database) = state(backend).await;
+    let (state, _database, _clock) = state(backend).await;
     let device = enrolled_device(&state).await;
     let mut head = dose_events(&device, None, 1);
     assert_eq!(ingest(&state, &device, &head).await.0, StatusCode::OK);
@@ -637,7 +579,7 @@ async fn concurrent_batches_from_one_device_never_both_pass(backend: Backend) {
 }
 
 async fn a_revoked_device_is_refused_and_keeps_what_it_delivered(backend: Backend) {
-    let (state, _database) = state(backend).await;
+    let (state, _database, _clock) = state(backend).await;
     let device = enrolled_device(&state).await;
     let delivered = dose_events(&device, None, 2);
     assert_eq!(ingest(&state, &device, &delivered).await.0, StatusCode::OK);

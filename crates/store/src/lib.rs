@@ -18,4 +18,6 @@ pub use error::StoreError;
 pub use key::{CIPHER_SETTINGS, KeyCustody, KeyFile, PassphraseKdf, StoreKey};
 pub use os_keyring::{KEYRING_SERVICE, KeyringEntry};
 pub use schema::SCHEMA_VERSION;
-pub use store::{DeviceIdentity, DeviceStore, EvidenceFrame, StoreInfo, SyncStatus};
+pub use store::{
+    DeviceIdentity, DeviceStore, EvidenceFrame, PendingEvidence, StoreInfo, SyncStatus,
+};

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     // 1: device identity, regimens, chained dose events, outbox, local audit log.
@@ -127,6 +127,26 @@ const MIGRATIONS: &[&str] = &[
         last_error_at TEXT
     );
     INSERT INTO sync_state (singleton) VALUES (1);
+    "#,
+    // 6: evidence upload, resumable from the store alone: each frame's index within its event
+    // (capture order, the number the server knows it by), whether its dose was flagged for
+    // review (what the default policy uploads) and when the server acknowledged it; and the
+    // study's evidence policy as last given to sync.
+    r#"
+    ALTER TABLE evidence ADD COLUMN frame_index INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE evidence ADD COLUMN flagged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE evidence ADD COLUMN uploaded_at TEXT;
+    UPDATE evidence SET frame_index = (
+        SELECT count(*) FROM evidence AS earlier
+        WHERE earlier.sequence = evidence.sequence
+          AND (earlier.captured_at_ms < evidence.captured_at_ms
+               OR (earlier.captured_at_ms = evidence.captured_at_ms AND earlier.id < evidence.id)));
+    UPDATE evidence SET flagged = coalesce((
+        SELECT json_extract(record_json, '$.event.outcome') IN ('needs_review', 'not_verified')
+        FROM dose_events WHERE dose_events.sequence = evidence.sequence), 0);
+    DROP INDEX evidence_by_event;
+    CREATE UNIQUE INDEX evidence_by_event ON evidence(sequence, frame_index);
+    ALTER TABLE sync_state ADD COLUMN evidence_policy TEXT NOT NULL DEFAULT 'flagged_only';
     "#,
 ];
 
@@ -291,6 +311,64 @@ mod tests {
             .query_row("SELECT count(*) FROM audit_log", [], |row| row.get(0))
             .unwrap();
         assert_eq!(audit, 1);
+    }
+
+    #[test]
+    fn migrating_v5_to_v6_numbers_frames_in_capture_order_and_flags_doses_to_review() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("v5.db");
+        let mut old = encrypted(&path);
+        migrate_to(&mut old, &path, 5).unwrap();
+        old.execute_batch(
+            r#"INSERT INTO dose_events VALUES
+                 (1, 'e1', '{"event":{"outcome":"verified"}}', 'h1', 's1', '2026-01-01T08:00:00Z', NULL),
+                 (2, 'e2', '{"event":{"outcome":"needs_review"}}', 'h2', 's2', '2026-01-02T08:00:00Z', NULL),
+                 (3, 'e3', '{"event":{"outcome":"not_verified"}}', 'h3', 's3', '2026-01-03T08:00:00Z', NULL);
+             INSERT INTO evidence (sequence, captured_at_ms, jpeg, created_at) VALUES
+                 (1, 40, x'FFD801', '2026-01-01T08:00:01Z'),
+                 (1, 10, x'FFD802', '2026-01-01T08:00:01Z'),
+                 (2, 7, x'FFD803', '2026-01-02T08:00:01Z'),
+                 (2, 7, x'FFD804', '2026-01-02T08:00:01Z'),
+                 (3, 1, x'FFD805', '2026-01-03T08:00:01Z');"#,
+        )
+        .unwrap();
+        migrate(&mut old, &path).unwrap();
+        // (sequence, jpeg, frame_index, flagged, uploaded_at)
+        type Row = (i64, Vec<u8>, i64, i64, Option<String>);
+        let frames: Vec<Row> = old
+            .prepare(
+                "SELECT sequence, jpeg, frame_index, flagged, uploaded_at FROM evidence
+                 ORDER BY sequence, frame_index",
+            )
+            .unwrap()
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            frames,
+            vec![
+                (1, vec![0xFF, 0xD8, 0x02], 0, 0, None),
+                (1, vec![0xFF, 0xD8, 0x01], 1, 0, None),
+                (2, vec![0xFF, 0xD8, 0x03], 0, 1, None),
+                (2, vec![0xFF, 0xD8, 0x04], 1, 1, None),
+                (3, vec![0xFF, 0xD8, 0x05], 0, 1, None),
+            ]
+        );
+        let policy: String = old
+            .query_row("SELECT evidence_policy FROM sync_state", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(policy, "flagged_only");
     }
 
     #[test]

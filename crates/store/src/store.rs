@@ -4,7 +4,9 @@ use crate::error::StoreError;
 use crate::key::{KeyCustody, StoreKey};
 use crate::schema::{self, SCHEMA_VERSION};
 use chrono::{DateTime, SecondsFormat, Utc};
-use dosewitness_domain::{DeviceId, DoseEvent, MedicationId, PatientId};
+use dosewitness_domain::{
+    DeviceId, DoseEvent, DoseEventId, EvidencePolicy, MedicationId, PatientId,
+};
 use dosewitness_protocol::chain::verify_chain;
 use dosewitness_protocol::{ChainRecord, GENESIS_HASH, RegimenPlan, SignedDoseEvent};
 use ed25519_dalek::SigningKey;
@@ -49,6 +51,16 @@ impl std::fmt::Debug for EvidenceFrame {
     }
 }
 
+/// An evidence frame still to upload: the acknowledged event it belongs to and its index (its
+/// position in capture order, the number the server knows it by). `Debug` hides the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvidence {
+    pub sequence: u64,
+    pub event_id: DoseEventId,
+    pub index: u32,
+    pub frame: EvidenceFrame,
+}
+
 /// Sync as the app shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncStatus {
@@ -60,6 +72,9 @@ pub struct SyncStatus {
     /// The server's clock minus the device's, when last measured.
     pub clock_skew_ms: Option<i64>,
     pub skew_measured_at: Option<DateTime<Utc>>,
+    /// Evidence frames the study's policy sends that the server has not acknowledged yet
+    /// (including frames of events still in the outbox).
+    pub pending_evidence: u64,
 }
 
 /// A summary for `store info` and the demo (counts and ids only, no PHI).
@@ -369,6 +384,7 @@ impl DeviceStore {
             last_error: last_error.zip(time(last_error_at)?),
             clock_skew_ms,
             skew_measured_at: time(skew_measured_at)?,
+            pending_evidence: self.pending_evidence_count()?,
         })
     }
 
@@ -411,6 +427,7 @@ impl DeviceStore {
         at: DateTime<Utc>,
     ) -> Result<SignedDoseEvent, StoreError> {
         let key = self.signing_key.clone();
+        let flagged = event.outcome.is_flagged();
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -448,14 +465,21 @@ impl DeviceStore {
         transaction
             .prepare_cached("INSERT INTO outbox (sequence, enqueued_at) VALUES (?1, ?2)")?
             .execute(params![sequence_to_sql(sequence), timestamp(at)])?;
-        for frame in evidence {
+        // Frames are numbered in capture order (ties keep the given order): the index is how
+        // the server knows each frame.
+        let mut in_capture_order: Vec<&EvidenceFrame> = evidence.iter().collect();
+        in_capture_order.sort_by_key(|frame| frame.captured_at_ms);
+        for (index, frame) in in_capture_order.into_iter().enumerate() {
             transaction.execute(
-                "INSERT INTO evidence (sequence, captured_at_ms, jpeg, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO evidence (sequence, captured_at_ms, jpeg, created_at, frame_index, flagged)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     sequence_to_sql(sequence),
                     sequence_to_sql(frame.captured_at_ms),
                     frame.jpeg.as_slice(),
-                    timestamp(at)
+                    timestamp(at),
+                    sequence_to_sql(index as u64),
+                    flagged,
                 ],
             )?;
         }
@@ -550,7 +574,7 @@ impl DeviceStore {
     /// The evidence keyframes kept for event `sequence`, in capture order.
     pub fn evidence_for(&self, sequence: u64) -> Result<Vec<EvidenceFrame>, StoreError> {
         let mut statement = self.connection.prepare(
-            "SELECT captured_at_ms, jpeg FROM evidence WHERE sequence = ?1 ORDER BY captured_at_ms, id",
+            "SELECT captured_at_ms, jpeg FROM evidence WHERE sequence = ?1 ORDER BY frame_index",
         )?;
         let rows = statement.query_map([sequence_to_sql(sequence)], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
@@ -566,8 +590,8 @@ impl DeviceStore {
     }
 
     /// Deletes the evidence of events the server acknowledged more than `retain` before `now`;
-    /// evidence of events not yet delivered is never purged. Returns the number of frames
-    /// deleted.
+    /// evidence of events not yet delivered is never purged, nor are frames the evidence policy
+    /// sends that the server has not acknowledged yet. Returns the number of frames deleted.
     pub fn purge_delivered_evidence(
         &mut self,
         retain: chrono::Duration,
@@ -578,8 +602,11 @@ impl DeviceStore {
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = transaction.execute(
-            "DELETE FROM evidence WHERE sequence IN
-               (SELECT sequence FROM dose_events WHERE acknowledged_at <= ?1)",
+            &format!(
+                "DELETE FROM evidence WHERE sequence IN
+                   (SELECT sequence FROM dose_events WHERE acknowledged_at <= ?1)
+                 AND NOT ({TO_UPLOAD})"
+            ),
             params![cutoff],
         )?;
         if deleted > 0 {
@@ -592,6 +619,132 @@ impl DeviceStore {
         }
         transaction.commit()?;
         Ok(deleted)
+    }
+
+    /// Sets the study's evidence policy, which decides which frames sync uploads (and so which
+    /// frames a purge must keep until uploaded). Recorded in the audit log when it changes.
+    pub fn set_evidence_policy(
+        &mut self,
+        policy: EvidencePolicy,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if self.evidence_policy()? == policy {
+            return Ok(());
+        }
+        self.write_with_audit(
+            "UPDATE sync_state SET evidence_policy = ?1",
+            params![policy.code()],
+            (
+                at,
+                "evidence_policy_set",
+                &format!("evidence policy {}", policy.code()),
+            ),
+        )
+    }
+
+    /// The study's evidence policy as last set ([`EvidencePolicy::FlaggedOnly`] until then).
+    pub fn evidence_policy(&self) -> Result<EvidencePolicy, StoreError> {
+        let code: String =
+            self.connection
+                .query_row("SELECT evidence_policy FROM sync_state", [], |row| {
+                    row.get(0)
+                })?;
+        EvidencePolicy::from_code(&code).ok_or(StoreError::Decode {
+            what: "evidence policy",
+            reason: code,
+        })
+    }
+
+    /// Frames the evidence policy sends that the server has not acknowledged, including frames
+    /// of events not delivered yet.
+    pub fn pending_evidence_count(&self) -> Result<u64, StoreError> {
+        let count: i64 = self.connection.query_row(
+            &format!("SELECT count(*) FROM evidence WHERE {TO_UPLOAD}"),
+            [],
+            |row| row.get(0),
+        )?;
+        sequence_from_sql(count)
+    }
+
+    /// Delivered events with frames to upload under the evidence policy, oldest first, as
+    /// (sequence, event id). Evidence follows its event: the server refuses frames of events it
+    /// does not hold.
+    pub fn events_with_pending_evidence(&self) -> Result<Vec<(u64, DoseEventId)>, StoreError> {
+        let mut statement = self.connection.prepare(&format!(
+            "SELECT DISTINCT e.sequence, d.event_id FROM evidence e JOIN dose_events d USING (sequence)
+             WHERE d.acknowledged_at IS NOT NULL AND {TO_UPLOAD} ORDER BY e.sequence"
+        ))?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (sequence, event_id) = row?;
+            Ok((sequence_from_sql(sequence)?, parse_event_id(&event_id)?))
+        })
+        .collect()
+    }
+
+    /// The frames of delivered event `sequence` still to upload under the evidence policy, by
+    /// index.
+    pub fn pending_evidence_of(&self, sequence: u64) -> Result<Vec<PendingEvidence>, StoreError> {
+        let mut statement = self.connection.prepare(&format!(
+            "SELECT d.event_id, e.frame_index, e.captured_at_ms, e.jpeg
+             FROM evidence e JOIN dose_events d USING (sequence)
+             WHERE e.sequence = ?1 AND d.acknowledged_at IS NOT NULL AND {TO_UPLOAD}
+             ORDER BY e.frame_index"
+        ))?;
+        let rows = statement.query_map([sequence_to_sql(sequence)], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (event_id, index, captured_at_ms, jpeg) = row?;
+            Ok(PendingEvidence {
+                sequence,
+                event_id: parse_event_id(&event_id)?,
+                index: u32::try_from(index).map_err(|_| StoreError::Decode {
+                    what: "evidence frame index",
+                    reason: index.to_string(),
+                })?,
+                frame: EvidenceFrame {
+                    captured_at_ms: sequence_from_sql(captured_at_ms)?,
+                    jpeg,
+                },
+            })
+        })
+        .collect()
+    }
+
+    /// Records that the server holds frame `index` of event `sequence` (its image left the
+    /// device; audited). Idempotent.
+    pub fn mark_evidence_uploaded(
+        &mut self,
+        sequence: u64,
+        index: u32,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let marked = transaction.execute(
+            "UPDATE evidence SET uploaded_at = ?3
+             WHERE sequence = ?1 AND frame_index = ?2 AND uploaded_at IS NULL",
+            params![sequence_to_sql(sequence), i64::from(index), timestamp(at)],
+        )?;
+        if marked > 0 {
+            audit(
+                &transaction,
+                at,
+                "evidence_uploaded",
+                &format!("event {sequence} frame {index}"),
+            )?;
+        }
+        transaction.commit()?;
+        Ok(())
     }
 
     fn load_events(&self, sql: &str, limit: i64) -> Result<Vec<SignedDoseEvent>, StoreError> {
@@ -686,6 +839,18 @@ impl DeviceStore {
     fn audit(&self, at: DateTime<Utc>, action: &str, detail: &str) -> Result<(), StoreError> {
         audit(&self.connection, at, action, detail)
     }
+}
+
+/// SQL condition on an `evidence` row: not acknowledged by the server, and sent under the
+/// evidence policy in `sync_state` (flagged doses always; every dose under `all`).
+const TO_UPLOAD: &str = "uploaded_at IS NULL
+    AND (flagged = 1 OR (SELECT evidence_policy FROM sync_state) = 'all')";
+
+fn parse_event_id(text: &str) -> Result<DoseEventId, StoreError> {
+    text.parse().map_err(|_| StoreError::Decode {
+        what: "dose event id",
+        reason: "not a UUID".to_string(),
+    })
 }
 
 /// A store must be writable, and so must its directory (SQLite keeps the WAL beside it):

@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use dosewitness_domain::{
-    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, MedicationId, PatientId, RegimenId,
+    CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome, EvidencePolicy, MedicationId,
+    PatientId, RegimenId,
 };
 use dosewitness_store::{
     CIPHER_SETTINGS, DeviceStore, EvidenceFrame, KeyCustody, KeyFile, StoreError, StoreKey,
@@ -331,6 +332,141 @@ fn evidence_is_kept_with_its_event_and_purged_only_after_delivery_and_retention(
         0
     );
     assert_eq!(store.info().unwrap().evidence_frames, 1);
+    store.verify().unwrap();
+}
+
+#[test]
+fn evidence_upload_state_follows_the_policy_survives_reopening_and_guards_the_purge() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("device.db");
+    let key = StoreKey::generate().unwrap();
+    let mut store = DeviceStore::create(&path, &key, at(0)).unwrap();
+    let frame = |ms: u64| EvidenceFrame {
+        captured_at_ms: ms,
+        jpeg: vec![0xFF, 0xD8, 0xFF, (ms % 256) as u8],
+    };
+    let with_outcome = |minute: i64, outcome: DoseOutcome| DoseEvent {
+        outcome,
+        ..dose(minute)
+    };
+    let verified = store
+        .append_dose_event_with_evidence(dose(1), &[frame(1)], at(1))
+        .unwrap();
+    let flagged = store
+        .append_dose_event_with_evidence(
+            with_outcome(2, DoseOutcome::NeedsReview),
+            &[frame(30), frame(10), frame(20)],
+            at(2),
+        )
+        .unwrap();
+    let failed = store
+        .append_dose_event_with_evidence(
+            with_outcome(3, DoseOutcome::NotVerified),
+            &[frame(5)],
+            at(3),
+        )
+        .unwrap();
+    assert_eq!(
+        store.evidence_policy().unwrap(),
+        EvidencePolicy::FlaggedOnly
+    );
+    assert_eq!(store.pending_evidence_count().unwrap(), 4, "flagged frames");
+    assert_eq!(store.sync_status().unwrap().pending_evidence, 4);
+    assert!(
+        store.events_with_pending_evidence().unwrap().is_empty(),
+        "evidence waits for its event to be delivered"
+    );
+
+    store
+        .acknowledge(
+            &[verified.sequence(), flagged.sequence(), failed.sequence()],
+            at(10),
+        )
+        .unwrap();
+    assert_eq!(
+        store.events_with_pending_evidence().unwrap(),
+        vec![
+            (flagged.sequence(), flagged.record.event.id),
+            (failed.sequence(), failed.record.event.id)
+        ],
+        "only flagged doses under the default policy"
+    );
+    let pending = store.pending_evidence_of(flagged.sequence()).unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|frame| (frame.index, frame.frame.captured_at_ms))
+            .collect::<Vec<_>>(),
+        vec![(0, 10), (1, 20), (2, 30)],
+        "indexes follow capture order"
+    );
+    assert_eq!(pending[0].event_id, flagged.record.event.id);
+    store
+        .mark_evidence_uploaded(flagged.sequence(), 0, at(11))
+        .unwrap();
+    store
+        .mark_evidence_uploaded(flagged.sequence(), 0, at(12))
+        .unwrap();
+
+    // Nothing is purged that the policy still has to send, however old.
+    let long_after = at(10) + Duration::days(400);
+    assert_eq!(
+        store
+            .purge_delivered_evidence(Duration::days(1), long_after)
+            .unwrap(),
+        2,
+        "the verified dose's frame and the uploaded flagged frame"
+    );
+    assert_eq!(store.evidence_for(verified.sequence()).unwrap().len(), 0);
+    assert_eq!(store.evidence_for(flagged.sequence()).unwrap().len(), 2);
+    drop(store);
+
+    // The upload state is in the store: a restart resumes where it stopped.
+    let mut store = DeviceStore::open(&path, &key).unwrap();
+    assert_eq!(
+        store
+            .pending_evidence_of(flagged.sequence())
+            .unwrap()
+            .iter()
+            .map(|frame| frame.index)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(store.pending_evidence_count().unwrap(), 3);
+
+    // Under `All` a verified dose's frames are sent too (and kept until they are).
+    let later = store
+        .append_dose_event_with_evidence(dose(20), &[frame(7)], at(20))
+        .unwrap();
+    store
+        .set_evidence_policy(EvidencePolicy::All, at(21))
+        .unwrap();
+    assert_eq!(store.evidence_policy().unwrap(), EvidencePolicy::All);
+    assert_eq!(store.pending_evidence_count().unwrap(), 4);
+    store.acknowledge(&[later.sequence()], at(22)).unwrap();
+    assert_eq!(
+        store
+            .purge_delivered_evidence(Duration::zero(), long_after)
+            .unwrap(),
+        0
+    );
+    assert!(
+        store
+            .events_with_pending_evidence()
+            .unwrap()
+            .contains(&(later.sequence(), later.record.event.id))
+    );
+    for pending in store.pending_evidence_of(later.sequence()).unwrap() {
+        store
+            .mark_evidence_uploaded(pending.sequence, pending.index, at(23))
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .purge_delivered_evidence(Duration::zero(), long_after)
+            .unwrap(),
+        1
+    );
     store.verify().unwrap();
 }
 

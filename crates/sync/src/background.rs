@@ -1,9 +1,9 @@
-//! Background sync: passes on a timer and on demand, on the sync task's own connection to the
+//! Background sync: passes on a timer, on demand and when the network comes back, on the sync task's own connection to the
 //! device store (SQLite WAL lets the dose session keep writing meanwhile), so recording a dose
 //! never waits for the network.
 
-use crate::{DeviceClient, RetryPolicy, SyncError, sync_pass};
-use dosewitness_domain::Clock;
+use crate::{ConnectivityWatch, DeviceClient, RetryPolicy, SyncError, sync_pass};
+use dosewitness_domain::{Clock, EvidencePolicy};
 use dosewitness_store::{DeviceStore, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,11 @@ pub struct BackgroundSyncSettings {
     pub timeout: Duration,
     /// Retries within one pass.
     pub policy: RetryPolicy,
+    /// Which doses' evidence frames are uploaded (the study's setting).
+    pub evidence: EvidencePolicy,
+    /// How often the network interfaces are checked for a change that should trigger a pass
+    /// ([`crate::ConnectivityWatch`]); `None` leaves it to the timer and `sync_now`.
+    pub connectivity_poll: Option<Duration>,
 }
 
 impl Default for BackgroundSyncSettings {
@@ -27,6 +32,8 @@ impl Default for BackgroundSyncSettings {
             interval: Duration::from_secs(15 * 60),
             timeout: Duration::from_secs(30),
             policy: RetryPolicy::default(),
+            evidence: EvidencePolicy::default(),
+            connectivity_poll: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -38,6 +45,8 @@ pub struct BackgroundSync {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     passes: watch::Receiver<u64>,
     task: Option<JoinHandle<()>>,
+    /// Stops with this value.
+    _connectivity: Option<ConnectivityWatch>,
 }
 
 impl BackgroundSync {
@@ -54,6 +63,9 @@ impl BackgroundSync {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let (passes_sender, passes) = watch::channel(0u64);
         let woken = wake.clone();
+        let connectivity = settings
+            .connectivity_poll
+            .map(|period| ConnectivityWatch::spawn(wake.clone(), period));
         let task = tokio::spawn(async move {
             let mut store: Option<DeviceStore> = None;
             loop {
@@ -83,6 +95,7 @@ impl BackgroundSync {
             stop: Some(stop),
             passes,
             task: Some(task),
+            _connectivity: connectivity,
         }
     }
 
@@ -129,6 +142,14 @@ async fn pass(
     };
     let device_id = store.identity()?.device_id;
     let client = DeviceClient::new(&server_url, Some(token), settings.timeout)?;
-    sync_pass(store, &client, device_id, &settings.policy, || clock.now()).await?;
+    sync_pass(
+        store,
+        &client,
+        device_id,
+        &settings.policy,
+        settings.evidence,
+        || clock.now(),
+    )
+    .await?;
     Ok(())
 }

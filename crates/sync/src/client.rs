@@ -1,16 +1,19 @@
 //! Typed HTTP clients over reqwest.
 
 use chrono::{DateTime, Utc};
-use dosewitness_domain::{DeviceId, PatientId, SiteId, StudyId};
+use dosewitness_domain::{DeviceId, DoseEventId, PatientId, SiteId, StudyId};
 use dosewitness_protocol::{
     AdherenceReport, ApiError, BatchAck, CreatePatient, CreateRegimen, CreateSite, CreateStudy,
-    Created, DeviceEnrolment, DoseEventBatch, EnrolDevice, EnrolmentCode, RegimenPlan,
+    Created, DeviceEnrolment, DoseEventBatch, EVIDENCE_HASH_HEADER, EnrolDevice, EnrolmentCode,
+    EvidenceAck, EvidenceManifest, RegimenPlan,
 };
 use dosewitness_store::StoreError;
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
+
+use crate::tls::TlsPolicy;
 
 /// Errors talking to the clinic backend, in words a person can act on.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,9 @@ pub enum SyncError {
     Protocol(String),
     #[error("the HTTP client could not be built: {0}")]
     Client(String),
+    /// A server address the client will not use: not a URL, or plain `http://` off loopback.
+    #[error("refusing the server address {url}: {reason}")]
+    ServerUrl { url: String, reason: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -43,7 +49,7 @@ impl SyncError {
             Self::Rejected { status, code, .. } => {
                 matches!(*status, 408 | 429 | 500..) || (*status == 409 && code == "write_conflict")
             }
-            Self::Protocol(_) | Self::Client(_) | Self::Store(_) => false,
+            Self::Protocol(_) | Self::Client(_) | Self::ServerUrl { .. } | Self::Store(_) => false,
         }
     }
 
@@ -59,8 +65,11 @@ impl SyncError {
     }
 }
 
-fn build_client(timeout: Duration) -> Result<Client, SyncError> {
-    Client::builder()
+/// A reqwest client for `base_url`, which must be `https://` (or `http://` on loopback), with
+/// `tls`'s trust anchors.
+fn build_client(base_url: &str, timeout: Duration, tls: &TlsPolicy) -> Result<Client, SyncError> {
+    crate::tls::check_server_url(base_url)?;
+    tls.apply(Client::builder())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("dosewitness/", env!("CARGO_PKG_VERSION")))
@@ -72,31 +81,49 @@ async fn send<T: DeserializeOwned>(url: &str, request: RequestBuilder) -> Result
     Ok(send_dated(url, request).await?.0)
 }
 
-/// As [`send`], with the server's `Date` header (its clock when it answered, to the second).
-async fn send_dated<T: DeserializeOwned>(
+/// Sends `request` and returns the raw body of a successful answer.
+async fn send_for_bytes(url: &str, request: RequestBuilder) -> Result<Vec<u8>, SyncError> {
+    let (status, retry_after_s, bytes) = exchange(url, request).await?;
+    if !status.is_success() {
+        return Err(rejected(status, retry_after_s, &bytes));
+    }
+    Ok(bytes)
+}
+
+/// Sends `request` and reads the whole answer: status, `Retry-After` (seconds) and body.
+async fn exchange(
     url: &str,
     request: RequestBuilder,
-) -> Result<(T, Option<DateTime<Utc>>), SyncError> {
+) -> Result<(StatusCode, Option<u64>, Vec<u8>), SyncError> {
     let response = request
         .send()
         .await
-        .map_err(|error| SyncError::Unreachable {
-            url: url.to_string(),
-            reason: error.without_url().to_string(),
-        })?;
+        .map_err(|error| unreachable(url, error))?;
     let status = response.status();
-    let server_date = response
-        .headers()
-        .get(reqwest::header::DATE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| DateTime::parse_from_rfc2822(value).ok())
-        .map(|date| date.with_timezone(&Utc));
-    let retry_after_s = response
+    let retry_after_s = retry_after_seconds(&response);
+    let bytes = read_body(url, response).await?;
+    Ok((status, retry_after_s, bytes))
+}
+
+/// The error for a request that got no answer, with the cause (refused connection, timeout, a
+/// certificate the client does not trust, …) in the reason.
+fn unreachable(url: &str, error: reqwest::Error) -> SyncError {
+    SyncError::Unreachable {
+        url: url.to_string(),
+        reason: crate::tls::error_chain(&error.without_url()),
+    }
+}
+
+fn retry_after_seconds(response: &reqwest::Response) -> Option<u64> {
+    response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
-    let bytes = response
+        .and_then(|value| value.trim().parse::<u64>().ok())
+}
+
+async fn read_body(url: &str, response: reqwest::Response) -> Result<Vec<u8>, SyncError> {
+    Ok(response
         .bytes()
         .await
         .map_err(|error| SyncError::Unreachable {
@@ -105,17 +132,43 @@ async fn send_dated<T: DeserializeOwned>(
                 "the connection dropped while reading the answer: {}",
                 error.without_url()
             ),
-        })?;
+        })?
+        .to_vec())
+}
+
+/// The error for a non-success answer with `bytes` as its body.
+fn rejected(status: StatusCode, retry_after_s: Option<u64>, bytes: &[u8]) -> SyncError {
+    let body: Option<ApiError> = serde_json::from_slice(bytes).ok();
+    SyncError::Rejected {
+        status: status.as_u16(),
+        code: body
+            .as_ref()
+            .map_or_else(|| status_code_word(status), |body| body.code.clone()),
+        message: body.map_or_else(|| "no details".to_string(), |body| body.message),
+        retry_after_s,
+    }
+}
+
+/// As [`send`], with the server's `Date` header (its clock when it answered, to the second).
+async fn send_dated<T: DeserializeOwned>(
+    url: &str,
+    request: RequestBuilder,
+) -> Result<(T, Option<DateTime<Utc>>), SyncError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| unreachable(url, error))?;
+    let status = response.status();
+    let server_date = response
+        .headers()
+        .get(reqwest::header::DATE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| DateTime::parse_from_rfc2822(value).ok())
+        .map(|date| date.with_timezone(&Utc));
+    let retry_after_s = retry_after_seconds(&response);
+    let bytes = read_body(url, response).await?;
     if !status.is_success() {
-        let body: Option<ApiError> = serde_json::from_slice(&bytes).ok();
-        return Err(SyncError::Rejected {
-            status: status.as_u16(),
-            code: body
-                .as_ref()
-                .map_or_else(|| status_code_word(status), |body| body.code.clone()),
-            message: body.map_or_else(|| "no details".to_string(), |body| body.message),
-            retry_after_s,
-        });
+        return Err(rejected(status, retry_after_s, &bytes));
     }
     let body =
         serde_json::from_slice(&bytes).map_err(|error| SyncError::Protocol(error.to_string()))?;
@@ -139,15 +192,26 @@ pub struct DeviceClient {
 }
 
 impl DeviceClient {
-    /// A client for the server at `base_url` (e.g. `https://clinic.example/`), with the device's
-    /// bearer token once it has one.
+    /// A client for the server at `base_url` (e.g. `https://clinic.example/`; plain `http://`
+    /// only on loopback), with the device's bearer token once it has one, trusting the
+    /// platform's roots.
     pub fn new(
         base_url: &str,
         token: Option<String>,
         timeout: Duration,
     ) -> Result<Self, SyncError> {
+        Self::with_tls(base_url, token, timeout, &TlsPolicy::default())
+    }
+
+    /// As [`DeviceClient::new`], trusting the server's certificate per `tls` (e.g. pinned).
+    pub fn with_tls(
+        base_url: &str,
+        token: Option<String>,
+        timeout: Duration,
+        tls: &TlsPolicy,
+    ) -> Result<Self, SyncError> {
         Ok(Self {
-            http: build_client(timeout)?,
+            http: build_client(base_url, timeout, tls)?,
             base_url: base_url.trim_end_matches('/').to_string(),
             token,
         })
@@ -194,6 +258,39 @@ impl DeviceClient {
         let url = self.url(&format!("/api/v1/devices/{device_id}/regimens"));
         send_dated(&url, self.authorised(self.http.get(&url))).await
     }
+
+    /// The evidence frames the server holds for one of this device's events.
+    pub async fn evidence_manifest(
+        &self,
+        device_id: DeviceId,
+        event_id: DoseEventId,
+    ) -> Result<EvidenceManifest, SyncError> {
+        let url = self.url(&format!(
+            "/api/v1/devices/{device_id}/dose-events/{event_id}/evidence"
+        ));
+        send(&url, self.authorised(self.http.get(&url))).await
+    }
+
+    /// Uploads evidence frame `index` (JPEG bytes) of one of this device's events, with its
+    /// sha256 so the server can tell a damaged body from the frame.
+    pub async fn put_evidence(
+        &self,
+        device_id: DeviceId,
+        event_id: DoseEventId,
+        index: u32,
+        jpeg: &[u8],
+    ) -> Result<EvidenceAck, SyncError> {
+        let url = self.url(&format!(
+            "/api/v1/devices/{device_id}/dose-events/{event_id}/evidence/{index}"
+        ));
+        let request = self
+            .http
+            .put(&url)
+            .header(reqwest::header::CONTENT_TYPE, "image/jpeg")
+            .header(EVIDENCE_HASH_HEADER, crate::sha256_hex(jpeg))
+            .body(jpeg.to_vec());
+        send(&url, self.authorised(request)).await
+    }
 }
 
 /// The coordinator API, authenticated with a bearer token.
@@ -205,9 +302,21 @@ pub struct CoordinatorClient {
 }
 
 impl CoordinatorClient {
+    /// A client for the server at `base_url` (plain `http://` only on loopback), trusting the
+    /// platform's roots.
     pub fn new(base_url: &str, token: String, timeout: Duration) -> Result<Self, SyncError> {
+        Self::with_tls(base_url, token, timeout, &TlsPolicy::default())
+    }
+
+    /// As [`CoordinatorClient::new`], trusting the server's certificate per `tls`.
+    pub fn with_tls(
+        base_url: &str,
+        token: String,
+        timeout: Duration,
+        tls: &TlsPolicy,
+    ) -> Result<Self, SyncError> {
         Ok(Self {
-            http: build_client(timeout)?,
+            http: build_client(base_url, timeout, tls)?,
             base_url: base_url.trim_end_matches('/').to_string(),
             token,
         })
@@ -273,10 +382,7 @@ impl CoordinatorClient {
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|error| SyncError::Unreachable {
-                url: url.clone(),
-                reason: error.without_url().to_string(),
-            })?;
+            .map_err(|error| unreachable(&url, error))?;
         match response.status() {
             status if status.is_success() => Ok(()),
             status => Err(SyncError::Rejected {
@@ -297,6 +403,25 @@ impl CoordinatorClient {
             &serde_json::json!({}),
         )
         .await
+    }
+
+    /// The evidence frames of a dose event (the server audits the read).
+    pub async fn evidence(&self, event_id: DoseEventId) -> Result<EvidenceManifest, SyncError> {
+        let url = format!("{}/api/v1/dose-events/{event_id}/evidence", self.base_url);
+        send(&url, self.http.get(&url).bearer_auth(&self.token)).await
+    }
+
+    /// The JPEG bytes of evidence frame `index` of a dose event (the server audits the read).
+    pub async fn evidence_frame(
+        &self,
+        event_id: DoseEventId,
+        index: u32,
+    ) -> Result<Vec<u8>, SyncError> {
+        let url = format!(
+            "{}/api/v1/dose-events/{event_id}/evidence/{index}",
+            self.base_url
+        );
+        send_for_bytes(&url, self.http.get(&url).bearer_auth(&self.token)).await
     }
 
     /// Adherence of a patient over `[from, to)`.

@@ -9,24 +9,59 @@
 //!
 //! [`drain_outbox_with_retry`] retries transient failures (network, 408, 429, 5xx) with
 //! exponential backoff and full jitter, honouring `Retry-After`. [`pull_schedule`] stores new
-//! and changed regimens and records the server's clock skew; [`sync_pass`] does both and records
-//! the outcome. [`BackgroundSync`] runs passes on a timer and on demand (a connectivity change
-//! is a demand), on its own connection to the store. Evidence upload arrives with the sync
-//! issue.
+//! and changed regimens and records the server's clock skew. [`upload_evidence`] sends the
+//! evidence keyframes of delivered events that the study's [`EvidencePolicy`] sends (flagged
+//! doses by default), one acknowledged frame at a time, resuming from the store and the
+//! server's manifest. [`sync_pass`] does all three and records the outcome. [`BackgroundSync`]
+//! runs passes on a timer and on demand (a connectivity change is a demand), on its own
+//! connection to the store.
+//!
+//! Transport: HTTPS checked against the platform's roots, or only against a pinned certificate
+//! ([`TlsPolicy`], `with_tls` constructors); plain `http://` is refused except to loopback.
 
 mod background;
 mod client;
+pub mod connectivity;
 pub mod retry;
+pub mod tls;
 
 pub use background::{BackgroundSync, BackgroundSyncSettings};
 
 pub use client::{CoordinatorClient, DeviceClient, SyncError};
+pub use connectivity::{ConnectivityWatch, NetworkFingerprint};
 pub use retry::RetryPolicy;
+pub use tls::TlsPolicy;
 
 use chrono::{DateTime, Utc};
-use dosewitness_domain::DeviceId;
-use dosewitness_protocol::{DoseEventBatch, PROTOCOL_VERSION};
+use dosewitness_domain::{DeviceId, EvidencePolicy};
+use dosewitness_protocol::{DoseEventBatch, MAX_EVIDENCE_FRAME_BYTES, PROTOCOL_VERSION};
 use dosewitness_store::DeviceStore;
+use sha2::{Digest, Sha256};
+
+/// Evaluates `$attempt` (an expression giving `Result<T, SyncError>`) until it succeeds, fails
+/// for good, or `$policy.max_attempts` are used, waiting between attempts with exponential
+/// backoff and full jitter (never shorter than the server's `Retry-After`). Gives
+/// `Result<(T, failed attempts before it), SyncError>`. A macro rather than a function taking
+/// an async closure, whose borrowed captures would make the background task's future not
+/// `Send`.
+macro_rules! retrying {
+    ($policy:expr, $attempt:expr) => {{
+        let policy: &RetryPolicy = $policy;
+        let mut retries: u32 = 0;
+        loop {
+            match $attempt {
+                Ok(value) => break Ok((value, retries)),
+                Err(error) if error.is_transient() && retries + 1 < policy.max_attempts.max(1) => {
+                    let wait = policy.delay(retries, retry::random_unit(), error.retry_after());
+                    tracing::warn!(retry = retries + 1, wait_ms = wait.as_millis() as u64, error = %error, "sync failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    retries += 1;
+                }
+                Err(error) => break Err(error),
+            }
+        }
+    }};
+}
 
 /// Events per batch by default.
 pub const DEFAULT_BATCH_SIZE: usize = 200;
@@ -117,34 +152,127 @@ pub async fn pull_schedule(
     })
 }
 
-/// What one sync pass did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncPass {
-    pub drained: DrainReport,
-    /// Failed attempts retried before the drain succeeded.
-    pub retries: u32,
-    pub pulled: PullReport,
+/// What one evidence upload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EvidenceReport {
+    /// Frames sent and newly stored by the server.
+    pub uploaded: u32,
+    /// Frames the server already held (an earlier attempt stored them before the connection
+    /// dropped), now marked uploaded without being sent again.
+    pub already_on_server: u32,
+    /// Frames the evidence policy sends that are still on the device only (including those of
+    /// events not delivered yet).
+    pub still_pending: u64,
 }
 
-/// One sync pass: sends every pending dose event (retrying transient failures per `policy`),
-/// then pulls new and changed regimens and the server's clock. The outcome, success or the error
-/// in plain words, is recorded in the store for the app's sync status.
-pub async fn sync_pass(
+/// Uploads the evidence frames of delivered events that the store's evidence policy sends,
+/// one frame per request, marking each in the store as soon as the server acknowledges it: a
+/// dropped connection costs only the frame in flight, and a restart resumes from the store.
+/// Before an event's frames, the server's manifest is read so that frames it already holds are
+/// not sent again.
+pub async fn upload_evidence(
+    store: &mut DeviceStore,
+    client: &DeviceClient,
+    device_id: DeviceId,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Result<EvidenceReport, SyncError> {
+    let mut report = EvidenceReport::default();
+    for (sequence, event_id) in store.events_with_pending_evidence()? {
+        let manifest = client.evidence_manifest(device_id, event_id).await?;
+        for pending in store.pending_evidence_of(sequence)? {
+            let sha256 = sha256_hex(&pending.frame.jpeg);
+            let held = manifest
+                .frames
+                .iter()
+                .any(|frame| frame.index == pending.index && frame.sha256 == sha256);
+            if held {
+                store.mark_evidence_uploaded(sequence, pending.index, now())?;
+                report.already_on_server += 1;
+                continue;
+            }
+            if pending.frame.jpeg.len() > MAX_EVIDENCE_FRAME_BYTES {
+                return Err(SyncError::Protocol(format!(
+                    "evidence frame {} of event {sequence} is {} bytes, over the server's limit of \
+                     {MAX_EVIDENCE_FRAME_BYTES}; it stays on the device",
+                    pending.index,
+                    pending.frame.jpeg.len()
+                )));
+            }
+            let ack = client
+                .put_evidence(device_id, event_id, pending.index, &pending.frame.jpeg)
+                .await?;
+            if ack.event_id != event_id || ack.index != pending.index || ack.sha256 != sha256 {
+                return Err(SyncError::Protocol(format!(
+                    "the server acknowledged another frame than frame {} of event {sequence}",
+                    pending.index
+                )));
+            }
+            store.mark_evidence_uploaded(sequence, pending.index, now())?;
+            match ack.status {
+                dosewitness_protocol::AckStatus::Accepted => report.uploaded += 1,
+                dosewitness_protocol::AckStatus::Duplicate => report.already_on_server += 1,
+            }
+        }
+    }
+    report.still_pending = store.pending_evidence_count()?;
+    Ok(report)
+}
+
+/// [`upload_evidence`], retrying transient failures per `policy` (as
+/// [`drain_outbox_with_retry`]). Each retry resumes from the store.
+pub async fn upload_evidence_with_retry(
     store: &mut DeviceStore,
     client: &DeviceClient,
     device_id: DeviceId,
     policy: &RetryPolicy,
     now: impl Fn() -> DateTime<Utc>,
+) -> Result<(EvidenceReport, u32), SyncError> {
+    retrying!(
+        policy,
+        upload_evidence(store, client, device_id, &now).await
+    )
+}
+
+/// Lower-case hex sha256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What one sync pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPass {
+    pub drained: DrainReport,
+    /// Failed attempts retried before the drain and the evidence upload succeeded.
+    pub retries: u32,
+    pub pulled: PullReport,
+    pub evidence: EvidenceReport,
+}
+
+/// One sync pass: sends every pending dose event (retrying transient failures per `policy`),
+/// pulls new and changed regimens and the server's clock, then uploads the evidence frames of
+/// delivered events that `evidence_policy` sends (retried the same way). The outcome, success
+/// or the error in plain words, is recorded in the store for the app's sync status.
+pub async fn sync_pass(
+    store: &mut DeviceStore,
+    client: &DeviceClient,
+    device_id: DeviceId,
+    policy: &RetryPolicy,
+    evidence_policy: EvidencePolicy,
+    now: impl Fn() -> DateTime<Utc>,
 ) -> Result<SyncPass, SyncError> {
     let result = async {
-        let (drained, retries) =
+        store.set_evidence_policy(evidence_policy, now())?;
+        let (drained, drain_retries) =
             drain_outbox_with_retry(store, client, device_id, DEFAULT_BATCH_SIZE, policy, &now)
                 .await?;
         let pulled = pull_schedule(store, client, device_id, &now).await?;
+        let (evidence, evidence_retries) =
+            upload_evidence_with_retry(store, client, device_id, policy, &now).await?;
         Ok(SyncPass {
             drained,
-            retries,
+            retries: drain_retries + evidence_retries,
             pulled,
+            evidence,
         })
     }
     .await;
@@ -164,17 +292,8 @@ pub async fn drain_outbox_with_retry(
     policy: &RetryPolicy,
     now: impl Fn() -> DateTime<Utc>,
 ) -> Result<(DrainReport, u32), SyncError> {
-    let mut retries = 0;
-    loop {
-        match drain_outbox(store, client, device_id, batch_size, &now).await {
-            Ok(report) => return Ok((report, retries)),
-            Err(error) if error.is_transient() && retries + 1 < policy.max_attempts.max(1) => {
-                let wait = policy.delay(retries, retry::random_unit(), error.retry_after());
-                tracing::warn!(retry = retries + 1, wait_ms = wait.as_millis() as u64, error = %error, "sync failed; retrying");
-                tokio::time::sleep(wait).await;
-                retries += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    retrying!(
+        policy,
+        drain_outbox(store, client, device_id, batch_size, &now).await
+    )
 }

@@ -330,6 +330,8 @@ async fn background_sync_delivers_at_start_on_demand_and_on_its_timer_and_report
             max_attempts: 1,
             ..dosewitness_sync::RetryPolicy::default()
         },
+        evidence: dosewitness_domain::EvidencePolicy::FlaggedOnly,
+        connectivity_poll: None,
     };
     let clock = Arc::new(dosewitness_domain::SystemClock);
     let on_demand = dosewitness_sync::BackgroundSync::spawn(

@@ -303,3 +303,4 @@ fn describe(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+pub mod app;

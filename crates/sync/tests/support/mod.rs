@@ -14,7 +14,7 @@ use dosewitness_protocol::{
 };
 use dosewitness_server::LoopbackServer;
 use dosewitness_store::{DeviceStore, StoreKey};
-use dosewitness_sync::{CoordinatorClient, DeviceClient};
+use dosewitness_sync::{CoordinatorClient, DeviceClient, TlsPolicy};
 use std::sync::Arc;
 
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -42,8 +42,19 @@ pub async fn fixture() -> Fixture {
     )
     .await
     .unwrap();
+    fixture_on(directory, backend, &TlsPolicy::default()).await
+}
+
+/// As [`fixture`], against an already started `backend` (its database under `directory`),
+/// with clients that trust the server per `tls`.
+pub async fn fixture_on(
+    directory: tempfile::TempDir,
+    backend: LoopbackServer,
+    tls: &TlsPolicy,
+) -> Fixture {
     let url = backend.url.clone();
-    let coordinator = CoordinatorClient::new(&url, backend.admin_token.clone(), TIMEOUT).unwrap();
+    let coordinator =
+        CoordinatorClient::with_tls(&url, backend.admin_token.clone(), TIMEOUT, tls).unwrap();
     let study = coordinator
         .create_study(&CreateStudy {
             code: "S".into(),
@@ -74,7 +85,7 @@ pub async fn fixture() -> Fixture {
     let key = StoreKey::generate().unwrap();
     let mut store =
         DeviceStore::create(&directory.path().join("device.db"), &key, Utc::now()).unwrap();
-    let enrolment = DeviceClient::new(&url, None, TIMEOUT)
+    let enrolment = DeviceClient::with_tls(&url, None, TIMEOUT, tls)
         .unwrap()
         .enrol(&EnrolDevice {
             code: code.code,
@@ -92,7 +103,8 @@ pub async fn fixture() -> Fixture {
             Utc::now(),
         )
         .unwrap();
-    let device = DeviceClient::new(&url, Some(enrolment.device_token.clone()), TIMEOUT).unwrap();
+    let device =
+        DeviceClient::with_tls(&url, Some(enrolment.device_token.clone()), TIMEOUT, tls).unwrap();
     Fixture {
         directory,
         backend,
