@@ -488,12 +488,24 @@ async fn enrol_device(
 #[utoipa::path(get, path = "/api/v1/devices/{device_id}/regimens", tag = "devices", params(("device_id" = String, Path, description = "device id")), responses((status = 200, body = Vec<RegimenPlan>), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the device was revoked", body = ApiError)), security(("device_token" = [])))]
 async fn device_regimens(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     Path(device_id): Path<String>,
 ) -> Result<Json<Vec<RegimenPlan>>, ApiFailure> {
     let device_id: DeviceId = parse_id(&device_id, "device id")?;
     let device = require_device(&state, &headers, device_id).await?;
-    Ok(Json(state.database.regimens_of(device.patient_id).await?))
+    let regimens = state.database.regimens_of(device.patient_id).await?;
+    state
+        .database
+        .audit(
+            state.clock.now(),
+            &format!("device:{}", device.id),
+            &source,
+            "read_regimens",
+            &device.patient_id.to_string(),
+        )
+        .await?;
+    Ok(Json(regimens))
 }
 
 #[utoipa::path(post, path = "/api/v1/devices/{device_id}/dose-events", tag = "devices", params(("device_id" = String, Path, description = "device id")), request_body = DoseEventBatch, responses((status = 200, description = "per-event acknowledgements", body = BatchAck), (status = 400, description = "malformed request", body = ApiError), (status = 401, description = "no or invalid credentials", body = ApiError), (status = 403, description = "the device was revoked", body = ApiError), (status = 409, description = "chain gap or fork, or a write conflict (retry)", body = ApiError), (status = 413, description = "too many events", body = ApiError), (status = 422, description = "bad signature or wrong device", body = ApiError)), security(("device_token" = [])))]

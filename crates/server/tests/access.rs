@@ -31,6 +31,8 @@ struct Branch {
     patient: String,
     device: String,
     device_token: String,
+    /// A dose event of the patient, flagged for review.
+    event: String,
 }
 
 async fn created(state: &dosewitness_server::AppState, path: &str, body: Value) -> Value {
@@ -61,6 +63,12 @@ async fn branch(state: &dosewitness_server::AppState, code: &str, key_seed: u8) 
     )
     .await;
     let patient = patient["id"].as_str().unwrap().to_string();
+    let plan = created(
+        state,
+        &format!("/api/v1/patients/{patient}/regimens"),
+        regimen(),
+    )
+    .await;
     let code = created(
         state,
         &format!("/api/v1/patients/{patient}/enrolment-codes"),
@@ -82,13 +90,74 @@ async fn branch(state: &dosewitness_server::AppState, code: &str, key_seed: u8) 
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{device}");
+    let device_id = device["device_id"].as_str().unwrap().to_string();
+    let device_token = device["device_token"].as_str().unwrap().to_string();
+    let event = one_dose_event(state, &key, &device_id, &device_token, &plan).await;
     Branch {
         study,
         site,
         patient,
-        device: device["device_id"].as_str().unwrap().to_string(),
-        device_token: device["device_token"].as_str().unwrap().to_string(),
+        device: device_id,
+        device_token,
+        event,
     }
+}
+
+fn regimen() -> Value {
+    json!({
+        "medication": {"name": "Metformin", "strength_mg": 500.0, "form": "tablet"},
+        "units_per_dose": 1, "time_zone": "Europe/Berlin", "dose_times": ["08:00:00"],
+        "window": {"before_minutes": 30, "after_minutes": 60},
+        "start_date": "2026-03-01", "end_date": null
+    })
+}
+
+/// Ingests one signed dose event (flagged for review) from the device; returns its id.
+async fn one_dose_event(
+    state: &dosewitness_server::AppState,
+    key: &ed25519_dalek::SigningKey,
+    device_id: &str,
+    device_token: &str,
+    plan: &Value,
+) -> String {
+    use chrono::TimeZone;
+    use dosewitness_domain::{CheckScores, DoseEvent, DoseEventId, DoseOutcome};
+    use dosewitness_protocol::chain::{ChainRecord, GENESIS_HASH};
+    let plan: dosewitness_protocol::RegimenPlan = serde_json::from_value(plan.clone()).unwrap();
+    let scheduled_at = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 7, 0, 0).unwrap();
+    let event = DoseEvent {
+        id: DoseEventId::generate(scheduled_at),
+        device_id: device_id.parse().unwrap(),
+        patient_id: plan.regimen.patient_id,
+        regimen_id: plan.regimen.id,
+        medication_id: plan.medication.id,
+        scheduled_at,
+        recorded_at: scheduled_at + Duration::minutes(3),
+        outcome: DoseOutcome::NeedsReview,
+        reasons: vec![],
+        scores: CheckScores::default(),
+    };
+    let signed = ChainRecord {
+        format: ChainRecord::FORMAT,
+        sequence: 1,
+        previous_hash: GENESIS_HASH.to_string(),
+        event,
+    }
+    .sign(key);
+    let batch = dosewitness_protocol::DoseEventBatch {
+        protocol_version: dosewitness_protocol::PROTOCOL_VERSION,
+        events: vec![signed.clone()],
+    };
+    let (status, answer) = call(
+        state,
+        "POST",
+        &format!("/api/v1/devices/{device_id}/dose-events"),
+        Some(device_token),
+        Some(&serde_json::to_string(&batch).unwrap()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    signed.record.event.id.to_string()
 }
 
 /// Creates an account through the API; returns its id.
@@ -597,12 +666,7 @@ async fn authorisation_matrix(backend: Backend) {
         ("device", Some(a.device_token.clone())),
         ("anonymous", None),
     ];
-    let regimen = json!({
-        "medication": {"name": "Metformin", "strength_mg": 500.0, "form": "tablet"},
-        "units_per_dose": 1, "time_zone": "Europe/Berlin", "dose_times": ["08:00:00"],
-        "window": {"before_minutes": 30, "after_minutes": 60},
-        "start_date": "2026-03-01", "end_date": null
-    });
+    let regimen = regimen();
     let period = "from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z";
     // (endpoint, method, path for A, path for B, body, expected status per caller for A, for B)
     // Callers in order: admin, study coordinator, site coordinator, clinician, device, anonymous.
@@ -683,6 +747,16 @@ async fn authorisation_matrix(backend: Backend) {
         ),
         (
             "GET",
+            (
+                format!("/api/v1/dose-events/{}/evidence", a.event),
+                format!("/api/v1/dose-events/{}/evidence", b.event),
+            ),
+            Value::Null,
+            [OK, OK, OK, NO, WHO, WHO],
+            [OK, HIDDEN, HIDDEN, NO, WHO, WHO],
+        ),
+        (
+            "GET",
             study_only("/api/v1/users"),
             Value::Null,
             [OK, NO, NO, NO, WHO, WHO],
@@ -735,7 +809,7 @@ async fn authorisation_matrix(backend: Backend) {
             }
         }
     }
-    assert_eq!(checked, 6 * (4 + 2 * 6));
+    assert_eq!(checked, 6 * (4 + 2 * 7));
 }
 
 /// Over a real socket: the loopback server's cookie is not `Secure` (plain HTTP on loopback is
