@@ -235,16 +235,19 @@ impl Drop for LoopbackServer {
     }
 }
 
-/// Creates the [`LOOPBACK_ADMIN`] account if missing and issues it a new API token.
+/// Creates the [`LOOPBACK_ADMIN`] account if missing, revokes its earlier API tokens and issues
+/// it a new one.
 async fn bootstrap_admin_token(
     database: &Database,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<String, ServerError> {
-    if database
+    if let Some(account) = database
         .user(auth::UserKey::Username(LOOPBACK_ADMIN))
         .await?
-        .is_none()
     {
+        // One live loopback token at a time: the previous process's token dies with this start.
+        database.revoke_tokens_of(&account.id, now).await?;
+    } else {
         let account = NewAccount {
             username: LOOPBACK_ADMIN.to_string(),
             password: None,

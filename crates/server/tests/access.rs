@@ -864,6 +864,34 @@ async fn over_a_real_socket_the_audit_log_records_the_peer(backend: Backend) {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""source":"127.0.0.1""#), "{response}");
     assert!(response.contains(r#""actor":"user:ops""#), "{response}");
+
+    // A new loopback server on the same database revokes the previous one's token.
+    let clock = std::sync::Arc::new(dosewitness_domain::SystemClock);
+    let second =
+        dosewitness_server::LoopbackServer::start_with(database.database.clone(), 0, clock)
+            .await
+            .unwrap();
+    let state = dosewitness_server::AppState::new(
+        database.database.clone(),
+        std::sync::Arc::new(dosewitness_domain::SystemClock),
+    );
+    let (old, _) = call(
+        &state,
+        "GET",
+        "/api/v1/users",
+        Some(&server.admin_token),
+        None,
+    )
+    .await;
+    let (new, _) = call(
+        &state,
+        "GET",
+        "/api/v1/users",
+        Some(&second.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!((old, new), (StatusCode::UNAUTHORIZED, StatusCode::OK));
 }
 
 /// `/openapi.json` is an OpenAPI 3 document whose every operation is routed (no 404/405 from the

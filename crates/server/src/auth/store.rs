@@ -360,6 +360,22 @@ impl Database {
         Ok(updated.rows_affected() == 1)
     }
 
+    /// Revokes every live API token of `user_id`; returns how many.
+    pub(crate) async fn revoke_tokens_of(
+        &self,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, ServerError> {
+        let updated = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(timestamp(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected())
+    }
+
     /// The caller behind a live API token of an enabled account.
     pub(crate) async fn caller_by_api_token(
         &self,
