@@ -537,32 +537,18 @@ async fn ingest(
     let key = parse_public_key(&device.public_key)
         .map_err(|_| ApiFailure::from(crate::ServerError::Decode("device key".into())))?;
     let now = state.clock.now();
+    // Signatures and device ids first, outside the device's chain lock: the CPU-heavy part of
+    // a batch then runs in parallel with other devices' writes.
+    if let Err(rejection) = check_signatures(&device, &key, &batch) {
+        return Err(reject_batch(&state, &device, rejection, now).await);
+    }
     let mut transaction = state.database.begin_ingest(device.id).await?;
-    let acks = match store_batch(&mut transaction, &device, &key, &batch, now).await? {
+    let acks = match store_batch(&mut transaction, &device, &batch, now).await? {
         Ok(acks) => acks,
         Err(rejection) => {
             // All-or-nothing: roll the whole batch back, then record the anomaly on its own.
             transaction.rollback().await?;
-            state
-                .database
-                .record_anomaly(
-                    device.id,
-                    Some(rejection.sequence),
-                    rejection.kind,
-                    &rejection.detail,
-                    now,
-                )
-                .await?;
-            tracing::warn!(device = %device.id, sequence = rejection.sequence, kind = rejection.kind, "dose event batch rejected");
-            state
-                .metrics
-                .batches_rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(ApiFailure::new(
-                rejection.status,
-                rejection.kind,
-                rejection.detail,
-            ));
+            return Err(reject_batch(&state, &device, rejection, now).await);
         }
     };
     // In the batch's transaction: the events and their audit row are stored together (and with
@@ -597,6 +583,63 @@ async fn ingest(
     }))
 }
 
+/// Records a refused batch as an anomaly and answers with its 4xx.
+async fn reject_batch(
+    state: &AppState,
+    device: &DeviceRecord,
+    rejection: Rejection,
+    now: DateTime<Utc>,
+) -> ApiFailure {
+    if let Err(error) = state
+        .database
+        .record_anomaly(
+            device.id,
+            Some(rejection.sequence),
+            rejection.kind,
+            &rejection.detail,
+            now,
+        )
+        .await
+    {
+        return error.into();
+    }
+    tracing::warn!(device = %device.id, sequence = rejection.sequence, kind = rejection.kind, "dose event batch rejected");
+    state
+        .metrics
+        .batches_rejected
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ApiFailure::new(rejection.status, rejection.kind, rejection.detail)
+}
+
+/// Checks every event's signature and that it names this device and its patient.
+fn check_signatures(
+    device: &DeviceRecord,
+    key: &ed25519_dalek::VerifyingKey,
+    batch: &DoseEventBatch,
+) -> Result<(), Rejection> {
+    for signed in &batch.events {
+        let sequence = signed.sequence();
+        let event = &signed.record.event;
+        if let Err(error) = signed.verify(key) {
+            return Err(Rejection {
+                sequence,
+                kind: "bad_signature",
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                detail: error.to_string(),
+            });
+        }
+        if event.device_id != device.id || event.patient_id != device.patient_id {
+            return Err(Rejection {
+                sequence,
+                kind: "wrong_device",
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                detail: format!("event {sequence} names another device or patient"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Why a batch was refused: the first offending event.
 struct Rejection {
     sequence: u64,
@@ -605,12 +648,12 @@ struct Rejection {
     detail: String,
 }
 
-/// Checks and stores every event of `batch` inside `transaction`; the outer `Result` is a
-/// database failure, the inner one a rejected batch.
+/// Checks the chain links of `batch` (signatures were checked by [`check_signatures`]) and
+/// stores every new event inside `transaction`; the outer `Result` is a database failure, the
+/// inner one a rejected batch.
 async fn store_batch(
     transaction: &mut Transaction,
     device: &DeviceRecord,
-    key: &ed25519_dalek::VerifyingKey,
     batch: &DoseEventBatch,
     now: DateTime<Utc>,
 ) -> Result<Result<Vec<EventAck>, Rejection>, crate::ServerError> {
@@ -627,20 +670,6 @@ async fn store_batch(
                 detail,
             }))
         };
-        if let Err(error) = signed.verify(key) {
-            return reject(
-                "bad_signature",
-                StatusCode::UNPROCESSABLE_ENTITY,
-                error.to_string(),
-            );
-        }
-        if event.device_id != device.id || event.patient_id != device.patient_id {
-            return reject(
-                "wrong_device",
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("event {sequence} names another device or patient"),
-            );
-        }
         let head_sequence = head.as_ref().map_or(0, |(sequence, _)| *sequence);
         if sequence <= head_sequence {
             match Database::stored_hash(transaction, device.id, sequence).await? {
