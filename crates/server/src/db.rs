@@ -232,6 +232,27 @@ fn redacted_url(url: &str) -> String {
     }
 }
 
+async fn insert_audit<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    at: DateTime<Utc>,
+    actor: &str,
+    source: &str,
+    action: &str,
+    entity: &str,
+) -> Result<(), ServerError> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, entity, source) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(timestamp(at))
+    .bind(actor)
+    .bind(action)
+    .bind(entity)
+    .bind(source)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 /// A device as the server knows it.
 #[derive(Debug, Clone)]
 pub struct DeviceRecord {
@@ -448,17 +469,7 @@ impl Database {
         action: &str,
         entity: &str,
     ) -> Result<(), ServerError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, entity, source) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(timestamp(at))
-        .bind(actor)
-        .bind(action)
-        .bind(entity)
-        .bind(source)
-        .execute(&mut **transaction)
-        .await?;
-        Ok(())
+        insert_audit(&mut **transaction, at, actor, source, action, entity).await
     }
 
     /// Appends a row to the audit log: who (`actor`), from where (`source`, the peer address),
@@ -471,17 +482,7 @@ impl Database {
         action: &str,
         entity: &str,
     ) -> Result<(), ServerError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, entity, source) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(timestamp(at))
-        .bind(actor)
-        .bind(action)
-        .bind(entity)
-        .bind(source)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_audit(&self.pool, at, actor, source, action, entity).await
     }
 
     pub async fn insert_study(

@@ -464,15 +464,8 @@ async fn coordinator_manifest(
     let place = state.database.event_place(&event_id.to_string()).await?;
     caller.require(Action::ReviewDoses, place, "dose event")?;
     let manifest = manifest(&state, event_id).await?;
-    state
-        .database
-        .audit(
-            state.clock.now(),
-            &caller.actor(),
-            &caller.source,
-            "list_evidence",
-            &event_id.to_string(),
-        )
+    caller
+        .audit(&state, "list_evidence", &event_id.to_string())
         .await?;
     Ok(Json(manifest))
 }
@@ -507,15 +500,8 @@ async fn read_frame(
         tracing::error!(event = %event_id, index, "stored evidence frame does not match its recorded sha256");
         return Err(ServerError::Decode(format!("evidence frame {event_id}/{index}")).into());
     }
-    state
-        .database
-        .audit(
-            state.clock.now(),
-            &caller.actor(),
-            &caller.source,
-            "read_evidence",
-            &format!("{event_id}/{index}"),
-        )
+    caller
+        .audit(&state, "read_evidence", &format!("{event_id}/{index}"))
         .await?;
     let hash_header = HeaderValue::from_str(&sha256)
         .map_err(|_| ServerError::Decode(format!("evidence frame {event_id}/{index} hash")))?;

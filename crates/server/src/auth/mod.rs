@@ -179,6 +179,25 @@ impl Caller {
         }
     }
 
+    /// Appends "this caller did `action` on `entity`" to the audit log, timed now.
+    pub(crate) async fn audit(
+        &self,
+        state: &AppState,
+        action: &str,
+        entity: &str,
+    ) -> Result<(), crate::ServerError> {
+        state
+            .database
+            .audit(
+                state.clock.now(),
+                &self.actor(),
+                &self.source,
+                action,
+                entity,
+            )
+            .await
+    }
+
     /// Refuses `action` if the caller's role never does it (403).
     pub(crate) fn require_role(&self, action: Action) -> Result<(), ApiFailure> {
         match decide(self.role, &self.scopes, action, None) {

@@ -202,16 +202,7 @@ async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Respons
         ));
     };
     state.database.delete_session(token_hash).await?;
-    state
-        .database
-        .audit(
-            state.clock.now(),
-            &caller.actor(),
-            &caller.source,
-            "logout",
-            &caller.user_id,
-        )
-        .await?;
+    caller.audit(&state, "logout", &caller.user_id).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
@@ -255,10 +246,7 @@ async fn create_user(
         scopes: body.scopes,
     };
     let id = state.database.create_account(&account, now).await?;
-    state
-        .database
-        .audit(now, &caller.actor(), &caller.source, "create_user", &id)
-        .await?;
+    caller.audit(&state, "create_user", &id).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
@@ -292,16 +280,7 @@ async fn set_scopes(
         .into());
     }
     state.database.set_scopes(&user.id, &body.scopes).await?;
-    state
-        .database
-        .audit(
-            state.clock.now(),
-            &caller.actor(),
-            &caller.source,
-            "set_scopes",
-            &user.id,
-        )
-        .await?;
+    caller.audit(&state, "set_scopes", &user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,16 +295,7 @@ async fn disable_user(
     if !state.database.disable_user(&user_id, now).await? {
         return Err(ApiFailure::not_found("account"));
     }
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "disable_user",
-            &user_id,
-        )
-        .await?;
+    caller.audit(&state, "disable_user", &user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -348,16 +318,7 @@ async fn create_api_token(
         .database
         .issue_api_token(&user.username, &body.label, now)
         .await?;
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "issue_api_token",
-            &issued.id,
-        )
-        .await?;
+    caller.audit(&state, "issue_api_token", &issued.id).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
@@ -372,16 +333,7 @@ async fn revoke_api_token(
     if !state.database.revoke_api_token(&token_id, now).await? {
         return Err(ApiFailure::not_found("API token"));
     }
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "revoke_api_token",
-            &token_id,
-        )
-        .await?;
+    caller.audit(&state, "revoke_api_token", &token_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -428,16 +380,7 @@ async fn audit(
             limit,
         })
         .await?;
-    state
-        .database
-        .audit(
-            state.clock.now(),
-            &caller.actor(),
-            &caller.source,
-            "read_audit",
-            "audit_log",
-        )
-        .await?;
+    caller.audit(&state, "read_audit", "audit_log").await?;
     let next_after = (entries.len() == usize::try_from(limit).unwrap_or(usize::MAX))
         .then(|| entries.last().map(|entry| entry.id))
         .flatten();

@@ -58,6 +58,23 @@ fn scope_from(kind: &str, id: &str) -> Result<Scope, ServerError> {
     })
 }
 
+async fn insert_scopes(
+    transaction: &mut crate::db::Transaction,
+    user_id: &str,
+    scopes: &[Scope],
+) -> Result<(), ServerError> {
+    for scope in scopes {
+        let (kind, target) = scope_parts(*scope);
+        sqlx::query("INSERT INTO user_scopes (user_id, kind, target_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .bind(kind)
+            .bind(target)
+            .execute(&mut **transaction)
+            .await?;
+    }
+    Ok(())
+}
+
 fn role_from(text: &str) -> Result<Role, ServerError> {
     text.parse().map_err(ServerError::Decode)
 }
@@ -88,15 +105,7 @@ impl Database {
         if inserted.rows_affected() != 1 {
             return Ok(false);
         }
-        for scope in scopes {
-            let (kind, target) = scope_parts(*scope);
-            sqlx::query("INSERT INTO user_scopes (user_id, kind, target_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(user_id)
-                .bind(kind)
-                .bind(target)
-                .execute(&mut *transaction)
-                .await?;
-        }
+        insert_scopes(&mut transaction, user_id, scopes).await?;
         transaction.commit().await?;
         Ok(true)
     }
@@ -119,15 +128,7 @@ impl Database {
             .bind(user_id)
             .execute(&mut *transaction)
             .await?;
-        for scope in scopes {
-            let (kind, target) = scope_parts(*scope);
-            sqlx::query("INSERT INTO user_scopes (user_id, kind, target_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(user_id)
-                .bind(kind)
-                .bind(target)
-                .execute(&mut *transaction)
-                .await?;
-        }
+        insert_scopes(&mut transaction, user_id, scopes).await?;
         transaction.commit().await?;
         Ok(true)
     }
