@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use chrono::Duration;
 use serde_json::{Value, json};
 use support::Backend;
-use support::app::{ADMIN, Answer, call, send, state};
+use support::app::{ADMIN, Answer, call, regimen_body, send, signed_event, state};
 
 on_every_backend!(
     sessions_use_strict_cookies_and_unsafe_requests_need_the_csrf_token,
@@ -104,12 +104,7 @@ async fn branch(state: &dosewitness_server::AppState, code: &str, key_seed: u8) 
 }
 
 fn regimen() -> Value {
-    json!({
-        "medication": {"name": "Metformin", "strength_mg": 500.0, "form": "tablet"},
-        "units_per_dose": 1, "time_zone": "Europe/Berlin", "dose_times": ["08:00:00"],
-        "window": {"before_minutes": 30, "after_minutes": 60},
-        "start_date": "2026-03-01", "end_date": null
-    })
+    serde_json::from_str(&regimen_body(&["08:00:00"], 30, 60)).unwrap()
 }
 
 /// Ingests one signed dose event (flagged for review) from the device; returns its id.
@@ -121,29 +116,15 @@ async fn one_dose_event(
     plan: &Value,
 ) -> String {
     use chrono::TimeZone;
-    use dosewitness_domain::{CheckScores, DoseEvent, DoseEventId, DoseOutcome};
-    use dosewitness_protocol::chain::{ChainRecord, GENESIS_HASH};
     let plan: dosewitness_protocol::RegimenPlan = serde_json::from_value(plan.clone()).unwrap();
-    let scheduled_at = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 7, 0, 0).unwrap();
-    let event = DoseEvent {
-        id: DoseEventId::generate(scheduled_at),
-        device_id: device_id.parse().unwrap(),
-        patient_id: plan.regimen.patient_id,
-        regimen_id: plan.regimen.id,
-        medication_id: plan.medication.id,
-        scheduled_at,
-        recorded_at: scheduled_at + Duration::minutes(3),
-        outcome: DoseOutcome::NeedsReview,
-        reasons: vec![],
-        scores: CheckScores::default(),
-    };
-    let signed = ChainRecord {
-        format: ChainRecord::FORMAT,
-        sequence: 1,
-        previous_hash: GENESIS_HASH.to_string(),
-        event,
-    }
-    .sign(key);
+    let signed = signed_event(
+        key,
+        device_id.parse().unwrap(),
+        &plan,
+        None,
+        chrono::Utc.with_ymd_and_hms(2026, 3, 1, 7, 0, 0).unwrap(),
+        dosewitness_domain::DoseOutcome::NeedsReview,
+    );
     let batch = dosewitness_protocol::DoseEventBatch {
         protocol_version: dosewitness_protocol::PROTOCOL_VERSION,
         events: vec![signed.clone()],

@@ -5,12 +5,11 @@
 
 mod support;
 
-use support::app::{ADMIN, call, state};
+use support::app::{ADMIN, call, regimen_body, signed_event, state};
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use dosewitness_domain::{CheckScores, DoseEvent, DoseEventId, DoseOutcome};
-use dosewitness_protocol::chain::{ChainRecord, GENESIS_HASH};
+use dosewitness_domain::DoseOutcome;
 use dosewitness_protocol::{DoseEventBatch, PROTOCOL_VERSION, SignedDoseEvent};
 use dosewitness_server::AppState;
 use serde_json::json;
@@ -59,19 +58,6 @@ async fn create_patient(state: &AppState) -> String {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{patient}");
     patient["id"].as_str().unwrap().to_string()
-}
-
-fn regimen_body(dose_times: &[&str], before: i64, after: i64) -> String {
-    json!({
-        "medication": {"name": "Metformin", "strength_mg": 500.0, "form": "tablet"},
-        "units_per_dose": 1,
-        "time_zone": "Europe/Berlin",
-        "dose_times": dose_times,
-        "window": {"before_minutes": before, "after_minutes": after},
-        "start_date": "2026-03-01",
-        "end_date": null
-    })
-    .to_string()
 }
 
 async fn coordinator_endpoints_need_the_admin_token(backend: Backend) {
@@ -367,27 +353,14 @@ fn dose_events(
         let sequence = previous.as_ref().map_or(0, SignedDoseEvent::sequence) + 1;
         let scheduled_at: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 3, 1, 7, 0, 0).unwrap()
             + Duration::days(i64::try_from(sequence).unwrap() - 1);
-        let event = DoseEvent {
-            id: DoseEventId::generate(scheduled_at),
-            device_id: device.id,
-            patient_id: device.plan.regimen.patient_id,
-            regimen_id: device.plan.regimen.id,
-            medication_id: device.plan.medication.id,
+        let signed = signed_event(
+            &device.key,
+            device.id,
+            &device.plan,
+            previous.as_ref(),
             scheduled_at,
-            recorded_at: scheduled_at + Duration::minutes(3),
-            outcome: DoseOutcome::Verified,
-            reasons: vec![],
-            scores: CheckScores::default(),
-        };
-        let signed = ChainRecord {
-            format: ChainRecord::FORMAT,
-            sequence,
-            previous_hash: previous
-                .as_ref()
-                .map_or_else(|| GENESIS_HASH.to_string(), |event| event.hash.clone()),
-            event,
-        }
-        .sign(&device.key);
+            DoseOutcome::Verified,
+        );
         events.push(signed.clone());
         previous = Some(signed);
     }

@@ -8,9 +8,8 @@ mod support;
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
-use chrono::{Duration, TimeZone, Utc};
-use dosewitness_domain::{CheckScores, DeviceId, DoseEvent, DoseEventId, DoseOutcome};
-use dosewitness_protocol::chain::{ChainRecord, GENESIS_HASH};
+use chrono::{TimeZone, Utc};
+use dosewitness_domain::{DeviceId, DoseEventId, DoseOutcome};
 use dosewitness_protocol::{
     DoseEventBatch, EVIDENCE_HASH_HEADER, MAX_EVIDENCE_FRAME_BYTES, PROTOCOL_VERSION, RegimenPlan,
     SignedDoseEvent,
@@ -18,7 +17,7 @@ use dosewitness_protocol::{
 use dosewitness_server::{AppState, EvidenceStore, router};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::app::{ADMIN, call, state};
+use support::app::{ADMIN, call, regimen_body, signed_event, state};
 use support::{Backend, TestDatabase};
 use tower::ServiceExt;
 
@@ -85,16 +84,7 @@ async fn device_with_event(state: &AppState, tag: &str) -> Device {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{patient}");
     let patient = patient["id"].as_str().unwrap();
-    let regimen = json!({
-        "medication": {"name": "Metformin", "strength_mg": 500.0, "form": "tablet"},
-        "units_per_dose": 1,
-        "time_zone": "Europe/Berlin",
-        "dose_times": ["08:00:00"],
-        "window": {"before_minutes": 60, "after_minutes": 120},
-        "start_date": "2026-03-01",
-        "end_date": null
-    })
-    .to_string();
+    let regimen = regimen_body(&["08:00:00"], 60, 120);
     let (status, plan) = call(
         state,
         "POST",
@@ -126,25 +116,14 @@ async fn device_with_event(state: &AppState, tag: &str) -> Device {
     assert_eq!(status, StatusCode::CREATED, "{enrolment}");
     let id: DeviceId = enrolment["device_id"].as_str().unwrap().parse().unwrap();
     let token = enrolment["device_token"].as_str().unwrap().to_string();
-    let scheduled_at = Utc.with_ymd_and_hms(2026, 3, 1, 7, 0, 0).unwrap();
-    let event = ChainRecord {
-        format: ChainRecord::FORMAT,
-        sequence: 1,
-        previous_hash: GENESIS_HASH.to_string(),
-        event: DoseEvent {
-            id: DoseEventId::generate(scheduled_at),
-            device_id: id,
-            patient_id: plan.regimen.patient_id,
-            regimen_id: plan.regimen.id,
-            medication_id: plan.medication.id,
-            scheduled_at,
-            recorded_at: scheduled_at + Duration::minutes(3),
-            outcome: DoseOutcome::NeedsReview,
-            reasons: vec![],
-            scores: CheckScores::default(),
-        },
-    }
-    .sign(&key);
+    let event = signed_event(
+        &key,
+        id,
+        &plan,
+        None,
+        Utc.with_ymd_and_hms(2026, 3, 1, 7, 0, 0).unwrap(),
+        DoseOutcome::NeedsReview,
+    );
     let batch = serde_json::to_string(&DoseEventBatch {
         protocol_version: PROTOCOL_VERSION,
         events: vec![event.clone()],

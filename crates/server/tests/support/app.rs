@@ -110,3 +110,51 @@ pub async fn call(
     let answer = send(state, request).await;
     (answer.status, answer.body)
 }
+
+/// A regimen body: Metformin 500 mg tablets at `dose_times` (Berlin), from 1 March 2026, taken
+/// `before` minutes early to `after` minutes late.
+pub fn regimen_body(dose_times: &[&str], before: i64, after: i64) -> String {
+    serde_json::json!({
+        "medication": {"name": "Metformin", "strength_mg": 500.0, "form": "tablet"},
+        "units_per_dose": 1,
+        "time_zone": "Europe/Berlin",
+        "dose_times": dose_times,
+        "window": {"before_minutes": before, "after_minutes": after},
+        "start_date": "2026-03-01",
+        "end_date": null
+    })
+    .to_string()
+}
+
+/// The next dose event of a device's chain after `previous` (the first if `None`) for `plan`,
+/// scheduled at `scheduled_at` and recorded 3 minutes later, signed with `key`. A fresh event
+/// id each call, so two calls after the same event make a fork.
+pub fn signed_event(
+    key: &ed25519_dalek::SigningKey,
+    device_id: dosewitness_domain::DeviceId,
+    plan: &dosewitness_protocol::RegimenPlan,
+    previous: Option<&dosewitness_protocol::SignedDoseEvent>,
+    scheduled_at: chrono::DateTime<Utc>,
+    outcome: dosewitness_domain::DoseOutcome,
+) -> dosewitness_protocol::SignedDoseEvent {
+    use dosewitness_protocol::chain::{ChainRecord, GENESIS_HASH};
+    dosewitness_protocol::chain::ChainRecord {
+        format: ChainRecord::FORMAT,
+        sequence: previous.map_or(0, dosewitness_protocol::SignedDoseEvent::sequence) + 1,
+        previous_hash: previous
+            .map_or_else(|| GENESIS_HASH.to_string(), |event| event.hash.clone()),
+        event: dosewitness_domain::DoseEvent {
+            id: dosewitness_domain::DoseEventId::generate(scheduled_at),
+            device_id,
+            patient_id: plan.regimen.patient_id,
+            regimen_id: plan.regimen.id,
+            medication_id: plan.medication.id,
+            scheduled_at,
+            recorded_at: scheduled_at + chrono::Duration::minutes(3),
+            outcome,
+            reasons: vec![],
+            scores: dosewitness_domain::CheckScores::default(),
+        },
+    }
+    .sign(key)
+}
