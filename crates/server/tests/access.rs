@@ -432,6 +432,42 @@ async fn api_tokens_act_for_their_account_until_revoked_or_disabled(backend: Bac
             .0,
         StatusCode::NOT_FOUND
     );
+    // Scopes can be replaced; they are checked as at creation.
+    let scopes = |body: Value| {
+        let state = &state;
+        let path = format!("/api/v1/users/{clinician}/scopes");
+        async move {
+            call(state, "PUT", &path, Some(ADMIN), Some(&body.to_string()))
+                .await
+                .0
+        }
+    };
+    for refused in [
+        json!({"scopes": [{"kind": "study", "id": b.study}]}),
+        json!({"scopes": [{"kind": "patient", "id": b.study}]}),
+    ] {
+        assert_eq!(scopes(refused).await, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert_eq!(
+        scopes(json!({"scopes": [{"kind": "patient", "id": b.patient}]})).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&state, "GET", &adherence(&a.patient), Some(token), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&state, "GET", &adherence(&b.patient), Some(token), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        scopes(json!({"scopes": [{"kind": "patient", "id": a.patient}]})).await,
+        StatusCode::NO_CONTENT
+    );
     // A password-less account cannot log in, whatever is typed.
     assert_eq!(
         login(&state, "dr.who", "").await.status,

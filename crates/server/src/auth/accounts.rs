@@ -65,29 +65,7 @@ impl Database {
         at: DateTime<Utc>,
     ) -> Result<String, AccountError> {
         check_username(&account.username)?;
-        for scope in &account.scopes {
-            if !scope.fits(account.role) {
-                return Err(AccountError::Invalid(format!(
-                    "a {} cannot be given a {} scope (coordinators: study or site; clinicians: patient; admins: none)",
-                    account.role.as_str(),
-                    match scope {
-                        Scope::Study(_) => "study",
-                        Scope::Site(_) => "site",
-                        Scope::Patient(_) => "patient",
-                    }
-                )));
-            }
-            let exists = match *scope {
-                Scope::Study(id) => self.study_place(id).await?.is_some(),
-                Scope::Site(id) => self.site_place(id).await?.is_some(),
-                Scope::Patient(id) => self.patient_place(id).await?.is_some(),
-            };
-            if !exists {
-                return Err(AccountError::Invalid(format!(
-                    "scope {scope:?} names a record that does not exist"
-                )));
-            }
-        }
+        self.check_scopes(account.role, &account.scopes).await?;
         let password_hash = match &account.password {
             Some(password) => {
                 if let Some(weakness) = password::weakness(password.expose(), &account.username) {
@@ -112,6 +90,38 @@ impl Database {
             return Err(AccountError::Taken(account.username.clone()));
         }
         Ok(user_id)
+    }
+
+    /// Checks that every scope fits `role` and names an existing study, site or patient.
+    pub(crate) async fn check_scopes(
+        &self,
+        role: Role,
+        scopes: &[Scope],
+    ) -> Result<(), AccountError> {
+        for scope in scopes {
+            if !scope.fits(role) {
+                return Err(AccountError::Invalid(format!(
+                    "a {} cannot be given a {} scope (coordinators: study or site; clinicians: patient; admins: none)",
+                    role.as_str(),
+                    match scope {
+                        Scope::Study(_) => "study",
+                        Scope::Site(_) => "site",
+                        Scope::Patient(_) => "patient",
+                    }
+                )));
+            }
+            let exists = match *scope {
+                Scope::Study(id) => self.study_place(id).await?.is_some(),
+                Scope::Site(id) => self.site_place(id).await?.is_some(),
+                Scope::Patient(id) => self.patient_place(id).await?.is_some(),
+            };
+            if !exists {
+                return Err(AccountError::Invalid(format!(
+                    "scope {scope:?} names a record that does not exist"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Every account, oldest first (no password hashes).

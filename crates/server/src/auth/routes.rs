@@ -272,13 +272,7 @@ async fn set_scopes(
         .user(UserKey::Id(&user_id))
         .await?
         .ok_or_else(|| ApiFailure::not_found("account"))?;
-    if let Some(scope) = body.scopes.iter().find(|scope| !scope.fits(user.role)) {
-        return Err(AccountError::Invalid(format!(
-            "scope {scope:?} does not fit the role {}",
-            user.role.as_str()
-        ))
-        .into());
-    }
+    state.database.check_scopes(user.role, &body.scopes).await?;
     state.database.set_scopes(&user.id, &body.scopes).await?;
     caller.audit(&state, "set_scopes", &user.id).await?;
     Ok(StatusCode::NO_CONTENT)
