@@ -11,11 +11,11 @@ use dosewitness_domain::{DoseOutcome, EvidencePolicy};
 use dosewitness_protocol::SignedDoseEvent;
 use dosewitness_store::{DeviceStore, EvidenceFrame};
 use dosewitness_sync::{
-    DeviceClient, RetryPolicy, drain_outbox, sync_pass, upload_evidence, upload_evidence_with_retry,
+    RetryPolicy, drain_outbox, sync_pass, upload_evidence, upload_evidence_with_retry,
 };
 use std::time::Duration;
 use support::fault_proxy::{Fault, FaultProxy};
-use support::{Fixture, coordinator, dose, fixture};
+use support::{Fixture, client_via, coordinator, dose, fixture, upstream};
 
 /// Real JPEGs: frames of the demo replay.
 fn jpeg(frame: u32) -> Vec<u8> {
@@ -93,24 +93,6 @@ async fn stored_and_duplicates(fixture: &Fixture) -> (u64, u64) {
             .unwrap()
     };
     (value("stored"), value("duplicate"))
-}
-
-fn upstream(fixture: &Fixture) -> std::net::SocketAddr {
-    fixture
-        .backend
-        .url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap()
-}
-
-fn client_via(proxy: &FaultProxy, fixture: &Fixture) -> DeviceClient {
-    DeviceClient::new(
-        &proxy.url,
-        Some(fixture.device_token.clone()),
-        Duration::from_millis(2_000),
-    )
-    .unwrap()
 }
 
 #[tokio::test]
@@ -198,7 +180,7 @@ async fn resets_mid_upload_are_retried_and_each_frame_is_stored_once_and_sent_at
     .await
     .unwrap();
     let proxy = FaultProxy::start(upstream(&fixture)).await;
-    let client = client_via(&proxy, &fixture);
+    let client = client_via(&proxy, &fixture, Duration::from_millis(2_000));
     // Requests: manifest, frame 0, frame 1 (stored, then the answer is lost), manifest again
     // (frame 1 is there: not re-sent), frame 2 (the connection drops before the server).
     proxy.inject(&[
@@ -248,7 +230,7 @@ async fn a_client_restart_between_frames_resumes_from_the_store() {
     let proxy = FaultProxy::start(upstream(&fixture)).await;
     // The first run dies at frame 1: its connection drops and nothing retries.
     proxy.inject(&[Fault::Pass, Fault::Pass, Fault::ResetBeforeServer]);
-    let client = client_via(&proxy, &fixture);
+    let client = client_via(&proxy, &fixture, Duration::from_millis(2_000));
     let error = upload_evidence(&mut fixture.store, &client, fixture.device_id, Utc::now)
         .await
         .unwrap_err();
@@ -259,7 +241,7 @@ async fn a_client_restart_between_frames_resumes_from_the_store() {
     let path = fixture.store.path().to_path_buf();
     let reopened = DeviceStore::open(&path, &fixture.key).unwrap();
     fixture.store = reopened;
-    let client = client_via(&proxy, &fixture);
+    let client = client_via(&proxy, &fixture, Duration::from_millis(2_000));
     let report = upload_evidence(&mut fixture.store, &client, fixture.device_id, Utc::now)
         .await
         .unwrap();

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use support::fault_proxy::{Fault, FaultProxy};
-use support::{Fixture, append, fixture};
+use support::{Fixture, append, client_via, fixture, upstream};
 
 /// The client gives up on an answer after this long; `Stall` holds answers for longer.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(700);
@@ -30,24 +30,6 @@ fn quick_retries(max_attempts: u32) -> RetryPolicy {
         max_delay: Duration::from_millis(200),
         max_attempts,
     }
-}
-
-fn upstream(fixture: &Fixture) -> std::net::SocketAddr {
-    fixture
-        .backend
-        .url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap()
-}
-
-fn client_via(proxy: &FaultProxy, fixture: &Fixture) -> DeviceClient {
-    DeviceClient::new(
-        &proxy.url,
-        Some(fixture.device_token.clone()),
-        CLIENT_TIMEOUT,
-    )
-    .unwrap()
 }
 
 /// Drains until the outbox is empty, as the background sync would keep doing; returns the
@@ -132,7 +114,7 @@ async fn each_fault_alone_is_survived_without_loss_or_duplicates() {
         let mut fixture = fixture().await;
         append(&mut fixture, 45);
         let proxy = FaultProxy::start(upstream(&fixture)).await;
-        let client = client_via(&proxy, &fixture);
+        let client = client_via(&proxy, &fixture, CLIENT_TIMEOUT);
         // The fault hits the second of three batches: one batch is already acknowledged.
         proxy.inject(&[Fault::Pass, fault]);
         drain_until_delivered(&mut fixture, &client, 20).await;
@@ -146,7 +128,7 @@ async fn refused_connections_leave_everything_pending_until_the_server_is_back()
     let mut fixture = fixture().await;
     append(&mut fixture, 30);
     let proxy = FaultProxy::start(upstream(&fixture)).await;
-    let client = client_via(&proxy, &fixture);
+    let client = client_via(&proxy, &fixture, CLIENT_TIMEOUT);
     proxy.refuse_connections();
     let error = drain_outbox(&mut fixture.store, &client, fixture.device_id, 20, Utc::now)
         .await
@@ -163,7 +145,7 @@ async fn a_server_restart_mid_drain_is_survived() {
     let mut fixture = fixture().await;
     append(&mut fixture, 100);
     let proxy = FaultProxy::start(upstream(&fixture)).await;
-    let client = client_via(&proxy, &fixture);
+    let client = client_via(&proxy, &fixture, CLIENT_TIMEOUT);
     // Deliver two of five batches, then restart the server on the same database.
     let first = drain_outbox(&mut fixture.store, &client, fixture.device_id, 20, Utc::now);
     proxy.inject(&[Fault::Pass, Fault::Pass, Fault::ResetBeforeServer]);
@@ -245,7 +227,7 @@ async fn random_fault_mixes_deliver_every_event_exactly_once() {
         let mut fixture = fixture().await;
         append(&mut fixture, 10 + (next(&mut state) % 50) as i64);
         let proxy = FaultProxy::start(upstream(&fixture)).await;
-        let client = client_via(&proxy, &fixture);
+        let client = client_via(&proxy, &fixture, CLIENT_TIMEOUT);
         let mix: Vec<Fault> = (0..1 + next(&mut state) % 6)
             .map(|_| menu[(next(&mut state) % menu.len() as u64) as usize])
             .collect();

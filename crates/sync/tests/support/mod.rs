@@ -169,3 +169,22 @@ pub fn regimen_request(medication: &str) -> CreateRegimen {
 pub fn coordinator(fixture: &Fixture) -> CoordinatorClient {
     CoordinatorClient::new(&fixture.url, fixture.backend.admin_token.clone(), TIMEOUT).unwrap()
 }
+
+/// The backend's address, for a fault proxy to forward to.
+pub fn upstream(fixture: &Fixture) -> std::net::SocketAddr {
+    fixture
+        .backend
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap()
+}
+
+/// The device's client, talking to the backend through `proxy`.
+pub fn client_via(
+    proxy: &fault_proxy::FaultProxy,
+    fixture: &Fixture,
+    timeout: std::time::Duration,
+) -> DeviceClient {
+    DeviceClient::new(&proxy.url, Some(fixture.device_token.clone()), timeout).unwrap()
+}
