@@ -190,15 +190,8 @@ async fn create_study(
             "a study with this code exists",
         ));
     }
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "create_study",
-            &study.id.to_string(),
-        )
+    caller
+        .audit(&state, "create_study", &study.id.to_string())
         .await?;
     Ok((StatusCode::CREATED, Json(Created { id: study.id })))
 }
@@ -222,15 +215,8 @@ async fn create_site(
         name: body.name,
     };
     state.database.insert_site(&site, now).await?;
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "create_site",
-            &site.id.to_string(),
-        )
+    caller
+        .audit(&state, "create_site", &site.id.to_string())
         .await?;
     Ok((StatusCode::CREATED, Json(Created { id: site.id })))
 }
@@ -262,15 +248,8 @@ async fn create_patient(
             "this subject code is already enrolled at the site",
         ));
     }
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "create_patient",
-            &patient.id.to_string(),
-        )
+    caller
+        .audit(&state, "create_patient", &patient.id.to_string())
         .await?;
     Ok((StatusCode::CREATED, Json(Created { id: patient.id })))
 }
@@ -331,15 +310,8 @@ async fn create_regimen(
         medication,
     };
     state.database.insert_regimen(&plan, now).await?;
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "create_regimen",
-            &plan.regimen.id.to_string(),
-        )
+    caller
+        .audit(&state, "create_regimen", &plan.regimen.id.to_string())
         .await?;
     Ok((StatusCode::CREATED, Json(plan)))
 }
@@ -361,15 +333,8 @@ async fn create_enrolment_code(
         .database
         .insert_enrolment_code(&sha256_hex(&code), patient_id, expires_at)
         .await?;
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "create_enrolment_code",
-            &patient_id.to_string(),
-        )
+    caller
+        .audit(&state, "create_enrolment_code", &patient_id.to_string())
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -397,15 +362,8 @@ async fn revoke_device(
     if !state.database.revoke_device(device_id, now).await? {
         return Err(ApiFailure::not_found("device"));
     }
-    state
-        .database
-        .audit(
-            now,
-            &caller.actor(),
-            &caller.source,
-            "revoke_device",
-            &device_id.to_string(),
-        )
+    caller
+        .audit(&state, "revoke_device", &device_id.to_string())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -749,15 +707,8 @@ async fn adherence(
         .collect();
     let events = state.database.dose_events_of(patient_id, from, to).await?;
     let summary = dose_adherence(&schedule, &events);
-    state
-        .database
-        .audit(
-            state.clock.now(),
-            &caller.actor(),
-            &caller.source,
-            "read_adherence",
-            &patient_id.to_string(),
-        )
+    caller
+        .audit(&state, "read_adherence", &patient_id.to_string())
         .await?;
     Ok(Json(AdherenceReport {
         patient_id,
