@@ -10,12 +10,10 @@ use chrono::Utc;
 use dosewitness_domain::{DoseOutcome, EvidencePolicy};
 use dosewitness_protocol::SignedDoseEvent;
 use dosewitness_store::{DeviceStore, EvidenceFrame};
-use dosewitness_sync::{
-    RetryPolicy, drain_outbox, sync_pass, upload_evidence, upload_evidence_with_retry,
-};
+use dosewitness_sync::{RetryPolicy, sync_pass, upload_evidence, upload_evidence_with_retry};
 use std::time::Duration;
 use support::fault_proxy::{Fault, FaultProxy};
-use support::{Fixture, client_via, coordinator, dose, fixture, upstream};
+use support::{Fixture, client_via, coordinator, dose, drain, fixture, upstream};
 
 /// Real JPEGs: frames of the demo replay.
 fn jpeg(frame: u32) -> Vec<u8> {
@@ -170,15 +168,7 @@ async fn flagged_frames_arrive_byte_identical_and_others_only_when_the_study_sen
 async fn resets_mid_upload_are_retried_and_each_frame_is_stored_once_and_sent_at_most_twice() {
     let mut fixture = fixture().await;
     let event = record(&mut fixture, 0, DoseOutcome::NeedsReview, &[0, 1, 2, 3]);
-    drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        10,
-        Utc::now,
-    )
-    .await
-    .unwrap();
+    drain(&mut fixture, 10).await.unwrap();
     let proxy = FaultProxy::start(upstream(&fixture)).await;
     let client = client_via(&proxy, &fixture, Duration::from_millis(2_000));
     // Requests: manifest, frame 0, frame 1 (stored, then the answer is lost), manifest again
@@ -218,15 +208,7 @@ async fn resets_mid_upload_are_retried_and_each_frame_is_stored_once_and_sent_at
 async fn a_client_restart_between_frames_resumes_from_the_store() {
     let mut fixture = fixture().await;
     let event = record(&mut fixture, 0, DoseOutcome::NotVerified, &[6, 7, 8]);
-    drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        10,
-        Utc::now,
-    )
-    .await
-    .unwrap();
+    drain(&mut fixture, 10).await.unwrap();
     let proxy = FaultProxy::start(upstream(&fixture)).await;
     // The first run dies at frame 1: its connection drops and nothing retries.
     proxy.inject(&[Fault::Pass, Fault::Pass, Fault::ResetBeforeServer]);

@@ -10,21 +10,13 @@ use std::sync::Arc;
 
 mod support;
 
-use support::{TIMEOUT, append, fixture};
+use support::{TIMEOUT, append, drain, fixture};
 
 #[tokio::test]
 async fn the_outbox_drains_in_batches_and_redelivery_is_harmless() {
     let mut fixture = fixture().await;
     append(&mut fixture, 450);
-    let report = drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        200,
-        Utc::now,
-    )
-    .await
-    .unwrap();
+    let report = drain(&mut fixture, 200).await.unwrap();
     assert_eq!(
         (
             report.batches,
@@ -60,15 +52,7 @@ async fn the_outbox_drains_in_batches_and_redelivery_is_harmless() {
     );
 
     // Nothing left to send: a second pass sends nothing.
-    let again = drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        200,
-        Utc::now,
-    )
-    .await
-    .unwrap();
+    let again = drain(&mut fixture, 200).await.unwrap();
     assert_eq!((again.batches, again.accepted), (0, 0));
 }
 
@@ -114,15 +98,7 @@ async fn tampered_and_gapped_batches_are_refused_whole_and_the_chain_recovers() 
     );
 
     // All-or-nothing: event 1 of the refused batches was not kept, so a clean drain accepts all 3.
-    let report = drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        200,
-        Utc::now,
-    )
-    .await
-    .unwrap();
+    let report = drain(&mut fixture, 200).await.unwrap();
     assert_eq!(
         (report.accepted, report.duplicates, report.still_pending),
         (3, 0, 0)
@@ -395,15 +371,7 @@ async fn a_revoked_device_is_told_so_and_keeps_its_events() {
     append(&mut fixture, 3);
     let coordinator = support::coordinator(&fixture);
     coordinator.revoke_device(fixture.device_id).await.unwrap();
-    let error = drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        10,
-        Utc::now,
-    )
-    .await
-    .unwrap_err();
+    let error = drain(&mut fixture, 10).await.unwrap_err();
     assert!(
         matches!(&error, SyncError::Rejected { status: 403, code, .. } if code == "device_revoked"),
         "{error}"

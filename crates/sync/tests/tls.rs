@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{Fixture, TIMEOUT, append, fixture_on};
+use support::{Fixture, TIMEOUT, append, drain, fixture_on};
 
 /// A self-signed certificate (PEM) for `names` and its key (PEM).
 fn self_signed(names: &[&str]) -> (String, String) {
@@ -62,15 +62,7 @@ async fn drain_failure(fixture: &mut Fixture, client: &DeviceClient) -> String {
 async fn a_device_syncs_over_https_with_the_pinned_certificate_and_the_audit_log_sees_its_ip() {
     let (mut fixture, certificate) = tls_fixture().await;
     append(&mut fixture, 7);
-    let report = drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        3,
-        Utc::now,
-    )
-    .await
-    .unwrap();
+    let report = drain(&mut fixture, 3).await.unwrap();
     assert_eq!(
         (report.batches, report.accepted, report.still_pending),
         (3, 7, 0)
@@ -115,15 +107,7 @@ async fn a_client_pinned_to_another_certificate_fails_and_nothing_is_marked_deli
     assert_eq!(pending(&fixture), 4, "nothing may be marked delivered");
 
     // The right pin still works afterwards.
-    let report = drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        200,
-        Utc::now,
-    )
-    .await
-    .unwrap();
+    let report = drain(&mut fixture, 200).await.unwrap();
     assert_eq!((report.accepted, report.still_pending), (4, 0));
 }
 
@@ -178,15 +162,7 @@ async fn a_client_stuck_in_its_handshake_does_not_hold_up_others() {
 
     append(&mut fixture, 5);
     let started = Instant::now();
-    let report = drain_outbox(
-        &mut fixture.store,
-        &fixture.device,
-        fixture.device_id,
-        200,
-        Utc::now,
-    )
-    .await
-    .unwrap();
+    let report = drain(&mut fixture, 200).await.unwrap();
     assert_eq!(report.accepted, 5);
     // Far below the 10 s handshake timeout the stuck clients would impose if accepts waited.
     assert!(

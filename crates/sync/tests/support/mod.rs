@@ -188,3 +188,18 @@ pub fn client_via(
 ) -> DeviceClient {
     DeviceClient::new(&proxy.url, Some(fixture.device_token.clone()), timeout).unwrap()
 }
+
+/// Drains the fixture's outbox through its own client in batches of `batch_size`.
+pub async fn drain(
+    fixture: &mut Fixture,
+    batch_size: usize,
+) -> Result<dosewitness_sync::DrainReport, dosewitness_sync::SyncError> {
+    dosewitness_sync::drain_outbox(
+        &mut fixture.store,
+        &fixture.device,
+        fixture.device_id,
+        batch_size,
+        Utc::now,
+    )
+    .await
+}
