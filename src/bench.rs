@@ -38,6 +38,13 @@ pub enum BenchCommand {
         /// Python with onnxruntime (default: the venv `cargo xtask models` creates).
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/model-venv/bin/python"))]
         ort_python: PathBuf,
+        /// Instead of the benchmark, time every node of one model's tract plan and print the
+        /// time per op type (for finding what to optimise).
+        #[arg(long, value_name = "MODEL")]
+        profile: Option<String>,
+        /// With --profile, also list every node with its output shape and parameters.
+        #[arg(long, requires = "profile")]
+        nodes: bool,
     },
     /// Ingest events/s and batch latency of the clinic backend with concurrent devices, on
     /// SQLite and (with --database-url) PostgreSQL.
@@ -60,10 +67,19 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Sync { events, json } => sync(events, json),
         BenchCommand::Vision {
             runs,
+            models_dir,
+            profile: Some(name),
+            nodes,
+            ..
+        } => profile_vision(&models_dir, &name, runs, nodes),
+        BenchCommand::Vision {
+            runs,
             json,
             models_dir,
             replay,
             ort_python,
+            profile: None,
+            ..
         } => vision(runs, json, &models_dir, &replay, &ort_python),
     }
 }
@@ -191,31 +207,116 @@ fn deterministic_input(size: usize, range: [f32; 2]) -> Vec<f32> {
         .collect()
 }
 
-fn ort_timings(python: &Path, models_dir: &Path, runs: u32) -> Result<serde_json::Value, String> {
-    if !python.is_file() {
-        return Err(format!(
-            "{} not found; run `cargo xtask models` to create the venv",
-            python.display()
-        ));
+/// ONNX Runtime in a Python child (`scripts/bench/ort_bench.py --serve`) with every model's
+/// session loaded, answering "time NAME for RUNS runs" requests, so the benchmark can interleave
+/// tract and ORT rounds and time both runtimes in the same windows of a noisy machine.
+struct OrtWorker {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    /// `{name: {"load_ms", "onnxruntime"}}` as the child reported it.
+    ready: serde_json::Value,
+}
+
+impl OrtWorker {
+    fn start(python: &Path, models_dir: &Path) -> Result<Self, String> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        if !python.is_file() {
+            return Err(format!(
+                "{} not found; run `cargo xtask models` to create the venv",
+                python.display()
+            ));
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/ort_bench.py");
+        let mut child = Command::new(python)
+            .arg(&script)
+            .arg("--serve")
+            .arg("--models")
+            .arg(models_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|error| format!("could not run {}: {error}", python.display()))?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("the ONNX Runtime child has no pipes".to_string());
+        };
+        let mut output = std::io::BufReader::new(output);
+        let mut line = String::new();
+        output
+            .read_line(&mut line)
+            .map_err(|error| format!("reading from the ONNX Runtime child: {error}"))?;
+        let first: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
+            format!("the ONNX Runtime benchmark did not start (it said {line:?}; see above)")
+        })?;
+        Ok(Self {
+            child,
+            input,
+            output,
+            ready: first["ready"].clone(),
+        })
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/ort_bench.py");
-    let output = std::process::Command::new(python)
-        .arg(&script)
-        .args([
-            "--models",
-            &models_dir.display().to_string(),
-            "--runs",
-            &runs.to_string(),
-        ])
-        .output()
-        .map_err(|error| format!("could not run {}: {error}", python.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "ONNX Runtime benchmark failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
+
+    fn time(&mut self, name: &str, runs: u32) -> Result<Vec<f64>, String> {
+        use std::io::{BufRead, Write};
+        writeln!(self.input, "{name} {runs}")
+            .and_then(|()| self.input.flush())
+            .map_err(|error| format!("writing to the ONNX Runtime child: {error}"))?;
+        let mut line = String::new();
+        self.output
+            .read_line(&mut line)
+            .map_err(|error| format!("reading from the ONNX Runtime child: {error}"))?;
+        serde_json::from_str(&line)
+            .map_err(|_| format!("ONNX Runtime failed on {name} (it said {line:?})"))
     }
-    serde_json::from_slice(&output.stdout).map_err(|error| error.to_string())
+}
+
+impl Drop for OrtWorker {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = writeln!(self.input);
+        let _ = self.child.wait();
+    }
+}
+
+/// `bench vision --profile NAME`: per-op (and with `nodes`, per-node) times of one model's plan.
+fn profile_vision(
+    models_dir: &Path,
+    name: &str,
+    runs: u32,
+    nodes: bool,
+) -> anyhow::Result<ExitCode> {
+    let manifest = dosewitness_vision::ModelManifest::open(models_dir)?;
+    let model = manifest.load(name)?;
+    let entry = model.entry();
+    let input = deterministic_input(entry.input.shape.iter().product(), entry.input.range);
+    let profile = model.profile(&input, runs as usize)?;
+    let total: f64 = profile.ops.iter().map(|share| share.ms).sum();
+    if nodes {
+        for node in &profile.nodes {
+            println!(
+                "{:8.3} ms  #{:<4} {:<20} {} -> {}\n             {}",
+                node.ms, node.id, node.op, node.name, node.outputs, node.detail
+            );
+        }
+    }
+    println!(
+        "{name}: {total:.2} ms summed over {} nodes; wall min {:.2} ms, median {:.2} ms ({runs} runs)",
+        profile.nodes.len(),
+        profile.wall_min_ms,
+        profile.wall_median_ms
+    );
+    for share in &profile.ops {
+        println!(
+            "  {:<28} {:>4} nodes {:8.3} ms {:5.1} %",
+            share.op,
+            share.nodes,
+            share.ms,
+            share.ms / total * 100.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn vision(
@@ -229,7 +330,7 @@ fn vision(
     use dosewitness_vision::{FaceDetector, ModelManifest};
 
     let manifest = ModelManifest::open(models_dir)?;
-    let mut models = Vec::new();
+    let mut loaded = Vec::new();
     for entry in &manifest.models {
         let started = Instant::now();
         let model = manifest.load(&entry.name)?;
@@ -238,22 +339,72 @@ fn vision(
         for _ in 0..5 {
             model.run(&input)?;
         }
-        let mut timings = Vec::with_capacity(runs as usize);
-        for _ in 0..runs.max(1) {
-            let started = Instant::now();
-            model.run(&input)?;
-            timings.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        let (median_ms, p95_ms) = median_p95(&mut timings);
-        models.push((entry.name.clone(), load_ms, median_ms, p95_ms));
-        if !json {
-            eprintln!("  tract {:<22} {median_ms:>8.2} ms", entry.name);
+        loaded.push((model, input, load_ms));
+    }
+    let mut ort = OrtWorker::start(ort_python, models_dir);
+    // Rounds interleave the runtimes model by model: this machine's speed drifts by tens of
+    // percent over a minute, and a ratio of two medians taken minutes apart mostly measures that.
+    let runs = runs.max(1);
+    let rounds = runs.min(25);
+    let per_round = runs.div_ceil(rounds);
+    let mut tract_ms: Vec<Vec<f64>> = vec![Vec::new(); loaded.len()];
+    let mut ort_ms: Vec<Vec<f64>> = vec![Vec::new(); loaded.len()];
+    for _ in 0..rounds {
+        for (index, (model, input, _)) in loaded.iter().enumerate() {
+            for _ in 0..per_round {
+                let started = Instant::now();
+                model.run(input)?;
+                tract_ms[index].push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            if let Ok(worker) = &mut ort {
+                match worker.time(&model.entry().name, per_round) {
+                    Ok(timings) => ort_ms[index].extend(timings),
+                    Err(reason) => ort = Err(reason),
+                }
+            }
         }
     }
-    let ort = ort_timings(ort_python, models_dir, runs);
     if let Err(reason) = &ort {
         eprintln!("ONNX Runtime comparison skipped: {reason}");
     }
+    let model_rows: Vec<serde_json::Value> = loaded
+        .iter()
+        .zip(tract_ms.iter_mut().zip(ort_ms.iter_mut()))
+        .map(|((model, _, load_ms), (tract, ort_runs))| {
+            let name = model.entry().name.as_str();
+            let (tract_median, tract_p95) = median_p95(tract);
+            let ort_stats = (ort.is_ok() && !ort_runs.is_empty()).then(|| median_p95(ort_runs));
+            let ort_load = ort
+                .as_ref()
+                .ok()
+                .and_then(|worker| worker.ready[name]["load_ms"].as_f64());
+            let tract_min = tract.iter().copied().fold(f64::INFINITY, f64::min);
+            let ort_min = ort_runs.iter().copied().fold(f64::INFINITY, f64::min);
+            serde_json::json!({
+                "name": name,
+                "load_ms": load_ms,
+                "tract_min_ms": tract_min,
+                "ort_min_ms": ort_stats.map(|_| ort_min),
+                "ratio_min": ort_stats.map(|_| tract_min / ort_min),
+                "tract_ms": tract_median,
+                "tract_p95_ms": tract_p95,
+                "ort_ms": ort_stats.map(|(median, _)| median),
+                "ort_p95_ms": ort_stats.map(|(_, p95)| p95),
+                "ort_load_ms": ort_load,
+                "ratio": ort_stats.map(|(median, _)| tract_median / median),
+            })
+        })
+        .collect();
+    let ort_version = ort.as_ref().ok().and_then(|worker| {
+        worker
+            .ready
+            .as_object()
+            .and_then(|models| models.values().next())
+            .and_then(|model| model["onnxruntime"].as_str())
+            .map(str::to_string)
+    });
+    let ort_error = ort.as_ref().err().cloned();
+    drop(ort);
 
     // Phase: face presence, the detector on every replay frame (pre-processing, inference,
     // decoding, NMS), as the dose session runs it.
@@ -316,39 +467,27 @@ fn vision(
         }));
     }
 
-    let model_rows: Vec<serde_json::Value> = models
-        .iter()
-        .map(|(name, load_ms, tract_ms, p95_ms)| {
-            let ort_ms = ort
-                .as_ref()
-                .ok()
-                .and_then(|ort| ort[name]["median_ms"].as_f64());
-            serde_json::json!({
-                "name": name,
-                "load_ms": load_ms,
-                "tract_ms": tract_ms,
-                "tract_p95_ms": p95_ms,
-                "ort_ms": ort_ms,
-                "ort_p95_ms": ort.as_ref().ok().and_then(|ort| ort[name]["p95_ms"].as_f64()),
-                "ratio": ort_ms.map(|ort_ms| tract_ms / ort_ms),
-            })
-        })
-        .collect();
     let report = serde_json::json!({
         "models": model_rows,
         "phases": phases,
         "threads": 1,
-        "runs": runs,
-        "ort_error": ort.as_ref().err(),
+        "runs": per_round * rounds,
+        "rounds": rounds,
+        "onnxruntime": ort_version,
+        "ort_error": ort_error,
     });
     if json {
         println!("{report}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("bench vision: single thread, {runs} timed runs per model, deterministic input");
     println!(
-        "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "model", "load ms", "tract ms", "p95 ms", "ORT ms", "ratio"
+        "bench vision: single thread, {} timed runs per model in {rounds} rounds interleaving tract and ONNX Runtime{}, deterministic input",
+        per_round * rounds,
+        ort_version.as_deref().map(|version| format!(" {version}")).unwrap_or_default()
+    );
+    println!(
+        "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "model", "load ms", "tract ms", "p95 ms", "ORT ms", "ratio", "min ratio"
     );
     for row in &model_rows {
         let cell = |key: &str| {
@@ -357,13 +496,14 @@ fn vision(
                 .map_or_else(|| "-".to_string(), |value| format!("{value:.2}"))
         };
         println!(
-            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
             row["name"].as_str().unwrap_or("?"),
             cell("load_ms"),
             cell("tract_ms"),
             cell("tract_p95_ms"),
             cell("ort_ms"),
-            cell("ratio")
+            cell("ratio"),
+            cell("ratio_min")
         );
     }
     for phase in report["phases"].as_array().into_iter().flatten() {

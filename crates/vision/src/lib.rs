@@ -13,6 +13,7 @@
 //! - [`tracking`]: detect-then-track for face and hand, with palm-detection scheduling.
 //! - [`face_quality`]: enrolment photo checks (frontal, sharp, lit).
 //! - [`dose_session`]: the dose session's state machine over per-frame observations.
+//! - [`profile`]: per-op timing of a loaded model's tract plan (`bench vision --profile`).
 //!
 //! Each model stage is pure pre-processing → tract `run` → pure post-processing; the loaded plan
 //! is owned by the model's struct and reused for every frame.
@@ -28,6 +29,7 @@ pub mod geometry;
 pub mod hands;
 pub mod liveness;
 pub mod model;
+pub mod profile;
 pub mod signals;
 pub mod ssd;
 pub mod tracking;
