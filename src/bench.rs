@@ -483,7 +483,10 @@ fn vision(
     println!(
         "bench vision: single thread, {} timed runs per model in {rounds} rounds interleaving tract and ONNX Runtime{}, deterministic input",
         per_round * rounds,
-        ort_version.as_deref().map(|version| format!(" {version}")).unwrap_or_default()
+        ort_version
+            .as_deref()
+            .map(|version| format!(" {version}"))
+            .unwrap_or_default()
     );
     println!(
         "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
