@@ -64,6 +64,7 @@ pub mod by_scalar;
 pub mod conv_w4;
 pub mod depthwise;
 pub mod depthwise_c;
+pub mod depthwise_w_avx512;
 pub mod erf;
 pub mod exp;
 #[cfg(tract_avx512vnni)]
