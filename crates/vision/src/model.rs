@@ -115,9 +115,9 @@ impl ModelManifest {
 
 /// A loaded, optimised tract plan plus its manifest entry.
 ///
-/// It keeps one tract run state and reuses it for every frame: a fresh state per run costs
-/// allocating every intermediate tensor again, which on BlazeFace was a third of the run
-/// (`bench vision --profile` times a reused state). A clone starts with its own state; if two
+/// It keeps one tract run state and reuses it for every frame, instead of setting up a fresh
+/// state (and its per-node op states) per run. The saving is small next to inference itself (it
+/// did not stand out from this machine's noise). A clone starts with its own state; if two
 /// threads run the same instance at once, the one that finds the state busy makes a fresh one.
 #[derive(Debug)]
 pub struct OnnxModel {
