@@ -262,6 +262,14 @@ pub struct DeviceRecord {
     pub revoked: bool,
 }
 
+impl DeviceRecord {
+    /// How the audit log names this device as an actor (`device:ID`), beside
+    /// `Caller::actor`'s `user:NAME` forms.
+    pub fn audit_actor(&self) -> String {
+        format!("device:{}", self.id)
+    }
+}
+
 /// The server database.
 #[derive(Debug, Clone)]
 pub struct Database {

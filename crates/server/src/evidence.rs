@@ -352,7 +352,7 @@ async fn upload_frame(
                 .database
                 .audit(
                     state.clock.now(),
-                    &format!("device:{}", device.id),
+                    &device.audit_actor(),
                     &source,
                     "upload_evidence",
                     &format!("{event_id}/{index}"),

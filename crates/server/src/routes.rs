@@ -423,7 +423,7 @@ async fn enrol_device(
         .database
         .audit(
             now,
-            &format!("device:{}", device.id),
+            &device.audit_actor(),
             &source,
             "enrol_device",
             &patient_id.to_string(),
@@ -457,7 +457,7 @@ async fn device_regimens(
         .database
         .audit(
             state.clock.now(),
-            &format!("device:{}", device.id),
+            &device.audit_actor(),
             &source,
             "read_regimens",
             &device.patient_id.to_string(),
@@ -514,7 +514,7 @@ async fn ingest(
     Database::audit_in(
         &mut transaction,
         now,
-        &format!("device:{}", device.id),
+        &device.audit_actor(),
         &source,
         "ingest_dose_events",
         &device.patient_id.to_string(),

@@ -22,10 +22,10 @@ fn self_signed(names: &[&str]) -> (String, String) {
     (certified.cert.pem(), certified.signing_key.serialize_pem())
 }
 
-/// A TLS backend on 127.0.0.1 with a fresh self-signed certificate, and an enrolled device
-/// whose clients pin that certificate. Returns the fixture and the certificate's PEM.
-async fn tls_fixture() -> (Fixture, String) {
-    let (certificate, key) = self_signed(&["localhost", "127.0.0.1"]);
+/// A backend serving HTTPS on 127.0.0.1 (SQLite in a temp dir) with a fresh self-signed
+/// certificate for `names`; returns the temp dir, the server and the certificate's PEM.
+async fn tls_backend(names: &[&str]) -> (tempfile::TempDir, LoopbackServer, String) {
+    let (certificate, key) = self_signed(names);
     let directory = tempfile::tempdir().unwrap();
     let database = Database::open_sqlite(&directory.path().join("server.db"))
         .await
@@ -34,6 +34,13 @@ async fn tls_fixture() -> (Fixture, String) {
     let backend = LoopbackServer::start_tls(database, 0, Arc::new(SystemClock), tls)
         .await
         .unwrap();
+    (directory, backend, certificate)
+}
+
+/// A TLS backend on 127.0.0.1 with a fresh self-signed certificate, and an enrolled device
+/// whose clients pin that certificate. Returns the fixture and the certificate's PEM.
+async fn tls_fixture() -> (Fixture, String) {
+    let (directory, backend, certificate) = tls_backend(&["localhost", "127.0.0.1"]).await;
     assert!(
         backend.url.starts_with("https://127.0.0.1:"),
         "{}",
@@ -114,15 +121,7 @@ async fn a_client_pinned_to_another_certificate_fails_and_nothing_is_marked_deli
 #[tokio::test]
 async fn a_pinned_certificate_must_still_name_the_server() {
     // A server whose certificate names only clinic.example, pinned, reached as 127.0.0.1.
-    let (certificate, key) = self_signed(&["clinic.example"]);
-    let directory = tempfile::tempdir().unwrap();
-    let database = Database::open_sqlite(&directory.path().join("server.db"))
-        .await
-        .unwrap();
-    let tls = ServerTls::from_pem(certificate.as_bytes(), key.as_bytes()).unwrap();
-    let backend = LoopbackServer::start_tls(database, 0, Arc::new(SystemClock), tls)
-        .await
-        .unwrap();
+    let (_directory, backend, certificate) = tls_backend(&["clinic.example"]).await;
     let pinned = TlsPolicy::pinned_pem(certificate.as_bytes(), "server certificate").unwrap();
     let client = DeviceClient::with_tls(&backend.url, None, TIMEOUT, &pinned).unwrap();
     let error = client
