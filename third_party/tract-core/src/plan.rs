@@ -644,13 +644,17 @@ where
         ) -> Result<TVec<TValue>, E>,
         E: Into<anyhow::Error> + Send + Sync + 'static,
     {
-        if let Some(executor) = self.plan().executor.as_ref() {
-            tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
+        // DoseWitness patch: one MXCSR switch per plan run instead of one per
+        // kernel call (see tract_linalg::with_kernel_float_mode).
+        tract_linalg::with_kernel_float_mode(|| {
+            if let Some(executor) = self.plan().executor.as_ref() {
+                tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
+                    self.do_exec_plan_with_eval(eval)
+                })
+            } else {
                 self.do_exec_plan_with_eval(eval)
-            })
-        } else {
-            self.do_exec_plan_with_eval(eval)
-        }
+            }
+        })
     }
 
     fn do_exec_plan_with_eval<Eval, E>(&mut self, mut eval: Eval) -> TractResult<()>

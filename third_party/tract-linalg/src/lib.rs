@@ -55,6 +55,8 @@ mod frame;
 #[macro_use]
 pub mod routines;
 pub mod cache;
+mod float_mode;
+pub use float_mode::with_kernel_float_mode;
 pub mod generic;
 pub mod knobs;
 pub mod multithread;
