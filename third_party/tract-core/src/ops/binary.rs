@@ -659,8 +659,12 @@ fn find_most_efficient_config(
             gt_tdim(num_by_scalar_elements.clone(), min_num_elements)
                 || (by_scalar_is_possible
                     && gt_tdim(num_by_scalar_elements, 2)
-                    && gt_tdim(total_elements, 256));
-        let unicast_should_be_efficient = gt_tdim(num_unicast_elements, min_num_elements);
+                    && gt_tdim(total_elements.clone(), 256));
+        // DoseWitness patch: a short lockstep operand (a per-channel constant
+        // of a channel-last tensor) is widened at eval time, so a big tensor
+        // is worth the unicast path whatever the period.
+        let unicast_should_be_efficient = gt_tdim(num_unicast_elements, min_num_elements)
+            || (unicast_is_possible && gt_tdim(total_elements, 1024));
         return Ok((by_scalar_should_be_efficient, unicast_should_be_efficient));
     }
     Ok((false, false))
@@ -784,6 +788,27 @@ impl TypedOp for OptBinByScalar {
     as_op!();
 }
 
+/// Lockstep periods at least this long run as they are.
+const WIDE_PERIOD: usize = 256;
+
+/// DoseWitness patch: the period a short lockstep operand is widened to, by
+/// repeating it `k` times with `k` dividing the block count: the first
+/// `period·k` that is vector-aligned (as [`OptBinUnicast::check_b_alignement`]
+/// counts it) and at least [`WIDE_PERIOD`] long, or covers all blocks, within
+/// 16 Ki elements.
+fn widened_period(period: usize, n_blocks: usize) -> Option<usize> {
+    if period == 0 || n_blocks == 0 {
+        return None;
+    }
+    let align = vector_size();
+    (1..=n_blocks)
+        .filter(|k| n_blocks.is_multiple_of(*k))
+        .map(|k| (k, period * k))
+        .take_while(|(_, wide)| *wide <= (16 * 1024).max(period))
+        .find(|(k, wide)| wide.is_multiple_of(align) && (*wide >= WIDE_PERIOD || *k == n_blocks))
+        .map(|(_, wide)| wide)
+}
+
 #[derive(Clone)]
 pub struct OptBinUnicast {
     pub binop: Box<dyn BinMiniOp>,
@@ -819,6 +844,9 @@ impl OptBinUnicast {
         if let Ok(num_element) = elements_per_iteration.to_i64() {
             let required_alignment = vector_size();
             (num_element as usize).is_multiple_of(required_alignment)
+                || num_iterations.to_i64().is_ok_and(|n| {
+                    widened_period(num_element as usize, n as usize).is_some()
+                })
         } else {
             false
         }
@@ -889,6 +917,25 @@ impl EvalOp for OptBinUnicast {
             a.shape()
         );
         let period = b.len();
+        if period > 0
+            && period < WIDE_PERIOD
+            && let Some(wide) = widened_period(period, a.len() / period)
+            && wide != period
+        {
+            // DoseWitness patch: one kernel call per `wide` elements instead
+            // of per `period` (16 for a 16-channel constant).
+            let repeats = wide / period;
+            let bytes = b.as_bytes().repeat(repeats);
+            let wide_b = unsafe { Tensor::from_raw_dt(b.datum_type(), &[wide], &bytes)? };
+            tract_linalg::multithread::par_bin(
+                &*self.eval_fn,
+                &mut a,
+                &wide_b,
+                wide,
+                BShare::Lockstep,
+            )?;
+            return Ok(tvec!(a.into_tvalue()));
+        }
         tract_linalg::multithread::par_bin(&*self.eval_fn, &mut a, &b, period, BShare::Lockstep)?;
 
         Ok(tvec!(a.into_tvalue()))
@@ -1678,5 +1725,53 @@ mod tests {
         let after = decluttered.into_runnable()?.run(input)?;
         assert_eq!(&*before[0], &*after[0]);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod dosewitness_unicast_tests {
+    use super::*;
+
+    #[test]
+    fn widened_period_divides_and_aligns() {
+        let align = vector_size();
+        for (period, blocks) in [(16usize, 9216usize), (32, 2304), (24, 100), (16, 3), (7, 11)] {
+            if let Some(wide) = widened_period(period, blocks) {
+                assert!(wide.is_multiple_of(period));
+                assert!(blocks.is_multiple_of(wide / period));
+                assert!(wide.is_multiple_of(align));
+            }
+        }
+        assert!(widened_period(16, 9216).is_some());
+        assert_eq!(widened_period(7, 11), None);
+    }
+
+    /// A 16-wide per-channel constant times a channel-last tensor: the
+    /// optimised (widened unicast) graph gives the plain graph's values.
+    #[test]
+    fn short_lockstep_operand_matches_broadcast() {
+        let mut model = TypedModel::default();
+        let a = model.add_source("a", f32::fact([1, 12, 10, 16])).unwrap();
+        let b = model
+            .add_const(
+                "b",
+                tract_ndarray::Array4::from_shape_fn((1, 1, 1, 16), |(_, _, _, c)| c as f32 - 7.5)
+                    .into_tensor(),
+            )
+            .unwrap();
+        let out = model.wire_node("mul", crate::ops::math::mul(), &[a, b]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        let input = tract_ndarray::Array4::from_shape_fn((1, 12, 10, 16), |(_, y, x, c)| {
+            (y * 37 + x * 11 + c * 3) as f32 * 0.125 - 20.0
+        })
+        .into_tensor();
+        let plain = model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap();
+        let optimized = model.into_optimized().unwrap();
+        assert!(
+            optimized.nodes.iter().any(|n| n.op_is::<OptBinUnicast>() || n.op_is::<OptBinChain>()),
+            "the mul should run as a unicast"
+        );
+        let fast = optimized.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
+        assert_eq!(*fast[0], *plain[0]);
     }
 }

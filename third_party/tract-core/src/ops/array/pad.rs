@@ -35,6 +35,13 @@ impl Pad {
             PadMode::Constant(f) => f.cast_to_scalar::<T>()?,
             _ => T::default(),
         };
+        if matches!(self.mode, PadMode::Constant(_))
+            && input_tensor.datum_type() == T::datum_type()
+            && let Some(mut output) = self.eval_constant_blocks(&input_tensor, element)?
+        {
+            unsafe { output.set_datum_type(input_tensor.datum_type()) }
+            return Ok(output.into_tvalue());
+        }
         let mut output = ArrayD::<T>::from_elem(output_shape, element);
         let slice_spec: Vec<SliceInfoElem> = self
             .pads
@@ -84,6 +91,53 @@ impl Pad {
         let mut output = output.into_tensor();
         unsafe { output.set_datum_type(input_tensor.datum_type()) }
         Ok(output.into_tvalue())
+    }
+}
+
+impl Pad {
+    /// Constant padding by contiguous block copies (DoseWitness patch).
+    ///
+    /// Past the last padded axis the input and output rows coincide, so each
+    /// input slab of `dims[last..]` is one contiguous copy. The generic path
+    /// assigns through an ndarray slice, element by element for small inner
+    /// dimensions (an NHWC image with 3 channels, a channel pad).
+    fn eval_constant_blocks<T: Copy + Datum>(
+        &self,
+        input: &Tensor,
+        element: T,
+    ) -> TractResult<Option<Tensor>> {
+        let shape = input.shape();
+        let Some(last) = self.pads.iter().rposition(|p| *p != (0, 0)) else {
+            return Ok(None);
+        };
+        if shape.len() != self.pads.len() {
+            return Ok(None);
+        }
+        let output_shape: TVec<usize> =
+            shape.iter().zip(&self.pads).map(|(d, (a, b))| d + a + b).collect();
+        let mut output_strides: TVec<usize> = tvec![1; shape.len()];
+        for axis in (0..shape.len().saturating_sub(1)).rev() {
+            output_strides[axis] = output_strides[axis + 1] * output_shape[axis + 1];
+        }
+        let block = shape[last..].iter().product::<usize>();
+        let origin: usize =
+            self.pads.iter().zip(&output_strides).map(|((before, _), stride)| before * stride).sum();
+        let mut output = vec![element; output_shape.iter().product()];
+        let input_plain = input.try_as_plain_ram()?;
+        let input = input_plain.as_slice::<T>()?;
+        if block > 0 {
+            for (index, slab) in input.chunks_exact(block).enumerate() {
+                // Coordinates of this slab over the axes before `last`.
+                let mut rest = index;
+                let mut offset = origin;
+                for axis in (0..last).rev() {
+                    offset += (rest % shape[axis]) * output_strides[axis];
+                    rest /= shape[axis];
+                }
+                output[offset..offset + block].copy_from_slice(slab);
+            }
+        }
+        Ok(Some(tract_ndarray::ArrayD::from_shape_vec(&*output_shape, output)?.into_tensor()))
     }
 }
 
@@ -179,6 +233,22 @@ impl TypedOp for Pad {
                 change,
             )));
         }
+        // DoseWitness patch: a layout move carries its pads along, so a
+        // channel pad no longer blocks a graph from going channel-last.
+        if let (InOut::In(0), AxisOp::Move(from, to)) = (io, change)
+            && crate::ops::cnn::pools::TRACT_POOL_AXIS_CHANGES.get()
+            && *from < new_op.pads.len()
+            && *to < new_op.pads.len()
+        {
+            let moved = new_op.pads.remove(*from);
+            new_op.pads.insert(*to, moved);
+            return Ok(Some(AxisChangeConsequence::new(
+                model,
+                node,
+                Some(Box::new(new_op)),
+                change,
+            )));
+        }
         if let (InOut::In(0), AxisOp::Add(ix)) = (io, change) {
             new_op.pads.insert(*ix, (0, 0));
             return Ok(Some(AxisChangeConsequence::new(
@@ -201,5 +271,58 @@ impl TypedOp for Pad {
         } else {
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod dosewitness_tests {
+    use super::*;
+
+    /// The block-copy path against a per-element reference, padding every
+    /// subset of axes (including none before the last, and only the last).
+    #[test]
+    fn constant_blocks_match_elementwise_padding() {
+        let shape = [2usize, 3, 4, 5];
+        let input = tract_ndarray::ArrayD::from_shape_fn(&shape[..], |ix| {
+            (ix[0] * 1000 + ix[1] * 100 + ix[2] * 10 + ix[3]) as f32
+        })
+        .into_tensor();
+        for mask in 1u32..16 {
+            let pads: Vec<(usize, usize)> = (0..4)
+                .map(|axis| if mask & (1 << axis) != 0 { (axis % 2 + 1, (axis + 1) % 3) } else { (0, 0) })
+                .collect();
+            let op = Pad { pads: pads.clone(), mode: PadMode::Constant(Arc::new((-1.0f32).into())) };
+            let got = op.eval_constant_blocks::<f32>(&input, -1.0).unwrap().unwrap();
+            let out_shape: Vec<usize> =
+                shape.iter().zip(&pads).map(|(d, (a, b))| d + a + b).collect();
+            let view = input.to_plain_array_view::<f32>().unwrap();
+            let expected = tract_ndarray::ArrayD::from_shape_fn(&out_shape[..], |ix| {
+                let mut src = vec![];
+                for axis in 0..4 {
+                    let i = ix[axis] as isize - pads[axis].0 as isize;
+                    if i < 0 || i >= shape[axis] as isize {
+                        return -1.0;
+                    }
+                    src.push(i as usize);
+                }
+                view[&*src]
+            })
+            .into_tensor();
+            assert_eq!(got, expected, "pads {pads:?}");
+        }
+    }
+
+    /// A move carries the pads with the axis.
+    #[test]
+    fn pads_follow_an_axis_move() {
+        let mut model = TypedModel::default();
+        let source = model.add_source("data", f32::fact([1, 24, 8, 8])).unwrap();
+        let op = Pad { pads: vec![(0, 0), (0, 4), (1, 0), (0, 0)], mode: PadMode::default() };
+        let out = model.wire_node("pad", op, &[source]).unwrap();
+        let node = model.node(out[0].node);
+        let consequence =
+            node.op.change_axes(&model, node, InOut::In(0), &AxisOp::Move(1, 3)).unwrap().unwrap();
+        let moved = consequence.substitute_op.unwrap();
+        assert_eq!(moved.downcast_ref::<Pad>().unwrap().pads, vec![(0, 0), (1, 0), (0, 0), (0, 4)]);
     }
 }

@@ -2,6 +2,7 @@ use crate::internal::*;
 use ndarray::prelude::*;
 
 use crate::ops::cnn::pools::{ConcretePoolGeometry, PoolGeometry, PoolSpec};
+use crate::ops::nn::DataFormat;
 
 #[derive(Debug, Clone, new, Hash, PartialEq, Eq)]
 pub struct MaxPool {
@@ -66,6 +67,38 @@ impl TypedOp for MaxPool {
             )?));
         }
         Ok(None)
+    }
+
+    /// DoseWitness patch: a max-pool follows its input between channel-first
+    /// and channel-last, so it no longer blocks the depthwise convolutions'
+    /// channel-last suggestion. Only the format swap is handled; index
+    /// outputs encode flat positions in the old layout and stay put.
+    fn change_axes(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+        io: InOut,
+        change: &AxisOp,
+    ) -> TractResult<Option<AxisChangeConsequence>> {
+        rule_if!(io == InOut::In(0) || io == InOut::Out(0));
+        rule_if!(self.with_index_outputs.is_none());
+        rule_if!(crate::ops::cnn::pools::TRACT_POOL_AXIS_CHANGES.get());
+        let full_input_shape = model.outlet_fact(node.inputs[0])?.shape.to_tvec();
+        let shape = self.pool_spec.data_format.shape(full_input_shape.clone())?;
+        let rank = full_input_shape.len();
+        let (new_format, axis_move) = match self.pool_spec.data_format {
+            DataFormat::NCHW => (DataFormat::NHWC, AxisOp::Move(shape.c_axis(), rank - 1)),
+            DataFormat::CHW => (DataFormat::HWC, AxisOp::Move(shape.c_axis(), rank - 1)),
+            DataFormat::NHWC => (DataFormat::NCHW, AxisOp::Move(shape.c_axis(), 1)),
+            DataFormat::HWC => (DataFormat::CHW, AxisOp::Move(shape.c_axis(), 0)),
+        };
+        rule_if!(*change == axis_move);
+        let mut op = self.clone();
+        op.pool_spec.data_format = new_format;
+        Ok(Some(AxisChangeConsequence {
+            substitute_op: Some(Box::new(op)),
+            wire_changes: tvec!((InOut::In(0), change.clone()), (InOut::Out(0), change.clone())),
+        }))
     }
 
     /// Lower to `OptMaxPool` with the geometry pre-resolved to `Concrete` when the
@@ -350,10 +383,24 @@ unsafe fn maxpool_2x2_f32(
     // Fully-valid 2×2 windows (both taps in-bounds). SameUpper 2×2 s=1
     // keeps H/W and pads after, so the last row/col are partial.
     let simd_s1 = sh == 1 && sw == 1;
-    let y0 = pt.max(0) as usize;
-    let y1 = ((h - 1 + pt).max(0) as usize).min(oh);
-    let x0 = pl.max(0) as usize;
-    let x1 = ((w - 1 + pl).max(0) as usize).min(ow);
+    // DoseWitness patch: stride 2 gets a fully-valid interior too (both rows
+    // and both columns of each window in bounds).
+    let simd_s2 = sh == 2 && sw == 2;
+    let (y0, y1, x0, x1) = if simd_s2 {
+        (
+            ((pt + 1) / 2) as usize,
+            ((h + pt).max(0) as usize / 2).min(oh),
+            ((pl + 1) / 2) as usize,
+            ((w + pl).max(0) as usize / 2).min(ow),
+        )
+    } else {
+        (
+            pt.max(0) as usize,
+            ((h - 1 + pt).max(0) as usize).min(oh),
+            pl.max(0) as usize,
+            ((w - 1 + pl).max(0) as usize).min(ow),
+        )
+    };
     let plane_len = oh * ow;
     let one_plane = |p: isize, plane_out: *mut f32| unsafe {
         let iptr = i_base as *const f32;
@@ -370,8 +417,18 @@ unsafe fn maxpool_2x2_f32(
                 oh_stride,
             );
         }
+        if simd_s2 && y1 > y0 && x1 > x0 {
+            maxpool_2x2_s2_valid_f32(
+                iptr.offset(in_base + (2 * y0 as isize - pt) * ih_stride + (2 * x0 as isize - pl)),
+                plane_out.offset(y0 as isize * oh_stride + x0 as isize),
+                y1 - y0,
+                x1 - x0,
+                ih_stride,
+                oh_stride,
+            );
+        }
         for oy in 0..oh {
-            let interior_y = simd_s1 && oy >= y0 && oy < y1;
+            let interior_y = (simd_s1 || simd_s2) && oy >= y0 && oy < y1;
             for ox in 0..ow {
                 if interior_y && ox >= x0 && ox < x1 {
                     continue;
@@ -466,6 +523,78 @@ unsafe fn maxpool_2x2_s1_valid_f32(
     }
 }
 
+/// 2×2 stride-2 windows that are all in bounds (DoseWitness patch). Output
+/// `ox` reads input columns `2·ox` and `2·ox + 1` of two rows; the AVX2 path
+/// separates even and odd columns with in-lane shuffles and restores the
+/// order with one 64-bit permute.
+unsafe fn maxpool_2x2_s2_valid_f32(
+    iptr: *const f32,
+    optr: *mut f32,
+    oh: usize,
+    ow: usize,
+    ih_stride: isize,
+    oh_stride: isize,
+) {
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = is_x86_feature_detected!("avx2");
+        for oy in 0..oh {
+            let row0 = iptr.offset(2 * oy as isize * ih_stride);
+            let row1 = row0.offset(ih_stride);
+            let dst = optr.offset(oy as isize * oh_stride);
+            let mut ox = 0usize;
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                ox = maxpool_2x2_s2_row_avx2(row0, row1, dst, ow);
+            }
+            while ox < ow {
+                let m = (*row0.add(2 * ox))
+                    .max(*row0.add(2 * ox + 1))
+                    .max(*row1.add(2 * ox))
+                    .max(*row1.add(2 * ox + 1));
+                *dst.add(ox) = m;
+                ox += 1;
+            }
+        }
+    }
+}
+
+/// Returns how many outputs of the row it wrote (a multiple of 8).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn maxpool_2x2_s2_row_avx2(
+    row0: *const f32,
+    row1: *const f32,
+    dst: *mut f32,
+    ow: usize,
+) -> usize {
+    use std::arch::x86_64::*;
+    unsafe {
+        let mut ox = 0;
+        while ox + 8 <= ow {
+            let a0 = _mm256_loadu_ps(row0.add(2 * ox));
+            let a1 = _mm256_loadu_ps(row0.add(2 * ox + 8));
+            let b0 = _mm256_loadu_ps(row1.add(2 * ox));
+            let b1 = _mm256_loadu_ps(row1.add(2 * ox + 8));
+            let a = _mm256_max_ps(
+                _mm256_shuffle_ps::<0b10_00_10_00>(a0, a1),
+                _mm256_shuffle_ps::<0b11_01_11_01>(a0, a1),
+            );
+            let b = _mm256_max_ps(
+                _mm256_shuffle_ps::<0b10_00_10_00>(b0, b1),
+                _mm256_shuffle_ps::<0b11_01_11_01>(b0, b1),
+            );
+            // lanes hold outputs [0 1 4 5 | 2 3 6 7]
+            let m = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                _mm256_max_ps(a, b),
+            )));
+            _mm256_storeu_ps(dst.add(ox), m);
+            ox += 8;
+        }
+        ox
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,6 +653,88 @@ mod tests {
             .unwrap();
             assert_eq!(*fast[0], *reference[0]);
         }
+    }
+
+    /// DoseWitness patch: the stride-2 interior (AVX2 rows and scalar tails)
+    /// against the generic walk, over odd sizes and every padding.
+    #[test]
+    fn maxpool_2x2_stride2_matches_reference() {
+        let cases = [
+            ((1usize, 16, 112, 112), PaddingSpec::Valid),
+            ((1, 3, 37, 29), PaddingSpec::Valid),
+            ((2, 5, 21, 40), PaddingSpec::SameUpper),
+            ((1, 4, 19, 35), PaddingSpec::SameLower),
+            ((1, 2, 9, 50), PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![0, 1], false)),
+            ((1, 1, 3, 3), PaddingSpec::Valid),
+        ];
+        for (shape, padding) in cases {
+            let c = shape.1;
+            let pool_spec = PoolSpec::new(
+                DataFormat::NCHW,
+                tvec![2, 2],
+                padding.clone(),
+                None,
+                Some(tvec![2, 2]),
+                c,
+                c,
+            );
+            let input = ndarray::Array4::from_shape_fn(shape, |(n, c, y, x)| {
+                ((n * 31 + c * 7 + y * 13 + x * 3) % 97) as f32 * 0.25 - 12.0
+            })
+            .into_tensor()
+            .into_tvalue();
+            let reference =
+                MaxPool { pool_spec: pool_spec.clone(), with_index_outputs: Some(DatumType::I32) }
+                    .eval(&EvalContext::out_of_plan(), tvec!(input.clone()))
+                    .unwrap();
+            let fast = MaxPool { pool_spec, with_index_outputs: None }
+                .eval(&EvalContext::out_of_plan(), tvec!(input))
+                .unwrap();
+            assert_eq!(*fast[0], *reference[0], "{shape:?} {padding:?}");
+        }
+    }
+
+    /// DoseWitness patch: a channel-last pool gives the channel-first pool's
+    /// values, moved.
+    #[test]
+    fn maxpool_follows_a_channel_move() {
+        let shape = (1usize, 16, 20, 20);
+        let input = ndarray::Array4::from_shape_fn(shape, |(_, c, y, x)| {
+            ((c * 7 + y * 13 + x * 3) % 97) as f32 * 0.25 - 12.0
+        })
+        .into_tensor();
+        let spec = |fmt| {
+            PoolSpec::new(fmt, tvec![3, 3], PaddingSpec::SameUpper, None, Some(tvec![2, 2]), 16, 16)
+        };
+        let nchw = MaxPool { pool_spec: spec(DataFormat::NCHW), with_index_outputs: None };
+        let expected = nchw
+            .eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue()))
+            .unwrap()[0]
+            .clone()
+            .into_tensor()
+            .move_axis(1, 3)
+            .unwrap();
+
+        let mut model = TypedModel::default();
+        let source = model.add_source("data", f32::fact([1, 16, 20, 20])).unwrap();
+        let out = model.wire_node("pool", nchw, &[source]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        let node = model.node(out[0].node);
+        let change = AxisOp::Move(1, 3);
+        let consequence = node
+            .op
+            .change_axes(&model, node, InOut::In(0), &change)
+            .unwrap()
+            .expect("the pool accepts a channel move");
+        let moved = consequence.substitute_op.unwrap();
+        let moved = moved.downcast_ref::<MaxPool>().unwrap();
+        assert_eq!(moved.pool_spec.data_format, DataFormat::NHWC);
+        let got = moved
+            .eval(&EvalContext::out_of_plan(), tvec!(input.move_axis(1, 3).unwrap().into_tvalue()))
+            .unwrap();
+        assert_eq!(*got[0], expected);
+        // Any other move is refused.
+        assert!(node.op.change_axes(&model, node, InOut::In(0), &AxisOp::Move(2, 3)).unwrap().is_none());
     }
 
     #[test]

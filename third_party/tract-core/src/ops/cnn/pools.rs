@@ -172,3 +172,10 @@ impl super::ResolveTo<ConcretePoolGeometry> for SymbolicPoolGeometry {
         Ok(ConcretePoolGeometry { input_shape, patch, output_shape })
     }
 }
+
+crate::declare_knob!(
+    TRACT_POOL_AXIS_CHANGES,
+    bool,
+    true,
+    "Let max-pools and pads follow a channel-first/channel-last layout change (DoseWitness patch)."
+);
