@@ -191,6 +191,43 @@ fn store(events: u32, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Median and 95th percentile of `timings_ms` (sorted in place).
+/// The largest absolute difference between two runtimes' outputs, and that difference over the
+/// largest magnitude in the reference. Errs when the outputs do not line up.
+fn output_difference(ours: &[Vec<f32>], reference: &[Vec<f64>]) -> Result<(f64, f64), String> {
+    if ours.len() != reference.len() {
+        return Err(format!(
+            "{} outputs against {}",
+            ours.len(),
+            reference.len()
+        ));
+    }
+    let mut largest_difference = 0.0f64;
+    let mut largest_reference = 0.0f64;
+    for (index, (ours, reference)) in ours.iter().zip(reference).enumerate() {
+        if ours.len() != reference.len() {
+            return Err(format!(
+                "output {index} has {} values against {}",
+                ours.len(),
+                reference.len()
+            ));
+        }
+        for (&ours, &reference) in ours.iter().zip(reference) {
+            let difference = (f64::from(ours) - reference).abs();
+            // A NaN on either side is a disagreement, not a zero difference.
+            largest_difference = if difference.is_nan() {
+                f64::INFINITY
+            } else {
+                largest_difference.max(difference)
+            };
+            largest_reference = largest_reference.max(reference.abs());
+        }
+    }
+    Ok((
+        largest_difference,
+        largest_difference / largest_reference.max(f64::MIN_POSITIVE),
+    ))
+}
+
 fn median_p95(timings_ms: &mut [f64]) -> (f64, f64) {
     let median = median(timings_ms);
     let index = ((timings_ms.len() as f64) * 0.95) as usize;
@@ -259,8 +296,21 @@ impl OrtWorker {
     }
 
     fn time(&mut self, name: &str, runs: u32) -> Result<Vec<f64>, String> {
+        let answer = self.ask(&format!("{name} {runs}"), name)?;
+        serde_json::from_value(answer)
+            .map_err(|_| format!("ONNX Runtime sent no timings for {name}"))
+    }
+
+    /// The model's outputs under ONNX Runtime on the same input, flat, in graph order.
+    fn outputs(&mut self, name: &str) -> Result<Vec<Vec<f64>>, String> {
+        let answer = self.ask(&format!("OUTPUTS {name}"), name)?;
+        serde_json::from_value(answer)
+            .map_err(|_| format!("ONNX Runtime sent no outputs for {name}"))
+    }
+
+    fn ask(&mut self, request: &str, name: &str) -> Result<serde_json::Value, String> {
         use std::io::{BufRead, Write};
-        writeln!(self.input, "{name} {runs}")
+        writeln!(self.input, "{request}")
             .and_then(|()| self.input.flush())
             .map_err(|error| format!("writing to the ONNX Runtime child: {error}"))?;
         let mut line = String::new();
@@ -367,10 +417,28 @@ fn vision(
     if let Err(reason) = &ort {
         eprintln!("ONNX Runtime comparison skipped: {reason}");
     }
+    // Agreement on the same input: the largest absolute difference between tract's and ONNX
+    // Runtime's outputs, and that difference over the largest reference magnitude.
+    let mut agreement: Vec<Option<(f64, f64)>> = vec![None; loaded.len()];
+    if let Ok(worker) = &mut ort {
+        for (slot, (model, input, _)) in agreement.iter_mut().zip(&loaded) {
+            let name = &model.entry().name;
+            let reference = worker.outputs(name);
+            match reference.map(|reference| (model.run(input), reference)) {
+                Ok((Ok(ours), reference)) => match output_difference(&ours, &reference) {
+                    Ok(difference) => *slot = Some(difference),
+                    Err(reason) => eprintln!("{name}: outputs not compared: {reason}"),
+                },
+                Ok((Err(error), _)) => return Err(error.into()),
+                Err(reason) => eprintln!("{name}: outputs not compared: {reason}"),
+            }
+        }
+    }
     let model_rows: Vec<serde_json::Value> = loaded
         .iter()
         .zip(tract_ms.iter_mut().zip(ort_ms.iter_mut()))
-        .map(|((model, _, load_ms), (tract, ort_runs))| {
+        .zip(&agreement)
+        .map(|(((model, _, load_ms), (tract, ort_runs)), agreement)| {
             let name = model.entry().name.as_str();
             let (tract_median, tract_p95) = median_p95(tract);
             let ort_stats = (ort.is_ok() && !ort_runs.is_empty()).then(|| median_p95(ort_runs));
@@ -392,6 +460,8 @@ fn vision(
                 "ort_p95_ms": ort_stats.map(|(_, p95)| p95),
                 "ort_load_ms": ort_load,
                 "ratio": ort_stats.map(|(median, _)| tract_median / median),
+                "max_abs_diff": agreement.map(|(absolute, _)| absolute),
+                "max_rel_diff": agreement.map(|(_, relative)| relative),
             })
         })
         .collect();
@@ -489,8 +559,8 @@ fn vision(
             .unwrap_or_default()
     );
     println!(
-        "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
-        "model", "load ms", "tract ms", "p95 ms", "ORT ms", "ratio", "min ratio"
+        "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
+        "model", "load ms", "tract ms", "p95 ms", "ORT ms", "ratio", "min ratio", "max |Δ|"
     );
     for row in &model_rows {
         let cell = |key: &str| {
@@ -499,14 +569,17 @@ fn vision(
                 .map_or_else(|| "-".to_string(), |value| format!("{value:.2}"))
         };
         println!(
-            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
             row["name"].as_str().unwrap_or("?"),
             cell("load_ms"),
             cell("tract_ms"),
             cell("tract_p95_ms"),
             cell("ort_ms"),
             cell("ratio"),
-            cell("ratio_min")
+            cell("ratio_min"),
+            row["max_abs_diff"]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |value| format!("{value:.1e}"))
         );
     }
     for phase in report["phases"].as_array().into_iter().flatten() {
@@ -689,4 +762,27 @@ pub(crate) async fn bench_patient(
         .await?;
     let code = coordinator.create_enrolment_code(patient).await?;
     Ok((code.code, plan))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::output_difference;
+
+    #[test]
+    fn output_difference_is_the_largest_gap_over_the_largest_reference() {
+        let ours = vec![vec![1.0f32, -2.0], vec![10.0]];
+        let reference = vec![vec![1.5f64, -2.0], vec![-20.0]];
+        let (absolute, relative) = output_difference(&ours, &reference).unwrap();
+        assert_eq!(absolute, 30.0);
+        assert_eq!(relative, 1.5);
+    }
+
+    #[test]
+    fn outputs_that_do_not_line_up_or_hold_nan_are_not_agreement() {
+        assert!(output_difference(&[vec![1.0]], &[vec![1.0], vec![2.0]]).is_err());
+        assert!(output_difference(&[vec![1.0, 2.0]], &[vec![1.0]]).is_err());
+        let (absolute, _) = output_difference(&[vec![f32::NAN, 0.0]], &[vec![1.0, 0.5]]).unwrap();
+        assert!(absolute.is_infinite());
+    }
 }

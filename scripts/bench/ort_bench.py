@@ -7,8 +7,9 @@ deterministic input the Rust side feeds tract (element i = range_lo + (i * 7919 
 "runs"}}. Run it with the venv `cargo xtask models` creates (it has onnxruntime).
 
 With --serve it loads every session, prints one line {"ready": {name: {"load_ms", "onnxruntime"}}}
-and then answers lines "NAME RUNS" on stdin with a JSON list of RUNS timings (ms), until an empty
-line or end of input. `dosewitness bench vision` uses this to interleave tract and ONNX Runtime
+and then answers lines "NAME RUNS" on stdin with a JSON list of RUNS timings (ms), and lines
+"OUTPUTS NAME" with the model's outputs on that input (a JSON list of flat lists, in graph order),
+until an empty line or end of input. `dosewitness bench vision` uses this to interleave tract and ONNX Runtime
 rounds, so both runtimes are timed in the same windows of a noisy machine.
 """
 import argparse
@@ -67,6 +68,11 @@ def serve(args, manifest):
         words = line.split()
         if not words:
             break
+        if words[0] == "OUTPUTS":
+            session, feed = sessions[words[1]]
+            outputs = session.run(None, feed)
+            print(json.dumps([np.asarray(o, dtype=np.float64).ravel().tolist() for o in outputs]), flush=True)
+            continue
         name, runs = words[0], int(words[1])
         session, feed = sessions[name]
         print(json.dumps(timed(session, feed, runs)), flush=True)
