@@ -78,7 +78,10 @@ pub struct Optimizer {
 
 impl Optimizer {
     fn passes(passes: Vec<Box<dyn TypedPass>>) -> Optimizer {
-        Optimizer { passes, steps: None }
+        Optimizer {
+            passes,
+            steps: None,
+        }
     }
 
     pub fn add_pass(&mut self, idx: usize, pass: Box<dyn TypedPass>) {
@@ -94,7 +97,10 @@ impl Optimizer {
     }
 
     pub fn stopping_at(self, steps: usize) -> Optimizer {
-        Optimizer { steps: Some(steps), ..self }
+        Optimizer {
+            steps: Some(steps),
+            ..self
+        }
     }
 
     pub fn prop_consts() -> Optimizer {
@@ -139,7 +145,11 @@ impl Optimizer {
     }
 
     pub fn session(&self) -> OptimizerSession<'_> {
-        OptimizerSession { optimizer: self, counter: 0, seen: Default::default() }
+        OptimizerSession {
+            optimizer: self,
+            counter: 0,
+            seen: Default::default(),
+        }
     }
 }
 
@@ -153,9 +163,15 @@ pub struct OptimizerSession<'o> {
 impl OptimizerSession<'_> {
     pub fn optimize(&mut self, model: &mut TypedModel) -> TractResult<()> {
         let _proof_session = model.symbols.proof_cache_session();
-        model.check_consistency().context("during optimizer preflight check")?;
-        model.compact().context("during optimizer preflight compaction")?;
-        model.check_names().context("after optimizer preflight compaction")?;
+        model
+            .check_consistency()
+            .context("during optimizer preflight check")?;
+        model
+            .compact()
+            .context("during optimizer preflight compaction")?;
+        model
+            .check_names()
+            .context("after optimizer preflight compaction")?;
         for i in 0.. {
             let old = self.counter;
             self.run_all_passes(i, model)?;
@@ -192,7 +208,9 @@ impl OptimizerSession<'_> {
             if self.counter == old_counter {
                 return Ok(());
             }
-            model.compact().with_context(|| format!("after pass {p:?}"))?;
+            model
+                .compact()
+                .with_context(|| format!("after pass {p:?}"))?;
         }
     }
 
@@ -210,7 +228,10 @@ impl OptimizerSession<'_> {
         }
         while let Some(mut patch) = p.next(self, model)? {
             patch.push_context(format!("{p:?}/{i}"));
-            patch.model.check_consistency().context("checking patch internal consistency")?;
+            patch
+                .model
+                .check_consistency()
+                .context("checking patch internal consistency")?;
             model
                 .check_consistency()
                 .context("Checking target model consistency before patching")?;
@@ -224,7 +245,9 @@ impl OptimizerSession<'_> {
             }
             let patch_name = patch.context.iter().rev().join(" >> ");
             debug!("applying patch #{}: {patch_name}", self.counter);
-            patch.apply(model).with_context(|| format!("Applying patch {patch_name}"))?;
+            patch
+                .apply(model)
+                .with_context(|| format!("Applying patch {patch_name}"))?;
             model
                 .check_consistency()
                 .context("Checking target model consistency after patching")?;
@@ -236,9 +259,13 @@ impl OptimizerSession<'_> {
             }
         }
         if p.run_direct(model)? {
-            model.check_consistency().with_context(|| format!("after run_direct {p:?}"))?;
+            model
+                .check_consistency()
+                .with_context(|| format!("after run_direct {p:?}"))?;
         }
-        model.check_consistency().with_context(|| format!("after pass {p:?}"))?;
+        model
+            .check_consistency()
+            .with_context(|| format!("after pass {p:?}"))?;
         Ok(())
     }
 }
