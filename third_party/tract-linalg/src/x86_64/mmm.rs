@@ -59,12 +59,22 @@ fn tile_util(d: usize, tile: usize) -> f32 {
 /// per inner iteration). An unknown M or N is treated as
 /// "large enough" — its utilisation contribution is 1.0.
 fn pick_mmm(choices: &[KernelChoice], m: Option<usize>, n: Option<usize>) -> &'static str {
+    pick_mmm_scaled(choices, m, n, |_| 1.0)
+}
+
+/// [`pick_mmm`] with each choice's `scale` multiplied by `weight(choice)`.
+fn pick_mmm_scaled(
+    choices: &[KernelChoice],
+    m: Option<usize>,
+    n: Option<usize>,
+    weight: impl Fn(&KernelChoice) -> f32,
+) -> &'static str {
     let key = |c: &KernelChoice| -> (f32, i32, i32) {
         let m_u = m.map(|m| tile_util(m, c.mr)).unwrap_or(1.0);
         let n_u = n.map(|n| tile_util(n, c.nr)).unwrap_or(1.0);
         let m_b = m.map(|m| m.div_ceil(c.mr)).unwrap_or(1) as i32;
         let n_b = n.map(|n| n.div_ceil(c.nr)).unwrap_or(1) as i32;
-        (c.scale * m_u * n_u, -(m_b * n_b), c.nr as i32)
+        (c.scale * weight(c) * m_u * n_u, -(m_b * n_b), c.nr as i32)
     };
     let best = choices
         .iter()
@@ -595,11 +605,19 @@ fn avx512_mmm_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> 
         // per-tile cost they no longer pay once rows are stored as whole vectors, and picked
         // 80x2 for m = 64 (a 1x1 convolution with 64 output channels ran 3x slower than with
         // 16x12). Tile fit and relative throughput, as on other vendors, until it is refitted.
+        //
+        // The scales rate the 256-bit fma_ kernels at 0.84-0.96 of the avx512 16x12, which holds
+        // on cores with one 512-bit FMA port. With two, a zmm FMA does twice a ymm FMA's work at
+        // the same issue rate, so they get half their scale there: an m = 24 first convolution
+        // then runs on 16x12 tiles (25 % padding) instead of 24x4 ymm tiles.
         super::Vendor::Intel => {
             if let Some(1) = query.n {
                 unreachable!("n == 1 answered above");
             }
-            Some(pick_mmm(X86_F32_CHOICES, query.m, query.n))
+            let ymm_weight = if super::fma_width::has_dual_avx512_fma() { 0.5 } else { 1.0 };
+            Some(pick_mmm_scaled(X86_F32_CHOICES, query.m, query.n, |choice| {
+                if (choice.name)().starts_with("fma_") { ymm_weight } else { 1.0 }
+            }))
         }
         super::Vendor::Amd => {
             super::amd_avx512_linear::linear_model().preferred(suitable, query.m, query.k, query.n)
