@@ -221,8 +221,8 @@ pub fn resample(
                     (1.0 - fx) * lower_weight,
                     fx * lower_weight,
                 ];
-                for channel in 0..3 {
-                    out[channel] = range[0]
+                for (channel, value) in out.iter_mut().enumerate() {
+                    *value = range[0]
                         + f32::from(upper_row[channel]) * weights[0]
                         + f32::from(upper_row[channel + 3]) * weights[1]
                         + f32::from(lower_row[channel]) * weights[2]
@@ -230,12 +230,12 @@ pub fn resample(
                 }
                 continue;
             }
-            for channel in 0..3 {
+            for (channel, value) in out.iter_mut().enumerate() {
                 let upper =
                     sample(left, top, channel) * (1.0 - fx) + sample(left + 1, top, channel) * fx;
                 let lower = sample(left, top + 1, channel) * (1.0 - fx)
                     + sample(left + 1, top + 1, channel) * fx;
-                out[channel] = range[0] + (upper * (1.0 - fy) + lower * fy) * per_level;
+                *value = range[0] + (upper * (1.0 - fy) + lower * fy) * per_level;
             }
         }
     }
