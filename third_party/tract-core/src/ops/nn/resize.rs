@@ -393,14 +393,31 @@ impl EvalOp for Resize {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let scales = self
+            .optional_scales_input
+            .and_then(|ix| inputs.get(ix))
+            .cloned();
+        let sizes = self
+            .optional_sizes_input
+            .and_then(|ix| inputs.get(ix))
+            .cloned();
+        let input = inputs.remove(0);
+        self.resample(input, scales.as_deref(), sizes.as_deref())
+    }
+}
+
+impl Resize {
+    /// The resampling itself, with scales and sizes given (DoseWitness patch: shared with
+    /// [`ResizeConst`]).
+    fn resample(
+        &self,
+        input: TValue,
+        scales: Option<&Tensor>,
+        sizes: Option<&Tensor>,
+    ) -> TractResult<TVec<TValue>> {
+        let mut inputs = tvec!(input);
         let input_dt = inputs[0].datum_type();
-        let scales = self.optional_scales_input.and_then(|ix| inputs.get(ix));
-        let sizes = self.optional_sizes_input.and_then(|ix| inputs.get(ix));
-        let output_shape = self.compute_output_shape(
-            inputs[0].shape(),
-            scales.map(|t| &**t),
-            sizes.map(|t| &**t),
-        )?;
+        let output_shape = self.compute_output_shape(inputs[0].shape(), scales, sizes)?;
         let scales: TVec<f32> = if let Some(scales) = scales.filter(|s| s.len() == inputs[0].rank())
         {
             scales.try_as_plain_ram()?.as_slice::<f32>()?.into()
@@ -455,6 +472,19 @@ impl TypedOp for Resize {
         model: &TypedModel,
         node: &TypedNode,
     ) -> TractResult<Option<TypedModelPatch>> {
+        if let Some(patch) = self.declutter_nearest(model, node)? {
+            return Ok(Some(patch));
+        }
+        self.bake_scales(model, node)
+    }
+}
+
+impl Resize {
+    fn declutter_nearest(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<TypedModelPatch>> {
         rule_if!(matches!(self.interpolator, Interpolator::Nearest));
         rule_if_some!(scales_input = self.optional_scales_input);
         let scales_fact = model.outlet_fact(node.inputs[scales_input])?;
@@ -484,6 +514,102 @@ impl TypedOp for Resize {
         }
 
         lower_nearest_integer_upsample(model, node, &int_scales)
+    }
+
+    /// DoseWitness patch: constant scales (and no sizes) become [`ResizeConst`], which follows
+    /// axis moves, so an FPN upsample no longer pins a detector to channel-first.
+    fn bake_scales(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        rule_if!(self.optional_sizes_input.is_none());
+        rule_if_some!(scales_input = self.optional_scales_input);
+        rule_if!(node.inputs.len() == 2 && scales_input == 1);
+        rule_if_some!(scales = model.outlet_fact(node.inputs[1])?.konst.clone());
+        rule_if!(scales.len() == model.outlet_fact(node.inputs[0])?.rank());
+        let scales = scales.cast_to::<f32>()?.into_owned();
+        let op = ResizeConst {
+            resize: self.clone(),
+            scales: scales.into_arc_tensor(),
+        };
+        let mut patch = TypedModelPatch::default();
+        let input = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[input])?;
+        patch.shunt_outside(model, node.id.into(), wire[0])?;
+        Ok(Some(patch))
+    }
+}
+
+/// [`Resize`] with its scales baked in (DoseWitness patch). An axis move permutes the scales,
+/// which the two-input op cannot do to its constant input.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ResizeConst {
+    pub resize: Resize,
+    /// One f32 scale per input axis.
+    pub scales: Arc<Tensor>,
+}
+
+impl Op for ResizeConst {
+    fn name(&self) -> StaticName {
+        "ResizeConst".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{:?} scales {:?}",
+            self.resize.interpolator, self.scales
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ResizeConst {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        self.resize.resample(input, Some(&self.scales), None)
+    }
+}
+
+impl TypedOp for ResizeConst {
+    as_op!();
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let shape = self
+            .resize
+            .compute_output_shape(&inputs[0].shape, Some(&self.scales), None)?;
+        Ok(tvec!(inputs[0].datum_type.fact(&shape)))
+    }
+
+    fn change_axes(
+        &self,
+        _model: &TypedModel,
+        _node: &TypedNode,
+        io: InOut,
+        change: &AxisOp,
+    ) -> TractResult<Option<AxisChangeConsequence>> {
+        rule_if!(io == InOut::In(0) || io == InOut::Out(0));
+        let AxisOp::Move(from, to) = change else {
+            return Ok(None);
+        };
+        let mut scales: Vec<f32> = self.scales.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        rule_if!(*from < scales.len() && *to < scales.len());
+        let moved = scales.remove(*from);
+        scales.insert(*to, moved);
+        let op = ResizeConst {
+            resize: self.resize.clone(),
+            scales: tensor1(&scales).into_arc_tensor(),
+        };
+        Ok(Some(AxisChangeConsequence {
+            substitute_op: Some(Box::new(op)),
+            wire_changes: tvec!(
+                (InOut::In(0), change.clone()),
+                (InOut::Out(0), change.clone())
+            ),
+        }))
     }
 }
 
@@ -784,6 +910,66 @@ mod tests {
                 "kernel weights must sum to 1.0, got {sum} at t={t}"
             );
         }
+    }
+
+    /// DoseWitness patch: constant linear scales declutter into `ResizeConst`, which gives the
+    /// two-input op's values, and channel-last after a move.
+    #[test]
+    fn baked_scales_resize_matches_and_follows_a_channel_move() {
+        let shape = [1usize, 8, 6, 5];
+        let input = tract_ndarray::Array4::from_shape_fn(shape, |(_, c, y, x)| {
+            ((c * 31 + y * 7 + x * 3) % 23) as f32 * 0.5 - 4.0
+        })
+        .into_tensor();
+        let resize = Resize {
+            coord_transformer: CoordTransformer::HalfPixel,
+            interpolator: Interpolator::Linear,
+            nearest: Nearest::Floor,
+            optional_scales_input: Some(1),
+            optional_sizes_input: None,
+        };
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact(shape)).unwrap();
+        let scales = model
+            .add_const("scales", tensor1(&[1.0f32, 1.0, 2.0, 2.0]))
+            .unwrap();
+        let out = model
+            .wire_node("resize", resize.clone(), &[source, scales])
+            .unwrap();
+        model.select_output_outlets(&out).unwrap();
+        let plain = model
+            .clone()
+            .into_runnable()
+            .unwrap()
+            .run(tvec!(input.clone().into_tvalue()))
+            .unwrap();
+        let decluttered = model.into_decluttered().unwrap();
+        let node = decluttered
+            .nodes
+            .iter()
+            .find(|node| node.op_is::<ResizeConst>())
+            .expect("constant scales bake into ResizeConst");
+        let baked = decluttered.clone().into_runnable().unwrap();
+        let got = baked.run(tvec!(input.clone().into_tvalue())).unwrap();
+        assert_eq!(*got[0], *plain[0]);
+
+        let consequence = node
+            .op
+            .change_axes(&decluttered, node, InOut::In(0), &AxisOp::Move(1, 3))
+            .unwrap()
+            .expect("a channel move is accepted");
+        let moved = consequence.substitute_op.unwrap();
+        let moved_out = moved
+            .as_op()
+            .downcast_ref::<ResizeConst>()
+            .unwrap()
+            .eval(
+                &EvalContext::out_of_plan(),
+                tvec!(input.move_axis(1, 3).unwrap().into_tvalue()),
+            )
+            .unwrap();
+        let expected = plain[0].clone().into_tensor().move_axis(1, 3).unwrap();
+        assert_eq!(*moved_out[0], expected);
     }
 
     #[test]
