@@ -228,6 +228,26 @@ fn output_difference(ours: &[Vec<f32>], reference: &[Vec<f64>]) -> Result<(f64, 
     ))
 }
 
+/// A tracked phase's JSON row: frame time median and p95, and which models the frames ran.
+fn tracked_phase(
+    name: &str,
+    timings_ms: &mut [f64],
+    work: &dosewitness_vision::tracking::FrameWork,
+    note: &str,
+) -> serde_json::Value {
+    let (median_ms, p95_ms) = median_p95(timings_ms);
+    serde_json::json!({
+        "name": name,
+        "frame_ms": median_ms,
+        "frame_p95_ms": p95_ms,
+        "frames": timings_ms.len(),
+        "tracking": true,
+        "runs": {"face_detection": work.face_detections, "face_mesh": work.face_meshes,
+                 "palm_detection": work.palm_detections, "hand_landmarks": work.hand_landmarks},
+        "note": note,
+    })
+}
+
 fn median_p95(timings_ms: &mut [f64]) -> (f64, f64) {
     let median = median(timings_ms);
     let index = ((timings_ms.len() as f64) * 0.95) as usize;
@@ -524,17 +544,12 @@ fn vision(
                 timings.push(started.elapsed().as_secs_f64() * 1000.0);
             }
         }
-        let (median_ms, p95_ms) = median_p95(&mut timings);
-        phases.push(serde_json::json!({
-            "name": name,
-            "frame_ms": median_ms,
-            "frame_p95_ms": p95_ms,
-            "frames": timings.len(),
-            "tracking": true,
-            "runs": {"face_detection": work.face_detections, "face_mesh": work.face_meshes,
-                     "palm_detection": work.palm_detections, "hand_landmarks": work.hand_landmarks},
-            "note": if with_hand { "the replay shows no hand: palm detection runs every 3rd frame" } else { "" },
-        }));
+        let note = if with_hand {
+            "the replay shows no hand: palm detection runs every 3rd frame"
+        } else {
+            ""
+        };
+        phases.push(tracked_phase(name, &mut timings, &work, note));
     }
     // Phase: a full ingestion frame with both trackers locked, face mesh on the replay's face and
     // hand landmarks on a real photo of an open hand (no recording here shows both at once). This
@@ -564,17 +579,12 @@ fn vision(
             if timings.is_empty() {
                 eprintln!("phase ingestion_hand_tracked skipped: the trackers never locked");
             } else {
-                let (median_ms, p95_ms) = median_p95(&mut timings);
-                phases.push(serde_json::json!({
-                    "name": "ingestion_hand_tracked",
-                    "frame_ms": median_ms,
-                    "frame_p95_ms": p95_ms,
-                    "frames": timings.len(),
-                    "tracking": true,
-                    "runs": {"face_detection": work.face_detections, "face_mesh": work.face_meshes,
-                             "palm_detection": work.palm_detections, "hand_landmarks": work.hand_landmarks},
-                    "note": "tracked frames only: face mesh on the replay + hand landmarks (lite) on tests/fixtures/images/hand_open.jpg",
-                }));
+                phases.push(tracked_phase(
+                    "ingestion_hand_tracked",
+                    &mut timings,
+                    &work,
+                    "tracked frames only: face mesh on the replay + hand landmarks (lite) on tests/fixtures/images/hand_open.jpg",
+                ));
             }
         }
         Err(error) => eprintln!("phase ingestion_hand_tracked skipped: {error}"),
