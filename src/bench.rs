@@ -190,7 +190,6 @@ fn store(events: u32, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Median and 95th percentile of `timings_ms` (sorted in place).
 /// The largest absolute difference between two runtimes' outputs, and that difference over the
 /// largest magnitude in the reference. Errs when the outputs do not line up.
 fn output_difference(ours: &[Vec<f32>], reference: &[Vec<f64>]) -> Result<(f64, f64), String> {
@@ -248,6 +247,7 @@ fn tracked_phase(
     })
 }
 
+/// Median and 95th percentile of `timings_ms` (sorted in place).
 fn median_p95(timings_ms: &mut [f64]) -> (f64, f64) {
     let median = median(timings_ms);
     let index = ((timings_ms.len() as f64) * 0.95) as usize;
