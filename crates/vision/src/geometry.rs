@@ -203,6 +203,9 @@ pub fn resample(
     let per_level = (range[1] - range[0]) / 255.0;
     let row_bytes = (width * 3) as usize;
     let mut tensor = vec![0.0f32; side * side * 3];
+    if side == 0 {
+        return tensor;
+    }
     for (row, out_row) in tensor.chunks_exact_mut(side * 3).enumerate() {
         for (column, out) in out_row.chunks_exact_mut(3).enumerate() {
             let source = source_of(column as f32, row as f32);
