@@ -18,9 +18,7 @@ fn build_chain(n: usize) -> Arc<TypedRunnableModel> {
     let mut prev = model.add_source("input", input_fact).unwrap();
     for i in 0..n {
         let v = (i as f32 + 1.0) * 1e-6;
-        let c = model
-            .add_const(format!("c{i}"), tensor1(&[v; VEC_LEN]))
-            .unwrap();
+        let c = model.add_const(format!("c{i}"), tensor1(&[v; VEC_LEN])).unwrap();
         prev = model.wire_node(format!("a{i}"), add(), &[prev, c]).unwrap()[0];
     }
     model.select_output_outlets(&[prev]).unwrap();

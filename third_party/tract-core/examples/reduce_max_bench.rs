@@ -12,9 +12,8 @@ use tract_core::ops::nn::Reducer;
 fn main() -> TractResult<()> {
     for (rows, k) in [(1024usize, 4096usize), (4096, 1024), (256, 65536)] {
         let n = rows * k;
-        let data: Vec<f32> = (0..n)
-            .map(|i| (((i * 2654435761) >> 13) as f32 / 1e6).sin())
-            .collect();
+        let data: Vec<f32> =
+            (0..n).map(|i| (((i * 2654435761) >> 13) as f32 / 1e6).sin()).collect();
         let t = Tensor::from_shape(&[rows, k], &data)?;
 
         for _ in 0..3 {

@@ -80,10 +80,7 @@ struct Hosted {
 pub fn batchify(model: &TypedModel, batch: &Symbol, shared: &[String]) -> TractResult<TypedModel> {
     for name in shared {
         ensure!(
-            model
-                .input_outlets()?
-                .iter()
-                .any(|o| &model.node(o.node).name == name),
+            model.input_outlets()?.iter().any(|o| &model.node(o.node).name == name),
             "{name} is listed as a shared input but is not a model input"
         );
     }
@@ -132,9 +129,7 @@ pub fn batchify(model: &TypedModel, batch: &Symbol, shared: &[String]) -> TractR
 /// The batch axis an input carries, if any: the first axis sized by an
 /// expression the batch symbol is in.
 fn carrier(fact: &TypedFact, batch: &Symbol) -> Option<usize> {
-    fact.shape
-        .iter()
-        .position(|dim| dim.symbols().contains(batch))
+    fact.shape.iter().position(|dim| dim.symbols().contains(batch))
 }
 
 /// Whether an input's batch is the leading one an export collapsed it to: the
@@ -170,9 +165,7 @@ fn host(
         .context("the op takes no extra leading axis at all")?;
     for slot in 0..node.outputs.len() {
         ensure!(
-            consequence
-                .wire_changes
-                .contains(&(InOut::Out(slot), change.clone())),
+            consequence.wire_changes.contains(&(InOut::Out(slot), change.clone())),
             "the op takes an extra leading axis on an input but does not carry it to output {slot}, \
              so the seats would be folded into one another"
         );
@@ -185,11 +178,7 @@ fn host(
             _ => None,
         })
         .collect();
-    Ok(Hosted {
-        op: consequence.substitute_op,
-        pad,
-        broadcast: false,
-    })
+    Ok(Hosted { op: consequence.substitute_op, pad, broadcast: false })
 }
 
 /// An `EinSum` batched by one label of its own, on axis 0 of the batched inputs
@@ -197,25 +186,15 @@ fn host(
 /// which is the same thing only while the extent is one.
 fn batched_einsum(einsum: &EinSum, batched: &[usize]) -> TractResult<Hosted> {
     let label = einsum.axes.available_label();
-    let mut axes = einsum
-        .axes
-        .clone()
-        .with_extra_axis(label, InOut::In(batched[0]), 0)?;
+    let mut axes = einsum.axes.clone().with_extra_axis(label, InOut::In(batched[0]), 0)?;
     for slot in &batched[1..] {
         axes = axes.with_extra_axis_occurency(label, InOut::In(*slot), 0)?;
     }
     for slot in 0..axes.output_count() {
         axes = axes.with_extra_axis_occurency(label, InOut::Out(slot), 0)?;
     }
-    let op = EinSum {
-        axes,
-        ..einsum.clone()
-    };
-    Ok(Hosted {
-        op: Some(Box::new(op)),
-        pad: tvec!(),
-        broadcast: false,
-    })
+    let op = EinSum { axes, ..einsum.clone() };
+    Ok(Hosted { op: Some(Box::new(op)), pad: tvec!(), broadcast: false })
 }
 
 /// An `AxisOp` one axis further up, which is what hosting the batch on axis 0
@@ -237,14 +216,8 @@ fn shifted_axis_op(op: &AxisOp) -> AxisOp {
 /// indexes gained the batch axis. A negative entry marks an interface with no
 /// streaming axis and stays as it is.
 fn shift_pulse_axes(model: &mut TypedModel, key: &str, widened: &[bool]) -> TractResult<()> {
-    let Some(axes) = model.properties.get(key) else {
-        return Ok(());
-    };
-    let mut axes: Vec<i64> = axes
-        .cast_to::<i64>()?
-        .try_as_plain_ram()?
-        .as_slice::<i64>()?
-        .to_vec();
+    let Some(axes) = model.properties.get(key) else { return Ok(()) };
+    let mut axes: Vec<i64> = axes.cast_to::<i64>()?.try_as_plain_ram()?.as_slice::<i64>()?.to_vec();
     ensure!(
         axes.len() == widened.len(),
         "{key} holds {} axes for {} interfaces",
@@ -256,9 +229,7 @@ fn shift_pulse_axes(model: &mut TypedModel, key: &str, widened: &[bool]) -> Trac
             *axis += 1;
         }
     }
-    model
-        .properties
-        .insert(key.to_string(), tensor1(&axes).into_arc_tensor());
+    model.properties.insert(key.to_string(), tensor1(&axes).into_arc_tensor());
     Ok(())
 }
 
@@ -271,10 +242,7 @@ fn wire(
     join: bool,
     hosts: &HashMap<usize, Hosted>,
 ) -> TractResult<TypedModel> {
-    let mut target = TypedModel {
-        symbols: model.symbols.clone(),
-        ..TypedModel::default()
-    };
+    let mut target = TypedModel { symbols: model.symbols.clone(), ..TypedModel::default() };
     let mut mapping: HashMap<OutletId, OutletId> = Default::default();
     let mut interface: HashMap<OutletId, OutletId> = Default::default();
     for id in model.eval_order()? {
@@ -305,17 +273,13 @@ fn wire(
                     shape[0] = batch.to_dim();
                     wire = target.wire_node(
                         format!("{}.batchify.broadcast.{slot}", node.name),
-                        MultiBroadcastTo {
-                            shape: shape.into(),
-                        },
+                        MultiBroadcastTo { shape: shape.into() },
                         &[wire],
                     )?[0];
                 }
                 inputs[*slot] = wire;
             }
-            let op = hosted
-                .and_then(|h| h.op.clone())
-                .unwrap_or_else(|| node.op.clone());
+            let op = hosted.and_then(|h| h.op.clone()).unwrap_or_else(|| node.op.clone());
             target
                 .wire_node(&node.name, op, &inputs)
                 .with_context(|| format!("Wiring {node} with a batch axis"))?
@@ -328,11 +292,7 @@ fn wire(
             mapping.insert(outlet, wire);
         }
     }
-    let inputs: Vec<OutletId> = model
-        .input_outlets()?
-        .iter()
-        .map(|i| interface[i])
-        .collect();
+    let inputs: Vec<OutletId> = model.input_outlets()?.iter().map(|i| interface[i]).collect();
     let mut outputs: Vec<OutletId> = model.output_outlets()?.iter().map(|o| mapping[o]).collect();
     for (ix, output) in outputs.iter_mut().enumerate() {
         let fact = target.outlet_fact(*output)?.clone();
@@ -430,12 +390,7 @@ fn check(model: TypedModel, batch: &Symbol) -> TractResult<TypedModel> {
         }
         shared.push(format!("output {ix} is {:?}", fact.shape));
     }
-    bail!(
-        "No output carries the batch axis on axis 0: {}",
-        shared.join(", ")
-    )
+    bail!("No output carries the batch axis on axis 0: {}", shared.join(", "))
 }
 
-register_model_transform!("batchify", BatchifyConfig, |config| Ok(Box::new(Batchify(
-    config
-))));
+register_model_transform!("batchify", BatchifyConfig, |config| Ok(Box::new(Batchify(config))));

@@ -15,11 +15,7 @@ where
         let mut wanted_size = D::one();
         for shape in shapes {
             let len = shape.as_ref().len();
-            let dim = if i < len {
-                &shape.as_ref()[len - i - 1]
-            } else {
-                &one
-            };
+            let dim = if i < len { &shape.as_ref()[len - i - 1] } else { &one };
             wanted_size = wanted_size.broadcast(dim.clone())?;
         }
         shape.push(wanted_size)
@@ -34,18 +30,12 @@ mod tests {
 
     #[test]
     fn onnx_1() {
-        assert_eq!(
-            multi_broadcast(&tvec![tvec![2, 3, 4, 5], tvec![]]).unwrap(),
-            tvec![2, 3, 4, 5]
-        )
+        assert_eq!(multi_broadcast(&tvec![tvec![2, 3, 4, 5], tvec![]]).unwrap(), tvec![2, 3, 4, 5])
     }
 
     #[test]
     fn onnx_2() {
-        assert_eq!(
-            multi_broadcast(&tvec![tvec![2, 3, 4, 5], tvec![5]]).unwrap(),
-            tvec![2, 3, 4, 5]
-        )
+        assert_eq!(multi_broadcast(&tvec![tvec![2, 3, 4, 5], tvec![5]]).unwrap(), tvec![2, 3, 4, 5])
     }
 
     #[test]

@@ -109,9 +109,8 @@ impl DeployConfig {
                     set_config_global(&name, &knob_value(&name, &value)?)?;
                 }
             } else {
-                let spec: SectionSpec = value
-                    .deserialize()
-                    .with_context(|| format!("In section {key}"))?;
+                let spec: SectionSpec =
+                    value.deserialize().with_context(|| format!("In section {key}"))?;
                 let knobs = spec
                     .knobs
                     .iter()
@@ -139,15 +138,9 @@ impl DeployConfig {
         options: &RunOptions,
     ) -> TractResult<Box<dyn Runnable>> {
         let default = Section::default();
-        let section = model
-            .name()
-            .and_then(|n| self.sections.get(n))
-            .unwrap_or(&default);
+        let section = model.name().and_then(|n| self.sections.get(n)).unwrap_or(&default);
         let runtime = section.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME);
-        ensure!(
-            runtime != DEPLOY,
-            "A deploy config section can not use the deploy runtime"
-        );
+        ensure!(runtime != DEPLOY, "A deploy config section can not use the deploy runtime");
         section.scope.enter(|| {
             let original = (!section.transforms.is_empty()).then(|| model.clone());
             for spec in &section.transforms {
@@ -179,10 +172,7 @@ impl Section {
                 .symbols
                 .get(name)
                 .with_context(|| format!("Hint for {name}, which is not a symbol of the model"))?;
-            options
-                .memory_sizing_hints
-                .get_or_insert_with(Default::default)
-                .set(&symbol, *value);
+            options.memory_sizing_hints.get_or_insert_with(Default::default).set(&symbol, *value);
         }
         Ok(options)
     }
@@ -221,11 +211,7 @@ impl Runtime for DeployRuntime {
     }
 }
 
-register_runtime!(
-    DeployRuntime = DeployRuntime {
-        config: OnceLock::new()
-    }
-);
+register_runtime!(DeployRuntime = DeployRuntime { config: OnceLock::new() });
 
 fn build_transform(spec: &Value) -> TractResult<Box<dyn ModelTransform>> {
     if let Some(name) = spec.as_str() {
@@ -234,10 +220,8 @@ fn build_transform(spec: &Value) -> TractResult<Box<dyn ModelTransform>> {
     let Some(dict) = spec.as_dict() else {
         bail!("A transform is a name or a table with a name, got {spec:?}")
     };
-    let name = dict
-        .get("name")
-        .and_then(|n| n.as_str())
-        .context("Transform table without a name")?;
+    let name =
+        dict.get("name").and_then(|n| n.as_str()).context("Transform table without a name")?;
     let mut params = dict.clone();
     params.remove("name");
     let params = Value::from(params);

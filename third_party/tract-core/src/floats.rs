@@ -18,11 +18,7 @@ pub struct FloatPrecisionTranslator {
 
 impl FloatPrecisionTranslator {
     pub fn new(from_dt: DatumType, to_dt: DatumType) -> Self {
-        Self {
-            from_dt,
-            to_dt,
-            node_predicate: None,
-        }
+        Self { from_dt, to_dt, node_predicate: None }
     }
 
     pub fn with_filter(
@@ -30,18 +26,11 @@ impl FloatPrecisionTranslator {
         to_dt: DatumType,
         node_predicate: impl Fn(&TypedNode) -> bool + 'static,
     ) -> Self {
-        Self {
-            from_dt,
-            to_dt,
-            node_predicate: Some(Box::new(node_predicate)),
-        }
+        Self { from_dt, to_dt, node_predicate: Some(Box::new(node_predicate)) }
     }
 
     fn should_translate_node(&self, node: &TypedNode) -> bool {
-        self.node_predicate
-            .as_ref()
-            .map(|it| (it)(node))
-            .unwrap_or(true)
+        self.node_predicate.as_ref().map(|it| (it)(node)).unwrap_or(true)
     }
 
     /// Cast node inputs to the working float precision for the operator
@@ -54,11 +43,8 @@ impl FloatPrecisionTranslator {
         mapping: &HashMap<OutletId, OutletId>,
         op_float_dt: DatumType,
     ) -> TractResult<TVec<OutletId>> {
-        let original_op_float_dt = if op_float_dt == self.from_dt {
-            self.to_dt
-        } else {
-            self.from_dt
-        };
+        let original_op_float_dt =
+            if op_float_dt == self.from_dt { self.to_dt } else { self.from_dt };
 
         let mut mapped_inputs = tvec![];
         for (i_idx, i) in node.inputs.iter().enumerate() {
@@ -189,15 +175,9 @@ impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>>
                     .translate_model(&op.body)?;
                 Box::new(Scan { body, ..op.clone() })
             } else if let Some(op) = node.op_as::<EinSum>() {
-                let operating_dt = if op.operating_dt == self.from_dt {
-                    self.to_dt
-                } else {
-                    op.operating_dt
-                };
-                Box::new(EinSum {
-                    operating_dt,
-                    ..op.clone()
-                })
+                let operating_dt =
+                    if op.operating_dt == self.from_dt { self.to_dt } else { op.operating_dt };
+                Box::new(EinSum { operating_dt, ..op.clone() })
             } else {
                 node.op.clone()
             };
@@ -219,21 +199,11 @@ mod test {
         let multiplier = model.add_const("multiplier", tensor1(&[1.0f32]))?;
         let neg_infinity = model.add_const("neg_infinity", tensor1(&[f32::NEG_INFINITY]))?;
         let pow_factor = model.add_const("pow_factor", tensor1(&[10.0f32]))?;
-        let add = model
-            .wire_node("layer.0/add", math::add(), &[a, a])
-            .unwrap()[0];
-        let mul = model
-            .wire_node("layer.0/mul", math::mul(), &[add, multiplier])
-            .unwrap()[0];
-        let pow = model
-            .wire_node("layer.1/pow", math::pow(), &[mul, pow_factor])
-            .unwrap()[0];
+        let add = model.wire_node("layer.0/add", math::add(), &[a, a]).unwrap()[0];
+        let mul = model.wire_node("layer.0/mul", math::mul(), &[add, multiplier]).unwrap()[0];
+        let pow = model.wire_node("layer.1/pow", math::pow(), &[mul, pow_factor]).unwrap()[0];
         let _output = model
-            .wire_node(
-                "layer.1/add_neg_infinity",
-                math::add(),
-                &[pow, neg_infinity],
-            )
+            .wire_node("layer.1/add_neg_infinity", math::add(), &[pow, neg_infinity])
             .unwrap()[0];
         model.auto_outputs()?;
         Ok(model)
@@ -314,10 +284,8 @@ mod test {
 
         // Execution in F16 with returns NaN
         let mut model_f16 = model.clone();
-        model_f16.transform(&FloatPrecisionTranslator::new(
-            f32::datum_type(),
-            f16::datum_type(),
-        ))?;
+        model_f16
+            .transform(&FloatPrecisionTranslator::new(f32::datum_type(), f16::datum_type()))?;
         let runnable_model_f16 = model_f16.clone().into_runnable()?;
         assert!(
             runnable_model_f16.run(tvec![tensor1(&[f16::from_f32(5.0)]).into()])?[0]

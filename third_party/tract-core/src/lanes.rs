@@ -195,9 +195,7 @@ pub struct LaneTable {
 impl LaneTable {
     pub fn new(max_lanes: usize) -> TractResult<LaneTable> {
         ensure!(max_lanes > 0, "A laned state needs at least one lane");
-        Ok(LaneTable {
-            taken: vec![false; max_lanes],
-        })
+        Ok(LaneTable { taken: vec![false; max_lanes] })
     }
 
     /// The extent of the lane axis of the state's per-lane buffers, fixed for
@@ -221,11 +219,7 @@ impl LaneTable {
 
     /// Hand `lane` back, for [`LaneTable::take`] to give to another stream.
     pub fn give_back(&mut self, lane: LaneId) -> TractResult<()> {
-        ensure!(
-            self.is_taken(lane),
-            "Lane {} is not taken, so it can not be given back",
-            lane.0
-        );
+        ensure!(self.is_taken(lane), "Lane {} is not taken, so it can not be given back", lane.0);
         self.taken[lane.0] = false;
         Ok(())
     }
@@ -240,11 +234,7 @@ impl LaneTable {
     pub fn seat(&self, lanes: impl IntoIterator<Item = LaneId>) -> TractResult<Seating> {
         let lanes: Vec<LaneId> = lanes.into_iter().collect();
         for lane in &lanes {
-            ensure!(
-                self.is_taken(*lane),
-                "Seating lane {}, which no stream took",
-                lane.0
-            );
+            ensure!(self.is_taken(*lane), "Seating lane {}, which no stream took", lane.0);
         }
         Seating::new(self.max_lanes(), lanes)
     }
@@ -385,10 +375,8 @@ impl Meters {
             Unit::Seconds,
             "One turn of an autobatched runnable, stacking and slicing included"
         );
-        let labels: Vec<Label> = name
-            .map(|name| Label::new("runnable", name.to_string()))
-            .into_iter()
-            .collect();
+        let labels: Vec<Label> =
+            name.map(|name| Label::new("runnable", name.to_string())).into_iter().collect();
         Meters {
             turns: metrics::counter!("tract_autobatch_turns_total", labels.clone()),
             seats: metrics::counter!("tract_autobatch_seats_total", labels.clone()),
@@ -430,10 +418,7 @@ impl LanedRunnable {
         if symbols.len() != 1 {
             bail!(off_axis_zero(&facts, &symbols));
         }
-        ensure!(
-            batch_out.iter().any(|b| *b),
-            "A laned model must batch one output at least"
-        );
+        ensure!(batch_out.iter().any(|b| *b), "A laned model must batch one output at least");
         let batch = symbols.remove(0);
         let counts = Arc::new(Counts::default());
         let meters = Meters::new(model.as_ref().and_then(|model| model.name()));
@@ -444,41 +429,35 @@ impl LanedRunnable {
         let (spawned, ready) = channel::<TractResult<()>>();
         let worker_counts = counts.clone();
         let worker_inner = inner.clone();
-        let worker_thread = thread::Builder::new()
-            .name("tract-lanes".into())
-            .spawn(move || {
-                let state = match worker_inner.spawn().and_then(|mut state| {
-                    let every: Vec<LaneId> = (0..max_lanes).map(LaneId).collect();
+        let worker_thread = thread::Builder::new().name("tract-lanes".into()).spawn(move || {
+            let state = match worker_inner.spawn().and_then(|mut state| {
+                let every: Vec<LaneId> = (0..max_lanes).map(LaneId).collect();
+                state.reset_lanes(&every).context("Preparing a laned model")?;
+                Ok(state)
+            }) {
+                Ok(state) => {
+                    let _ = spawned.send(Ok(()));
                     state
-                        .reset_lanes(&every)
-                        .context("Preparing a laned model")?;
-                    Ok(state)
-                }) {
-                    Ok(state) => {
-                        let _ = spawned.send(Ok(()));
-                        state
-                    }
-                    Err(e) => {
-                        let _ = spawned.send(Err(e));
-                        return;
-                    }
-                };
-                Worker {
-                    state,
-                    lanes,
-                    queued: Queue::default(),
-                    batch_in,
-                    batch_out,
-                    max_seats,
-                    linger,
-                    counts: worker_counts,
-                    meters,
                 }
-                .work(queue);
-            })?;
-        ready
-            .recv()
-            .map_err(|_| format_err!("The laned worker died spawning the state"))??;
+                Err(e) => {
+                    let _ = spawned.send(Err(e));
+                    return;
+                }
+            };
+            Worker {
+                state,
+                lanes,
+                queued: Queue::default(),
+                batch_in,
+                batch_out,
+                max_seats,
+                linger,
+                counts: worker_counts,
+                meters,
+            }
+            .work(queue);
+        })?;
+        ready.recv().map_err(|_| format_err!("The laned worker died spawning the state"))??;
         Ok(LanedRunnable {
             shared: Arc::new(Shared {
                 requests: Mutex::new(Some(requests)),
@@ -546,11 +525,7 @@ fn off_axis_zero(facts: &[(String, TypedFact)], symbols: &[Symbol]) -> TractErro
         .iter()
         .filter_map(|(what, fact)| {
             let dims = fact.shape.dims();
-            let axis = dims
-                .iter()
-                .skip(1)
-                .position(|dim| matches!(dim, TDim::Sym(_)))?
-                + 1;
+            let axis = dims.iter().skip(1).position(|dim| matches!(dim, TDim::Sym(_)))? + 1;
             Some(format!("{what} carries {} on axis {axis}", dims[axis]))
         })
         .collect();
@@ -591,9 +566,7 @@ impl Runnable for LanedRunnable {
         requests
             .send(Request::Spawn(taken))
             .map_err(|_| format_err!("The laned worker is gone"))?;
-        let lane = lane
-            .recv()
-            .map_err(|_| format_err!("The laned worker dropped a lane"))??;
+        let lane = lane.recv().map_err(|_| format_err!("The laned worker dropped a lane"))??;
         Ok(Box::new(LanedStateHandle {
             lease: Arc::new(Lease { lane, requests }),
             runnable: self.clone(),
@@ -640,15 +613,9 @@ impl State for LanedStateHandle {
         let (done, outputs) = channel();
         self.lease
             .requests
-            .send(Request::Call(Call {
-                leased: self.lease.lane,
-                inputs,
-                done,
-            }))
+            .send(Request::Call(Call { leased: self.lease.lane, inputs, done }))
             .map_err(|_| format_err!("The laned worker is gone"))?;
-        outputs
-            .recv()
-            .map_err(|_| format_err!("The laned worker dropped a turn"))?
+        outputs.recv().map_err(|_| format_err!("The laned worker dropped a turn"))?
     }
 
     fn runnable(&self) -> &dyn Runnable {
@@ -724,12 +691,7 @@ impl Call {
             batch_in.len()
         );
         let mut seats: Option<usize> = None;
-        for (ix, input) in self
-            .inputs
-            .iter()
-            .enumerate()
-            .filter(|(ix, _)| batch_in[*ix])
-        {
+        for (ix, input) in self.inputs.iter().enumerate().filter(|(ix, _)| batch_in[*ix]) {
             ensure!(
                 input.rank() > 0,
                 "Input {ix} carries the batch axis, so it can not be a scalar"
@@ -776,11 +738,8 @@ impl Completer {
     /// along axis 0 in the order it asked for its seats, the shared ones as the
     /// first seat got them. Every seat must have landed.
     fn answer(self, batch_out: &[bool]) {
-        let served: Vec<TVec<TValue>> = self
-            .served
-            .into_iter()
-            .map(|outputs| outputs.unwrap())
-            .collect();
+        let served: Vec<TVec<TValue>> =
+            self.served.into_iter().map(|outputs| outputs.unwrap()).collect();
         let answer = if served.len() == 1 {
             Ok(served.into_iter().next().unwrap())
         } else {
@@ -822,21 +781,10 @@ impl Queue {
         let queued = Instant::now();
         match call.explode(batch_in) {
             Ok(seats) => {
-                self.completers.insert(
-                    id,
-                    Completer {
-                        served: vec![None; seats.len()],
-                        done: call.done,
-                    },
-                );
+                self.completers
+                    .insert(id, Completer { served: vec![None; seats.len()], done: call.done });
                 for (ix, inputs) in seats.into_iter().enumerate() {
-                    self.seats.push_back(Seat {
-                        call: id,
-                        lane: call.leased,
-                        ix,
-                        inputs,
-                        queued,
-                    });
+                    self.seats.push_back(Seat { call: id, lane: call.leased, ix, inputs, queued });
                 }
             }
             Err(e) => {
@@ -864,10 +812,7 @@ impl Queue {
         let completer = self.completers.get_mut(&seat.call).unwrap();
         completer.served[seat.ix] = Some(outputs);
         if completer.is_full() {
-            self.completers
-                .remove(&seat.call)
-                .unwrap()
-                .answer(batch_out);
+            self.completers.remove(&seat.call).unwrap().answer(batch_out);
         }
     }
 }
@@ -927,17 +872,13 @@ impl Worker {
                 continue;
             }
             self.counts.turns.fetch_add(1, Ordering::Relaxed);
-            self.counts
-                .seats
-                .fetch_add(seated.len() as u64, Ordering::Relaxed);
+            self.counts.seats.fetch_add(seated.len() as u64, Ordering::Relaxed);
             let started = Instant::now();
             self.meters.turns.increment(1);
             self.meters.seats.increment(seated.len() as u64);
             self.meters.seats_per_turn.record(seated.len() as f64);
             for seat in &seated {
-                self.meters
-                    .queue_wait
-                    .record(started.duration_since(seat.queued));
+                self.meters.queue_wait.record(started.duration_since(seat.queued));
             }
             let served = self.run_turn(&seated);
             self.meters.turn.record(started.elapsed());
@@ -1114,10 +1055,7 @@ mod laned_test {
     fn turn(handle: &mut Box<dyn State>, stream: usize, turn: usize) -> TractResult<()> {
         let input = tensor2(&[[stream as f32, turn as f32, 1.]]);
         let output = handle.run(tvec!(input.into_tvalue()))?;
-        assert_eq!(
-            &*output[0],
-            &tensor2(&[[2. * stream as f32, 2. * turn as f32, 2.]])
-        );
+        assert_eq!(&*output[0], &tensor2(&[[2. * stream as f32, 2. * turn as f32, 2.]]));
         Ok(())
     }
 
@@ -1158,9 +1096,7 @@ mod laned_test {
             .into_vec()
             .into_iter()
             .filter(|(key, ..)| {
-                key.key()
-                    .labels()
-                    .any(|l| l.key() == "runnable" && l.value() == "doubler")
+                key.key().labels().any(|l| l.key() == "runnable" && l.value() == "doubler")
             })
             .map(|(key, _, _, value)| (key.key().name().to_string(), value))
             .collect()
@@ -1171,9 +1107,8 @@ mod laned_test {
         use metrics_util::debugging::{DebugValue, DebuggingRecorder};
         let recorder = DebuggingRecorder::new();
         let runnable = metrics::with_local_recorder(&recorder, || doubler(4))?;
-        let mut handles: Vec<Box<dyn State>> = (0..2)
-            .map(|_| runnable.spawn())
-            .collect::<TractResult<_>>()?;
+        let mut handles: Vec<Box<dyn State>> =
+            (0..2).map(|_| runnable.spawn()).collect::<TractResult<_>>()?;
         for t in 0..3 {
             for (stream, handle) in handles.iter_mut().enumerate() {
                 turn(handle, stream, t)?;
@@ -1185,25 +1120,13 @@ mod laned_test {
             DebugValue::Histogram(samples) => samples.iter().map(|s| s.0).collect::<Vec<f64>>(),
             other => panic!("{name} is {other:?}"),
         };
-        assert_eq!(
-            reported["tract_autobatch_turns_total"],
-            DebugValue::Counter(turns)
-        );
-        assert_eq!(
-            reported["tract_autobatch_seats_total"],
-            DebugValue::Counter(seats)
-        );
-        assert_eq!(
-            reported["tract_autobatch_lanes_taken"],
-            DebugValue::Gauge(2f64.into())
-        );
+        assert_eq!(reported["tract_autobatch_turns_total"], DebugValue::Counter(turns));
+        assert_eq!(reported["tract_autobatch_seats_total"], DebugValue::Counter(seats));
+        assert_eq!(reported["tract_autobatch_lanes_taken"], DebugValue::Gauge(2f64.into()));
         let per_turn = samples("tract_autobatch_seats_per_turn");
         assert_eq!(per_turn.len() as u64, turns);
         assert_eq!(per_turn.iter().sum::<f64>() as u64, seats);
-        assert_eq!(
-            samples("tract_autobatch_queue_wait_seconds").len() as u64,
-            seats
-        );
+        assert_eq!(samples("tract_autobatch_queue_wait_seconds").len() as u64, seats);
         let runs = samples("tract_autobatch_turn_seconds");
         assert_eq!(runs.len() as u64, turns);
         assert!(runs.iter().all(|run| *run > 0.));
@@ -1254,10 +1177,7 @@ mod laned_test {
             stream.join().unwrap()?;
         }
         let (turns, seats) = runnable.turns_and_seats();
-        assert!(
-            seats > turns,
-            "{seats} seats over {turns} turns, none of them shared"
-        );
+        assert!(seats > turns, "{seats} seats over {turns} turns, none of them shared");
         Ok(())
     }
 
@@ -1280,10 +1200,8 @@ mod laned_test {
     /// `biases[stream]`. Every lane is taken before any turn is queued, so the
     /// linger has the turns to seat together rather than a `spawn` to serve.
     fn biased_turns(runnable: &LanedRunnable, biases: &[f32]) -> TractResult<Vec<TractResult<()>>> {
-        let handles: Vec<Box<dyn State>> = biases
-            .iter()
-            .map(|_| runnable.spawn())
-            .collect::<TractResult<_>>()?;
+        let handles: Vec<Box<dyn State>> =
+            biases.iter().map(|_| runnable.spawn()).collect::<TractResult<_>>()?;
         let streams: Vec<_> = handles
             .into_iter()
             .zip(biases.iter().copied())
@@ -1297,10 +1215,7 @@ mod laned_test {
                 })
             })
             .collect();
-        Ok(streams
-            .into_iter()
-            .map(|stream| stream.join().unwrap())
-            .collect())
+        Ok(streams.into_iter().map(|stream| stream.join().unwrap()).collect())
     }
 
     #[test]
@@ -1327,10 +1242,7 @@ mod laned_test {
         assert_eq!(runnable.turns_and_seats(), (1, 2));
         for stream in &served {
             let error = format!("{:#}", stream.as_ref().unwrap_err());
-            assert!(
-                error.contains("seats 0 and 1 feed it different ones"),
-                "{error}"
-            );
+            assert!(error.contains("seats 0 and 1 feed it different ones"), "{error}");
         }
         Ok(())
     }
@@ -1338,9 +1250,8 @@ mod laned_test {
     /// A call feeding `seats` seats of the doubler at once: seat `s` feeds
     /// `[s, s + 1, s + 2]`, and the call is answered in that order.
     fn wide_call(handle: &mut Box<dyn State>, seats: usize) -> TractResult<()> {
-        let fed: Vec<f32> = (0..seats)
-            .flat_map(|s| [s as f32, s as f32 + 1., s as f32 + 2.])
-            .collect();
+        let fed: Vec<f32> =
+            (0..seats).flat_map(|s| [s as f32, s as f32 + 1., s as f32 + 2.]).collect();
         let doubled: Vec<f32> = fed.iter().map(|x| 2. * x).collect();
         let output = handle.run(tvec!(Tensor::from_shape(&[seats, 3], &fed)?.into_tvalue()))?;
         assert_eq!(&*output[0], &Tensor::from_shape(&[seats, 3], &doubled)?);
@@ -1376,10 +1287,7 @@ mod laned_test {
         wide_call(&mut handle, 4)?;
         let (turns, seats) = runnable.turns_and_seats();
         assert_eq!(seats, 5);
-        assert_eq!(
-            turns, 5,
-            "another stream holds the second lane, so each seat is a turn"
-        );
+        assert_eq!(turns, 5, "another stream holds the second lane, so each seat is a turn");
         Ok(())
     }
 

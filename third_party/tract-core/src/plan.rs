@@ -57,16 +57,8 @@ impl Seating {
     pub fn new(max_lanes: usize, lanes: impl IntoIterator<Item = LaneId>) -> TractResult<Seating> {
         let lanes: Vec<LaneId> = lanes.into_iter().collect();
         for (seat, lane) in lanes.iter().enumerate() {
-            ensure!(
-                lane.0 < max_lanes,
-                "Seat {seat} takes lane {} of {max_lanes}",
-                lane.0
-            );
-            ensure!(
-                !lanes[..seat].contains(lane),
-                "Lane {} takes two seats in one turn",
-                lane.0
-            );
+            ensure!(lane.0 < max_lanes, "Seat {seat} takes lane {} of {max_lanes}", lane.0);
+            ensure!(!lanes[..seat].contains(lane), "Lane {} takes two seats in one turn", lane.0);
         }
         Ok(Seating { lanes, max_lanes })
     }
@@ -74,10 +66,7 @@ impl Seating {
     /// The seating of a state one stream owns: one lane wide, that lane seated.
     /// Every turn has a seating, and this is what an unbatched turn is.
     pub fn single() -> Seating {
-        Seating {
-            lanes: vec![LaneId(0)],
-            max_lanes: 1,
-        }
+        Seating { lanes: vec![LaneId(0)], max_lanes: 1 }
     }
 
     pub fn max_lanes(&self) -> usize {
@@ -99,11 +88,7 @@ impl Seating {
     /// absent when the state is one lane wide, as its buffers then have no lane
     /// axis and axis 0 of the tensors carries data rather than streams.
     pub fn address(&self, ix: usize) -> (Option<usize>, Option<usize>) {
-        if self.max_lanes == 1 {
-            (None, None)
-        } else {
-            (Some(ix), Some(self.lanes[ix].0))
-        }
+        if self.max_lanes == 1 { (None, None) } else { (Some(ix), Some(self.lanes[ix].0)) }
     }
 }
 
@@ -310,10 +295,8 @@ where
     ) -> TractResult<Vec<(usize, usize)>> {
         fn tensor_value_symbols(t: &Tensor, acc: &mut std::collections::HashSet<Symbol>) {
             if t.datum_type() == TDim::datum_type()
-                && let Some(slice) = t
-                    .try_as_plain_ram()
-                    .ok()
-                    .and_then(|v| v.as_slice::<TDim>().ok())
+                && let Some(slice) =
+                    t.try_as_plain_ram().ok().and_then(|v| v.as_slice::<TDim>().ok())
             {
                 acc.extend(slice.iter().flat_map(|d| d.symbols()));
             }
@@ -369,9 +352,7 @@ where
             for output in &node.outputs {
                 if let Ok(fact) = output.fact.to_typed_fact() {
                     mentioned.extend(fact.shape.iter().flat_map(|d| d.symbols()));
-                    for t in [fact.konst.as_deref(), fact.uniform.as_deref()]
-                        .into_iter()
-                        .flatten()
+                    for t in [fact.konst.as_deref(), fact.uniform.as_deref()].into_iter().flatten()
                     {
                         tensor_value_symbols(t, &mut mentioned);
                     }
@@ -390,9 +371,7 @@ where
             let mut mentioned: Vec<_> = mentioned.into_iter().collect();
             mentioned.sort_unstable();
             for sym in mentioned {
-                let Some(&d) = definer.get(&sym) else {
-                    continue;
-                };
+                let Some(&d) = definer.get(&sym) else { continue };
                 // symbols defined by model inputs are bound by set_input
                 if d == id || inputs.contains(&d) || !seen.insert((id, d)) {
                     continue;
@@ -430,19 +409,10 @@ where
         options: &RunOptions,
     ) -> TractResult<SimplePlan<F, O>> {
         let model = model.into();
-        let inputs = model
-            .input_outlets()?
-            .iter()
-            .map(|n| n.node)
-            .collect::<Vec<usize>>();
+        let inputs = model.input_outlets()?.iter().map(|n| n.node).collect::<Vec<usize>>();
         let outputs_nodes = outputs.iter().map(|n| n.node).collect::<Vec<usize>>();
         let mut all_deps = deps.to_vec();
-        all_deps.extend(Self::symbol_deps(
-            model.nodes(),
-            &inputs,
-            &outputs_nodes,
-            deps,
-        )?);
+        all_deps.extend(Self::symbol_deps(model.nodes(), &inputs, &outputs_nodes, deps)?);
         let mut order = if options.skip_order_opt_ram {
             eval_order_for_nodes(model.nodes(), &inputs, &outputs_nodes, &all_deps)?
         } else {
@@ -463,10 +433,7 @@ where
         let const_values = model
             .nodes
             .iter()
-            .filter_map(|n| {
-                n.op_as::<Const>()
-                    .map(|k| (n.id, k.val().clone().into_tvalue()))
-            })
+            .filter_map(|n| n.op_as::<Const>().map(|k| (n.id, k.val().clone().into_tvalue())))
             .collect();
         Ok(SimplePlan {
             model,
@@ -550,12 +517,8 @@ where
         let turn = TurnState::default();
         let model = plan.model();
         let states: Vec<Option<Box<dyn OpState>>> = vec![None; model.nodes.len()];
-        let mut state = SimpleState {
-            plan,
-            op_states: states,
-            turn_state: turn,
-            session: SessionId::next(),
-        };
+        let mut state =
+            SimpleState { plan, op_states: states, turn_state: turn, session: SessionId::next() };
         state.reset_op_states()?;
         Ok(state)
     }
@@ -621,11 +584,7 @@ where
     /// Reset op inner state.
     fn reset_op_states(&mut self) -> TractResult<()> {
         let &mut SimpleState {
-            ref plan,
-            ref turn_state,
-            op_states: ref mut states,
-            session,
-            ..
+            ref plan, ref turn_state, op_states: ref mut states, session, ..
         } = self;
         for (ix, n) in plan.model.nodes.iter().enumerate() {
             states[ix] = n.op().state(&turn_state.context(session, ix))?;
@@ -736,11 +695,7 @@ where
                     inputs.push(prec[i.slot].clone())
                 }
                 for flush in &self.plan.flush_lists[step] {
-                    trace!(
-                        "  Ran {} can now flush {}",
-                        node,
-                        self.plan.model.node(*flush)
-                    );
+                    trace!("  Ran {} can now flush {}", node, self.plan.model.node(*flush));
                     self.turn_state.values[*flush] = None;
                 }
 
@@ -951,18 +906,11 @@ where
     }
 
     pub fn outputs(&mut self) -> TractResult<TVec<TValue>> {
-        let &mut SimpleState {
-            ref plan,
-            ref mut turn_state,
-            ..
-        } = self;
+        let &mut SimpleState { ref plan, ref mut turn_state, .. } = self;
         let mut v = tvec![];
         for o in plan.outputs.iter() {
             let vs = turn_state.values[o.node].as_mut().ok_or_else(|| {
-                format_err!(
-                    "Outputs of {:?} are not computed",
-                    plan.model.nodes()[o.node]
-                )
+                format_err!("Outputs of {:?} are not computed", plan.model.nodes()[o.node])
             })?;
             v.push(vs[o.slot].clone())
         }
@@ -979,9 +927,7 @@ where
     }
 
     pub fn prepare_inputs(&self, node: usize) -> TractResult<TVec<TValue>> {
-        let SimpleState {
-            plan, turn_state, ..
-        } = self;
+        let SimpleState { plan, turn_state, .. } = self;
         let nodes = plan.model.nodes();
         let node = &nodes[node];
         let mut inputs: TVec<TValue> = tvec![];
@@ -1028,11 +974,8 @@ where
     pub fn compute_recursively(&mut self, node: usize) -> TractResult<&[TValue]> {
         let values = {
             #[allow(clippy::needless_collect)] // clippy bug ?
-            let precs: Vec<usize> = self.model().nodes()[node]
-                .inputs
-                .iter()
-                .map(|i| i.node)
-                .collect();
+            let precs: Vec<usize> =
+                self.model().nodes()[node].inputs.iter().map(|i| i.node).collect();
             for i in precs.into_iter() {
                 if self.turn_state.values[i].is_none() {
                     let _ = self.compute_recursively(i)?;
@@ -1058,12 +1001,7 @@ where
                 ..
             } = self;
             let ctx = turn.context(session, node);
-            eval(
-                &ctx,
-                states[node].as_deref_mut(),
-                &plan.model().nodes[node],
-                inputs,
-            )?
+            eval(&ctx, states[node].as_deref_mut(), &plan.model().nodes[node], inputs)?
         };
         self.turn_state.values[node] = Some(values);
         Ok(self.turn_state.values[node].as_ref().unwrap())
@@ -1167,10 +1105,7 @@ mod test {
         model.select_output_outlets(&[expand, range])?;
 
         let found = TypedSimplePlan::new(model)?.run(tvec!(tensor0(5i64).into_tvalue()))?;
-        assert_eq!(
-            *found[0],
-            tensor2(&[[0i64, 0], [0, 0], [0, 0], [0, 0], [0, 0]])
-        );
+        assert_eq!(*found[0], tensor2(&[[0i64, 0], [0, 0], [0, 0], [0, 0], [0, 0]]));
         assert_eq!(*found[1], tensor1(&[0i64, 1, 2, 3, 4]));
         Ok(())
     }
@@ -1205,16 +1140,10 @@ mod test {
             crate::ops::nn::Reduce::new(tvec!(0, 1), crate::ops::nn::Reducer::Sum),
             &[expand],
         )?[0];
-        let summed = model.wire_node(
-            "summed_rm0",
-            crate::ops::change_axes::AxisOp::Rm(0),
-            &[summed],
-        )?[0];
-        let summed = model.wire_node(
-            "summed_rm1",
-            crate::ops::change_axes::AxisOp::Rm(0),
-            &[summed],
-        )?[0];
+        let summed =
+            model.wire_node("summed_rm0", crate::ops::change_axes::AxisOp::Rm(0), &[summed])?[0];
+        let summed =
+            model.wire_node("summed_rm1", crate::ops::change_axes::AxisOp::Rm(0), &[summed])?[0];
         let range_b = model.wire_node("range_b", Range::new(r_b), &[start, summed, step])?;
         model.select_output_outlets(&[range_b[0], range_a])?;
         // The graph is deliberately runtime-unsatisfiable (expand needs r_b,
@@ -1269,10 +1198,7 @@ mod test {
         let shape_konst = model.add_const("shape_konst", tensor1(&[r]))?;
         let casted = model.wire_node("cast_konst", cast(i64::datum_type()), &[shape_konst])?;
         model.select_output_outlets(&[casted[0], range])?;
-        let options = RunOptions {
-            skip_order_opt_ram: true,
-            ..Default::default()
-        };
+        let options = RunOptions { skip_order_opt_ram: true, ..Default::default() };
         let found = TypedSimplePlan::new_with_options(model, &options)?
             .run(tvec!(tensor0(4i64).into_tvalue()))?;
         assert_eq!(*found[0], tensor1(&[4i64]));
@@ -1288,18 +1214,8 @@ mod symbol_deps_tests {
     use crate::ops::array::Range;
 
     fn symbol_deps_of(model: &TypedModel) -> Vec<(usize, usize)> {
-        let inputs = model
-            .input_outlets()
-            .unwrap()
-            .iter()
-            .map(|n| n.node)
-            .collect::<Vec<_>>();
-        let outputs = model
-            .output_outlets()
-            .unwrap()
-            .iter()
-            .map(|n| n.node)
-            .collect::<Vec<_>>();
+        let inputs = model.input_outlets().unwrap().iter().map(|n| n.node).collect::<Vec<_>>();
+        let outputs = model.output_outlets().unwrap().iter().map(|n| n.node).collect::<Vec<_>>();
         SimplePlan::<TypedFact, Box<dyn TypedOp>>::symbol_deps(
             model.nodes(),
             &inputs,
@@ -1356,11 +1272,8 @@ mod symbol_deps_tests {
         let range = range_over(&mut model, "r")?[0];
         // a consumer downstream of the definer: the tensor edge already
         // orders them
-        let casted = model.wire_node(
-            "downstream",
-            crate::ops::cast::cast(f32::datum_type()),
-            &[range],
-        )?;
+        let casted =
+            model.wire_node("downstream", crate::ops::cast::cast(f32::datum_type()), &[range])?;
         model.select_output_outlets(&[casted[0]])?;
         assert!(symbol_deps_of(&model).is_empty());
         Ok(())
@@ -1378,28 +1291,16 @@ mod symbol_deps_tests {
         // top-level binder of r
         let limit = model.add_source("limit", i64::datum_type().scalar_fact())?;
         let limit = model.wire_node("limit_tdim", cast(TDim::datum_type()), &[limit])?;
-        let start = model.wire_node(
-            "start",
-            Const::new(tensor0(TDim::Val(0)).into_arc_tensor())?,
-            &[],
-        )?;
-        let step = model.wire_node(
-            "step",
-            Const::new(tensor0(TDim::Val(1)).into_arc_tensor())?,
-            &[],
-        )?;
-        let range = model.wire_node(
-            "range",
-            Range::new(r.to_dim()),
-            &[start[0], limit[0], step[0]],
-        )?;
+        let start =
+            model.wire_node("start", Const::new(tensor0(TDim::Val(0)).into_arc_tensor())?, &[])?;
+        let step =
+            model.wire_node("step", Const::new(tensor0(TDim::Val(1)).into_arc_tensor())?, &[])?;
+        let range =
+            model.wire_node("range", Range::new(r.to_dim()), &[start[0], limit[0], step[0]])?;
 
         // scan whose body requires r: a Cast over a symbolic konst inside the
         // body, invisible from the top level except through the forwarding
-        let mut body = TypedModel {
-            symbols: model.symbols.clone(),
-            ..TypedModel::default()
-        };
+        let mut body = TypedModel { symbols: model.symbols.clone(), ..TypedModel::default() };
         let state = body.add_source("state_in", i64::datum_type().fact([1usize]))?;
         let scan_in = body.add_source("scan_in", i64::datum_type().fact([1usize]))?;
         let konst = body.wire_node(
@@ -1416,10 +1317,7 @@ mod symbol_deps_tests {
             "scan",
             Scan::new(
                 body,
-                vec![
-                    InputMapping::Scan(ScanInfo { axis: 0, chunk: 1 }),
-                    InputMapping::State,
-                ],
+                vec![InputMapping::Scan(ScanInfo { axis: 0, chunk: 1 }), InputMapping::State],
                 vec![OutputMapping {
                     scan: Some((0, ScanInfo { axis: 0, chunk: 1 })),
                     full_dim_hint: None,

@@ -46,11 +46,7 @@ pub trait Runnable: Any + Downcast + Debug + Send + Sync + 'static {
     }
 
     fn input_count(&self) -> usize {
-        self.typed_model()
-            .context("Fallback implementation on typed_model()")
-            .unwrap()
-            .inputs
-            .len()
+        self.typed_model().context("Fallback implementation on typed_model()").unwrap().inputs.len()
     }
     fn output_count(&self) -> usize {
         self.typed_model()
@@ -75,9 +71,7 @@ pub trait Runnable: Any + Downcast + Debug + Send + Sync + 'static {
         lazy_static! {
             static ref NO_PROPERTIES: HashMap<String, Arc<Tensor>> = Default::default();
         };
-        self.typed_model()
-            .map(|model| &model.properties)
-            .unwrap_or(&NO_PROPERTIES)
+        self.typed_model().map(|model| &model.properties).unwrap_or(&NO_PROPERTIES)
     }
 
     fn typed_plan(&self) -> Option<&Arc<TypedSimplePlan>>;
@@ -227,9 +221,7 @@ impl Debug for InventorizedRuntime {
 inventory::collect!(InventorizedRuntime);
 
 pub fn runtimes() -> impl Iterator<Item = &'static dyn Runtime> {
-    inventory::iter::<InventorizedRuntime>()
-        .filter(|rt| rt.check().is_ok())
-        .map(|ir| ir.0)
+    inventory::iter::<InventorizedRuntime>().filter(|rt| rt.check().is_ok()).map(|ir| ir.0)
 }
 
 /// Known GPU backends, tried in order when resolving the virtual `gpu`
@@ -253,9 +245,8 @@ pub fn runtime_for_name(s: &str) -> TractResult<Option<&'static dyn Runtime>> {
             }
         }
         if s == "gpu" {
-            let detail = last_check_err
-                .map(|e| format!(" (last backend error: {e:#})"))
-                .unwrap_or_default();
+            let detail =
+                last_check_err.map(|e| format!(" (last backend error: {e:#})")).unwrap_or_default();
             bail!("Runtime `gpu` requested but no GPU backend is available{detail}");
         }
         // gpu-or-cpu: fall through to the cpu runtime.

@@ -74,23 +74,11 @@ pub fn parse_legacy_filter(filter: Option<&str>) -> TractResult<NodeFilter> {
         return Ok(NodeFilter::default());
     };
     if let Some(patterns) = filter.strip_prefix("!=") {
-        let patterns = patterns
-            .split(',')
-            .map(|it| it.trim().to_string())
-            .collect();
-        Ok(NodeFilter {
-            exclude: Some(patterns),
-            ..Default::default()
-        })
+        let patterns = patterns.split(',').map(|it| it.trim().to_string()).collect();
+        Ok(NodeFilter { exclude: Some(patterns), ..Default::default() })
     } else if let Some(patterns) = filter.strip_prefix("==") {
-        let patterns = patterns
-            .split(',')
-            .map(|it| it.trim().to_string())
-            .collect();
-        Ok(NodeFilter {
-            include: Some(patterns),
-            ..Default::default()
-        })
+        let patterns = patterns.split(',').map(|it| it.trim().to_string()).collect();
+        Ok(NodeFilter { include: Some(patterns), ..Default::default() })
     } else {
         Ok(NodeFilter::default())
     }
@@ -106,11 +94,9 @@ pub fn build_float_translator(
     if filter.is_pass_through() {
         return Box::new(FloatPrecisionTranslator::new(from_dt, to_dt));
     }
-    Box::new(FloatPrecisionTranslator::with_filter(
-        from_dt,
-        to_dt,
-        move |node| filter.matches(&node.name),
-    ))
+    Box::new(FloatPrecisionTranslator::with_filter(from_dt, to_dt, move |node| {
+        filter.matches(&node.name)
+    }))
 }
 
 pub trait ModelTransform: Debug {
@@ -139,10 +125,7 @@ pub struct FloatTranslatorConfig {
 impl FloatTranslatorConfig {
     pub fn into_node_filter(self) -> TractResult<NodeFilter> {
         if self.include.is_some() || self.exclude.is_some() {
-            Ok(NodeFilter {
-                include: self.include,
-                exclude: self.exclude,
-            })
+            Ok(NodeFilter { include: self.include, exclude: self.exclude })
         } else {
             parse_legacy_filter(self.filter.as_deref())
         }
@@ -356,33 +339,22 @@ impl ModelTransform for ExportScanState {
         use crate::ops::konst::Const;
         use crate::ops::scan::{InputMapping, Scan};
 
-        let scans: Vec<usize> = model
-            .nodes()
-            .iter()
-            .filter(|n| n.op_is::<Scan>())
-            .map(|n| n.id)
-            .collect();
+        let scans: Vec<usize> =
+            model.nodes().iter().filter(|n| n.op_is::<Scan>()).map(|n| n.id).collect();
 
         for id in scans {
             let eligible = {
                 let inputs = model.node_input_facts(id)?;
                 let scan = model.node(id).op_as::<Scan>().unwrap();
-                scan.skip == 0
-                    && scan
-                        .iteration_count(&inputs)
-                        .map(|i| i.is_one())
-                        .unwrap_or(false)
+                scan.skip == 0 && scan.iteration_count(&inputs).map(|i| i.is_one()).unwrap_or(false)
             };
             if !eligible {
                 continue;
             }
 
             let scan = model.node(id).op_as::<Scan>().unwrap();
-            let Some(state_output) = scan
-                .output_mapping
-                .iter()
-                .find(|om| om.state)
-                .and_then(|om| om.scan.map(|s| s.0))
+            let Some(state_output) =
+                scan.output_mapping.iter().find(|om| om.state).and_then(|om| om.scan.map(|s| s.0))
             else {
                 continue;
             };
@@ -392,31 +364,20 @@ impl ModelTransform for ExportScanState {
                 .enumerate()
                 .filter(|(_, im)| matches!(im, InputMapping::State))
                 .map(|(slot, _)| slot)
-                .filter(|&slot| {
-                    model
-                        .node(model.node(id).inputs[slot].node)
-                        .op_is::<Const>()
-                })
+                .filter(|&slot| model.node(model.node(id).inputs[slot].node).op_is::<Const>())
                 .collect();
             if seeded.is_empty() {
                 continue;
             }
 
             for slot in seeded {
-                let fact = model
-                    .outlet_fact(model.node(id).inputs[slot])?
-                    .clone()
-                    .without_value();
+                let fact = model.outlet_fact(model.node(id).inputs[slot])?.clone().without_value();
                 let name = format!("{}.state_in", model.node(id).name);
                 let source = model.add_source(name, fact)?;
                 model.add_edge(source, InletId::new(id, slot))?;
             }
             model.outputs.push(OutletId::new(id, state_output));
-            model
-                .node_mut(id)
-                .op_as_mut::<Scan>()
-                .unwrap()
-                .external_state = true;
+            model.node_mut(id).op_as_mut::<Scan>().unwrap().external_state = true;
         }
         Ok(())
     }
@@ -444,9 +405,9 @@ impl ModelTransform for SelectOutputsTransform {
     }
 }
 
-register_model_transform!("select_outputs", SelectOutputsConfig, |config| Ok(
-    Box::new(SelectOutputsTransform(config))
-));
+register_model_transform!("select_outputs", SelectOutputsConfig, |config| Ok(Box::new(
+    SelectOutputsTransform(config)
+)));
 
 #[derive(Debug, serde::Deserialize, Default)]
 pub struct SelectInputsConfig {
@@ -487,9 +448,7 @@ impl ModelTransform for SetPropertyTransform {
     }
 
     fn transform(&self, model: &mut TypedModel) -> TractResult<()> {
-        model
-            .properties
-            .insert(self.0.key.clone(), rctensor0(self.0.value.clone()));
+        model.properties.insert(self.0.key.clone(), rctensor0(self.0.value.clone()));
         Ok(())
     }
 }

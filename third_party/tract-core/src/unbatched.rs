@@ -92,36 +92,21 @@ impl Interface {
             return Ok(None);
         }
         let properties = original.properties.clone();
-        Ok(Some(Interface {
-            inputs,
-            outputs,
-            properties,
-            batch_in,
-            batch_out,
-        }))
+        Ok(Some(Interface { inputs, outputs, properties, batch_in, batch_out }))
     }
 }
 
 impl Runnable for UnbatchedRunnable {
     fn spawn(&self) -> TractResult<Box<dyn State>> {
-        Ok(Box::new(UnbatchedState {
-            inner: self.inner.spawn()?,
-            runnable: self.clone(),
-        }))
+        Ok(Box::new(UnbatchedState { inner: self.inner.spawn()?, runnable: self.clone() }))
     }
 
     fn input_fact(&self, ix: usize) -> TractResult<&TypedFact> {
-        self.interface
-            .inputs
-            .get(ix)
-            .with_context(|| format!("No input {ix}"))
+        self.interface.inputs.get(ix).with_context(|| format!("No input {ix}"))
     }
 
     fn output_fact(&self, ix: usize) -> TractResult<&TypedFact> {
-        self.interface
-            .outputs
-            .get(ix)
-            .with_context(|| format!("No output {ix}"))
+        self.interface.outputs.get(ix).with_context(|| format!("No output {ix}"))
     }
 
     fn properties(&self) -> &HashMap<String, Arc<Tensor>> {
@@ -200,9 +185,7 @@ mod test {
         let two = model.add_const("two", tensor1(&[2f32]))?;
         let doubled = model.wire_node("doubled", mul(), &[input, two])?;
         model.select_output_outlets(&doubled)?;
-        model
-            .properties
-            .insert("pulse.input_axes".into(), rctensor1(&[0i64]));
+        model.properties.insert("pulse.input_axes".into(), rctensor1(&[0i64]));
         Ok(model)
     }
 

@@ -22,14 +22,8 @@ impl AxisPattern for char {
 impl AxisPattern for (InOut, usize) {
     fn search(&self, mapping: &AxesMapping) -> Option<usize> {
         match self.0 {
-            InOut::In(i) => mapping
-                .axes
-                .iter()
-                .position(|axis| axis.inputs[i].contains(&self.1)),
-            InOut::Out(o) => mapping
-                .axes
-                .iter()
-                .position(|axis| axis.outputs[o].contains(&self.1)),
+            InOut::In(i) => mapping.axes.iter().position(|axis| axis.inputs[i].contains(&self.1)),
+            InOut::Out(o) => mapping.axes.iter().position(|axis| axis.outputs[o].contains(&self.1)),
         }
     }
 }
@@ -54,13 +48,7 @@ impl AxesMapping {
         it: impl AsRef<[Axis]>,
     ) -> TractResult<AxesMapping> {
         let axes: TVec<_> = it.as_ref().into();
-        AxesMapping {
-            axes,
-            output_count,
-            input_count,
-        }
-        .sorted()
-        .check()
+        AxesMapping { axes, output_count, input_count }.sorted().check()
     }
 
     pub fn for_numpy_matmul(
@@ -178,8 +166,7 @@ impl AxesMapping {
     }
 
     fn search(&self, p: impl AxisPattern) -> TractResult<usize> {
-        p.search(self)
-            .with_context(|| format!("Axis {p:?} not found in {self}"))
+        p.search(self).with_context(|| format!("Axis {p:?} not found in {self}"))
     }
 
     pub fn axis(&self, p: impl AxisPattern) -> TractResult<&Axis> {
@@ -198,11 +185,7 @@ impl AxesMapping {
     pub fn track_axis(&self, from: impl AxisPattern, to: InOut) -> TractResult<Option<usize>> {
         let axis = self.axis(from)?;
         let positions = axis.interface(to);
-        Ok(if positions.len() == 1 {
-            Some(positions[0])
-        } else {
-            None
-        })
+        Ok(if positions.len() == 1 { Some(positions[0]) } else { None })
     }
 
     pub fn renaming(mut self, axis: impl AxisPattern, name: char) -> TractResult<AxesMapping> {
@@ -246,20 +229,14 @@ impl AxesMapping {
                     .flat_map(move |(slot, input)| {
                         input.iter().map(move |p| (1, slot, *p, axis.repr))
                     })
-                    .chain(
-                        axis.outputs
-                            .iter()
-                            .enumerate()
-                            .flat_map(move |(slot, output)| {
-                                output.iter().map(move |p| (0, slot, *p, axis.repr))
-                            }),
-                    )
+                    .chain(axis.outputs.iter().enumerate().flat_map(move |(slot, output)| {
+                        output.iter().map(move |p| (0, slot, *p, axis.repr))
+                    }))
             })
             .sorted()
             .dedup()
             .collect_vec();
-        self.axes
-            .sort_by_key(|axis| order.iter().position(|tuple| tuple.3 == axis.repr).unwrap());
+        self.axes.sort_by_key(|axis| order.iter().position(|tuple| tuple.3 == axis.repr).unwrap());
     }
 
     fn sorted(mut self) -> AxesMapping {
@@ -299,8 +276,7 @@ impl AxesMapping {
     }
 
     pub fn check(self) -> TractResult<AxesMapping> {
-        self.do_check()
-            .with_context(|| format!("Checking {:?}", self.axes))?;
+        self.do_check().with_context(|| format!("Checking {:?}", self.axes))?;
         Ok(self)
     }
 
@@ -360,12 +336,8 @@ impl AxesMapping {
     }
 
     pub fn remove_axis(&self, repr: char) -> TractResult<AxesMapping> {
-        let mut axes: TVec<Axis> = self
-            .axes
-            .iter()
-            .filter(|axis| axis.repr != repr)
-            .cloned()
-            .collect();
+        let mut axes: TVec<Axis> =
+            self.axes.iter().filter(|axis| axis.repr != repr).cloned().collect();
         let removed = self.axis(repr).context("Axis not found")?;
         for input in 0..self.input_count {
             for &position in &removed.inputs[input] {
@@ -401,9 +373,7 @@ impl AxesMapping {
             InOut::In(slot) => {
                 for axis in &mut axes {
                     axis.inputs[slot].retain(|pos| *pos != position);
-                    axis.inputs[slot]
-                        .iter_mut()
-                        .for_each(|pos| *pos -= (*pos > position) as usize);
+                    axis.inputs[slot].iter_mut().for_each(|pos| *pos -= (*pos > position) as usize);
                 }
             }
             InOut::Out(slot) => {
@@ -472,9 +442,7 @@ impl AxesMapping {
         match io {
             InOut::In(slot) => {
                 self.axes.iter_mut().for_each(|axis| {
-                    axis.inputs[slot]
-                        .iter_mut()
-                        .for_each(|pos| *pos += (*pos >= position) as usize)
+                    axis.inputs[slot].iter_mut().for_each(|pos| *pos += (*pos >= position) as usize)
                 });
                 self.axis_mut(axis)?.inputs[slot].push(position);
             }
@@ -549,10 +517,7 @@ impl AxesMapping {
         Self::new(
             inputs.len(),
             outputs.len().max(1),
-            axes.into_iter()
-                .sorted_by_key(|(k, _)| *k)
-                .map(|(_, v)| v)
-                .collect_vec(),
+            axes.into_iter().sorted_by_key(|(k, _)| *k).map(|(_, v)| v).collect_vec(),
         )
     }
 
@@ -563,9 +528,7 @@ impl AxesMapping {
             let s = self
                 .iter_all_axes()
                 .flat_map(|axis| {
-                    axis.inputs[input]
-                        .iter()
-                        .map(move |position| (position, axis.repr))
+                    axis.inputs[input].iter().map(move |position| (position, axis.repr))
                 })
                 .sorted()
                 .map(|(_, r)| r)
@@ -576,9 +539,7 @@ impl AxesMapping {
             let s = self
                 .iter_all_axes()
                 .flat_map(|axis| {
-                    axis.outputs[output]
-                        .iter()
-                        .map(move |position| (position, axis.repr))
+                    axis.outputs[output].iter().map(move |position| (position, axis.repr))
                 })
                 .sorted()
                 .map(|(_, r)| r)
@@ -611,9 +572,7 @@ impl AxesMapping {
     }
 
     pub fn direct(&self, a: InOut, b: InOut) -> bool {
-        self.axes
-            .iter()
-            .all(|axis| axis.interface(a) == axis.interface(b))
+        self.axes.iter().all(|axis| axis.interface(a) == axis.interface(b))
     }
 
     pub fn same_layout<D: DimLike>(
@@ -627,12 +586,8 @@ impl AxesMapping {
         let shape_b = shape_b.as_ref();
         shape_a.iter().cloned().product::<D>() == shape_b.iter().cloned().product()
             && izip!(
-                self.axes(a)
-                    .zip(shape_a.iter())
-                    .filter(|(_axis, d)| **d != D::one()),
-                self.axes(b)
-                    .zip(shape_b.iter())
-                    .filter(|(_axis, d)| **d != D::one())
+                self.axes(a).zip(shape_a.iter()).filter(|(_axis, d)| **d != D::one()),
+                self.axes(b).zip(shape_b.iter()).filter(|(_axis, d)| **d != D::one())
             )
             .all(|(a, b)| a == b)
     }
@@ -685,9 +640,7 @@ impl AxesMapping {
             &[other.rank(InOut::Out(0))],
         )?;
         for ix in 0..result.rank(InOut::In(0)) {
-            let Some(inter) = self.track_axis((InOut::In(0), ix), InOut::Out(0))? else {
-                continue;
-            };
+            let Some(inter) = self.track_axis((InOut::In(0), ix), InOut::Out(0))? else { continue };
             let Some(out) = other.track_axis((InOut::In(0), inter), InOut::Out(0))? else {
                 continue;
             };
@@ -702,11 +655,8 @@ impl FromStr for AxesMapping {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         assert!(!s.contains("..."));
         let s = s.replace(' ', "");
-        let (inputs, outputs) = if let Some((i, r)) = s.split_once("->") {
-            (i, r)
-        } else {
-            (&*s, "")
-        };
+        let (inputs, outputs) =
+            if let Some((i, r)) = s.split_once("->") { (i, r) } else { (&*s, "") };
         let inputs: TVec<&str> = inputs.split(',').collect();
         let outputs: TVec<&str> = outputs.split(',').filter(|s| s.len() > 0).collect();
         AxesMapping::from_strs(&inputs, &outputs)
@@ -716,12 +666,7 @@ impl FromStr for AxesMapping {
 impl Display for AxesMapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (inputs, outputs) = self.to_strs();
-        write!(
-            f,
-            "{}->{}",
-            inputs.iter().join(","),
-            outputs.iter().join(",")
-        )
+        write!(f, "{}->{}", inputs.iter().join(","), outputs.iter().join(","))
     }
 }
 
@@ -902,18 +847,9 @@ mod test {
 
     #[test]
     fn test_extract_sub_mapping() {
-        assert_eq!(
-            m("bsij,ijk->bsik").extract_sub_mapping(&[0], &[0]).unwrap(),
-            m("bsij->bsik")
-        );
-        assert_eq!(
-            m("bsij,ijk->bsik").extract_sub_mapping(&[1], &[0]).unwrap(),
-            m("ijk->bsik")
-        );
-        assert_eq!(
-            m("bsij,ijk->ij").extract_sub_mapping(&[1], &[0]).unwrap(),
-            m("ijk->ij")
-        );
+        assert_eq!(m("bsij,ijk->bsik").extract_sub_mapping(&[0], &[0]).unwrap(), m("bsij->bsik"));
+        assert_eq!(m("bsij,ijk->bsik").extract_sub_mapping(&[1], &[0]).unwrap(), m("ijk->bsik"));
+        assert_eq!(m("bsij,ijk->ij").extract_sub_mapping(&[1], &[0]).unwrap(), m("ijk->ij"));
     }
 
     #[test]
@@ -928,22 +864,13 @@ mod test {
         assert_eq!(m("a,ba->a").remove_axis('b').unwrap(), m("a,a->a"));
         assert_eq!(m("a,a->ab").remove_axis('b').unwrap(), m("a,a->a"));
         assert_eq!(m("a,a->ba").remove_axis('b').unwrap(), m("a,a->a"));
-        assert_eq!(
-            m("bsij,ijk->bsik").remove_axis('i').unwrap(),
-            m("bsj,jk->bsk"),
-        );
+        assert_eq!(m("bsij,ijk->bsik").remove_axis('i').unwrap(), m("bsj,jk->bsk"),);
     }
 
     #[test]
     fn test_translate_to_ops_rm_add() {
-        assert_eq!(
-            m("ab->a").translate_to_axis_ops().unwrap(),
-            vec!(AxisOp::Rm(1))
-        );
-        assert_eq!(
-            m("ba->a").translate_to_axis_ops().unwrap(),
-            vec!(AxisOp::Rm(0))
-        );
+        assert_eq!(m("ab->a").translate_to_axis_ops().unwrap(), vec!(AxisOp::Rm(1)));
+        assert_eq!(m("ba->a").translate_to_axis_ops().unwrap(), vec!(AxisOp::Rm(0)));
         assert_eq!(
             m("ab->c").translate_to_axis_ops().unwrap(),
             vec!(AxisOp::Rm(1), AxisOp::Rm(0), AxisOp::Add(0))
@@ -960,18 +887,12 @@ mod test {
 
     #[test]
     fn test_translate_to_ops_move() {
-        assert_eq!(
-            m("ab->ba").translate_to_axis_ops().unwrap(),
-            vec!(AxisOp::Move(1, 0))
-        );
+        assert_eq!(m("ab->ba").translate_to_axis_ops().unwrap(), vec!(AxisOp::Move(1, 0)));
     }
 
     #[test]
     fn test_translate_to_ops_move_20() {
-        assert_eq!(
-            m("abc->cab").translate_to_axis_ops().unwrap(),
-            vec!(AxisOp::Move(2, 0))
-        );
+        assert_eq!(m("abc->cab").translate_to_axis_ops().unwrap(), vec!(AxisOp::Move(2, 0)));
     }
 
     #[test]

@@ -15,21 +15,13 @@ pub struct Axis {
 
 impl Axis {
     pub fn new(repr: char, inputs: usize, outputs: usize) -> Axis {
-        Axis {
-            repr,
-            inputs: tvec!(tvec!(); inputs),
-            outputs: tvec!(tvec!(); outputs),
-        }
+        Axis { repr, inputs: tvec!(tvec!(); inputs), outputs: tvec!(tvec!(); outputs) }
     }
 
     pub fn natural(inputs: usize, outputs: usize, repr: char, axis_id: usize) -> Axis {
         let inputs = tvec!(tvec!(axis_id); inputs);
         let outputs = tvec!(tvec!(axis_id); outputs);
-        Axis {
-            inputs,
-            outputs,
-            repr,
-        }
+        Axis { inputs, outputs, repr }
     }
 
     #[allow(dead_code)]

@@ -150,11 +150,7 @@ impl AxisTracking {
                 }
             }
         }
-        Ok(Some(AxisTracking {
-            creators,
-            destructors,
-            outlets: mapped_outlets,
-        }))
+        Ok(Some(AxisTracking { creators, destructors, outlets: mapped_outlets }))
     }
 }
 
@@ -165,10 +161,7 @@ pub fn full_axis_tracking(model: &TypedModel) -> TractResult<Vec<AxisTracking>> 
             let outlet = OutletId::new(node, slot);
             let input_fact = model.outlet_fact(outlet)?;
             'axis: for axis in 0..input_fact.rank() {
-                if axes
-                    .iter()
-                    .any(|tracking| tracking.outlets.get(&outlet) == Some(&axis))
-                {
+                if axes.iter().any(|tracking| tracking.outlets.get(&outlet) == Some(&axis)) {
                     continue 'axis;
                 }
                 if let Some(tracker) = AxisTracking::for_outlet_and_axis(model, outlet, axis)? {

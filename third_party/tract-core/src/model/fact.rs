@@ -18,16 +18,9 @@ impl ShapeFact {
     }
 
     fn compute_concrete(&mut self) {
-        assert!(
-            self.dims
-                .iter()
-                .all(|d| d.as_i64().map(|d| d >= 0).unwrap_or(true))
-        );
-        self.concrete = self
-            .dims
-            .iter()
-            .map(|d| d.as_i64().map(|d| d as usize))
-            .collect::<Option<TVec<_>>>()
+        assert!(self.dims.iter().all(|d| d.as_i64().map(|d| d >= 0).unwrap_or(true)));
+        self.concrete =
+            self.dims.iter().map(|d| d.as_i64().map(|d| d as usize)).collect::<Option<TVec<_>>>()
     }
 
     /// Shape of the tensor, unless it has symbolic dimensions.
@@ -59,9 +52,7 @@ impl ShapeFact {
         if self.is_concrete() {
             Ok(Cow::Borrowed(self))
         } else {
-            Ok(Cow::Owned(
-                self.iter().map(|d| d.eval(values)).collect::<ShapeFact>(),
-            ))
+            Ok(Cow::Owned(self.iter().map(|d| d.eval(values)).collect::<ShapeFact>()))
         }
     }
 
@@ -76,9 +67,7 @@ impl ShapeFact {
             Ok(Cow::Borrowed(self))
         } else {
             Ok(Cow::Owned(
-                self.iter()
-                    .map(|d| d.substitute_all(subs))
-                    .collect::<TractResult<ShapeFact>>()?,
+                self.iter().map(|d| d.substitute_all(subs)).collect::<TractResult<ShapeFact>>()?,
             ))
         }
     }
@@ -112,10 +101,8 @@ impl ShapeFact {
     }
 
     pub fn from_dims<D: ToDim, T: IntoIterator<Item = D>>(it: T) -> ShapeFact {
-        let mut dims = ShapeFact {
-            dims: it.into_iter().map(|d| d.to_dim()).collect(),
-            concrete: None,
-        };
+        let mut dims =
+            ShapeFact { dims: it.into_iter().map(|d| d.to_dim()).collect(), concrete: None };
         dims.compute_concrete();
         dims
     }
@@ -165,12 +152,7 @@ impl ShapeFact {
 
     pub fn consistent(&self) -> TractResult<()> {
         ensure!(
-            self.concrete
-                == self
-                    .dims
-                    .iter()
-                    .map(|d| d.as_usize())
-                    .collect::<Option<TVec<_>>>()
+            self.concrete == self.dims.iter().map(|d| d.as_usize()).collect::<Option<TVec<_>>>()
         );
         Ok(())
     }
@@ -286,11 +268,7 @@ impl TypedFact {
 
     pub fn mem_size(&self) -> TDim {
         self.shape.volume() * self.datum_type.size_of()
-            + self
-                .exotic_fact()
-                .iter()
-                .flat_map(|it| it.buffer_sizes())
-                .sum::<TDim>()
+            + self.exotic_fact().iter().flat_map(|it| it.buffer_sizes()).sum::<TDim>()
     }
 
     pub fn dt_scalar(datum_type: DatumType) -> TypedFact {
@@ -311,16 +289,12 @@ impl TypedFact {
     /// given: there is no wildcard, and no rank inference.
     pub fn from_spec(symbols: &SymbolScope, spec: &str) -> TractResult<TypedFact> {
         let mut parts = spec.split(',').map(|s| s.trim()).collect::<TVec<_>>();
-        let datum_type = parts
-            .pop()
-            .and_then(|last| last.parse::<DatumType>().ok())
-            .with_context(|| {
+        let datum_type =
+            parts.pop().and_then(|last| last.parse::<DatumType>().ok()).with_context(|| {
                 format!("A fact spec ends with its element type, as in 1,80,f32; got {spec:?}")
             })?;
-        let dims = parts
-            .iter()
-            .map(|dim| symbols.parse_tdim(dim))
-            .collect::<TractResult<TVec<TDim>>>()?;
+        let dims =
+            parts.iter().map(|dim| symbols.parse_tdim(dim)).collect::<TractResult<TVec<TDim>>>()?;
         Ok(Self::dt_shape(datum_type, ShapeFact::from_dims(dims)))
     }
 
@@ -365,15 +339,9 @@ impl TypedFact {
         self.shape.consistent()?;
         if let Some(k) = &self.konst {
             if !self.matches(k.as_ref(), None)? {
-                bail!(
-                    "fact says {}, constant is {:?}",
-                    self.format_dt_shape_nocheck(),
-                    k
-                );
+                bail!("fact says {}, constant is {:?}", self.format_dt_shape_nocheck(), k);
             }
-            if let Some(bqf) = self
-                .exotic_fact()
-                .and_then(|of| of.downcast_ref::<BlockQuantFact>())
+            if let Some(bqf) = self.exotic_fact().and_then(|of| of.downcast_ref::<BlockQuantFact>())
                 && let Some(bqs) = k.storage_as::<BlockQuantStorage>()
             {
                 let inner_bqf =
@@ -384,11 +352,7 @@ impl TypedFact {
         if let Some(u) = &self.uniform
             && self.datum_type != u.datum_type()
         {
-            bail!(
-                "fact as uniform value {:?}, but is of type {:?}",
-                u,
-                self.datum_type
-            );
+            bail!("fact as uniform value {:?}, but is of type {:?}", u, self.datum_type);
         }
         if let (Some(u), Some(k)) = (self.uniform.as_deref(), self.konst.as_deref()) {
             if let Some(k) = k.as_uniform() {
@@ -398,11 +362,7 @@ impl TypedFact {
                     );
                 }
             } else {
-                bail!(
-                    "Fact said to be uniform ({:?}) and equal to {:?} which is not.",
-                    u,
-                    k
-                );
+                bail!("Fact said to be uniform ({:?}) and equal to {:?} which is not.", u, k);
             }
         }
         Ok(())
@@ -499,10 +459,7 @@ impl TryFrom<Arc<Tensor>> for TypedFact {
     fn try_from(t: Arc<Tensor>) -> TractResult<TypedFact> {
         let exotic_fact = t.exotic_fact()?;
         let uniform_tdim = if t.datum_type() == TDim::datum_type() && t.len() == 1 {
-            t.try_as_plain_ram()
-                .ok()
-                .and_then(|d| d.as_slice::<TDim>().ok())
-                .map(|s| s[0].clone())
+            t.try_as_plain_ram().ok().and_then(|d| d.as_slice::<TDim>().ok()).map(|s| s[0].clone())
         } else if t.len() == 1
             && t.try_as_plain_ram().is_ok()
             && (t.datum_type().is_integer() || t.datum_type().is::<bool>())

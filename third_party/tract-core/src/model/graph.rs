@@ -94,20 +94,9 @@ where
         let op = op.into();
         let name = name.into();
         let id = self.nodes.len();
-        let outputs = output_facts
-            .into_iter()
-            .map(|fact| Outlet {
-                fact,
-                successors: tvec!(),
-            })
-            .collect();
-        let node = Node {
-            id,
-            name,
-            op,
-            inputs: vec![],
-            outputs,
-        };
+        let outputs =
+            output_facts.into_iter().map(|fact| Outlet { fact, successors: tvec!() }).collect();
+        let node = Node { id, name, op, inputs: vec![], outputs };
         self.nodes.push(node);
         Ok(id)
     }
@@ -266,17 +255,11 @@ where
         &mut self,
         outputs: impl IntoIterator<Item = impl AsRef<str>>,
     ) -> TractResult<()> {
-        let mut labels: HashMap<StaticName, OutletId> = self
-            .outlet_labels
-            .iter()
-            .map(|(o, s)| (Cow::Owned((*s).to_string()), *o))
-            .collect();
+        let mut labels: HashMap<StaticName, OutletId> =
+            self.outlet_labels.iter().map(|(o, s)| (Cow::Owned((*s).to_string()), *o)).collect();
         for n in self.nodes() {
             for ix in 0..n.outputs.len() {
-                labels.insert(
-                    Cow::Owned(format!("{}:{}", n.name, ix)),
-                    OutletId::new(n.id, ix),
-                );
+                labels.insert(Cow::Owned(format!("{}:{}", n.name, ix)), OutletId::new(n.id, ix));
             }
         }
         let ids: Vec<OutletId> = outputs
@@ -386,20 +369,12 @@ where
 
     /// Get input tensor information for a node.
     pub fn node_input_facts(&self, node_id: usize) -> TractResult<TVec<&F>> {
-        self.nodes[node_id]
-            .inputs
-            .iter()
-            .map(|o| self.outlet_fact(*o))
-            .collect()
+        self.nodes[node_id].inputs.iter().map(|o| self.outlet_fact(*o)).collect()
     }
 
     /// Get output tensor information for a node.
     pub fn node_output_facts(&self, node_id: usize) -> TractResult<TVec<&F>> {
-        Ok(self.nodes[node_id]
-            .outputs
-            .iter()
-            .map(|o| &o.fact)
-            .collect())
+        Ok(self.nodes[node_id].outputs.iter().map(|o| &o.fact).collect())
     }
 
     // outlets
@@ -429,11 +404,7 @@ where
         unsafe {
             outlets
                 .iter()
-                .map(|o| {
-                    Ok((self.outlet_fact(*o)? as *const F as *mut F)
-                        .as_mut()
-                        .unwrap())
-                })
+                .map(|o| Ok((self.outlet_fact(*o)? as *const F as *mut F).as_mut().unwrap()))
                 .collect()
         }
     }
@@ -475,10 +446,7 @@ where
 
     /// Find outlet by label.
     pub fn find_outlet_label(&self, label: &str) -> Option<OutletId> {
-        self.outlet_labels
-            .iter()
-            .find(|(_k, v)| **v == label)
-            .map(|(k, _v)| *k)
+        self.outlet_labels.iter().find(|(_k, v)| **v == label).map(|(k, _v)| *k)
     }
 
     // misc
@@ -507,10 +475,7 @@ where
             let node = &self.nodes[node_id];
             for (ix, input) in node.inputs.iter().enumerate() {
                 let prec = &self.nodes[input.node];
-                if !prec.outputs[input.slot]
-                    .successors
-                    .contains(&InletId::new(node.id, ix))
-                {
+                if !prec.outputs[input.slot].successors.contains(&InletId::new(node.id, ix)) {
                     bail!(
                         "Mismatched oncoming edge, node:{} input:{} to {:?} not reciprocated",
                         node.id,
@@ -556,18 +521,9 @@ where
     /// Performs a sanity check on network connections.
     #[cfg(all(debug_assertions, feature = "paranoid_assertions"))]
     pub fn check_names(&self) -> TractResult<()> {
-        let dups = self
-            .eval_order()?
-            .iter()
-            .map(|n| &self.nodes[*n].name)
-            .duplicates()
-            .collect_vec();
-        ensure!(
-            dups.len() == 0,
-            "Duplicate node name(s) : {:?}\n{}",
-            dups,
-            &self
-        );
+        let dups =
+            self.eval_order()?.iter().map(|n| &self.nodes[*n].name).duplicates().collect_vec();
+        ensure!(dups.len() == 0, "Duplicate node name(s) : {:?}\n{}", dups, &self);
         Ok(())
     }
 
@@ -589,13 +545,7 @@ where
         let node = &self.nodes()[id];
         rule_if!(node.inputs.len() == 1);
         let prec = &self.nodes()[node.inputs[0].node];
-        rule_if!(
-            prec.outputs
-                .iter()
-                .map(|of| of.successors.len())
-                .sum::<usize>()
-                == 1
-        );
+        rule_if!(prec.outputs.iter().map(|of| of.successors.len()).sum::<usize>() == 1);
         Ok(Some(prec))
     }
 
@@ -609,9 +559,7 @@ where
     pub fn all_prec(&self, id: usize) -> TractResult<Option<TVec<&Node<F, O>>>> {
         let node = &self.nodes()[id];
         rule_if!(node.inputs.len() > 0);
-        Ok(Some(
-            node.inputs.iter().map(|n| &self.nodes()[n.node]).collect(),
-        ))
+        Ok(Some(node.inputs.iter().map(|n| &self.nodes()[n.node]).collect()))
     }
 
     /// linear_succ is only intended for optimisation of simple operators
@@ -644,10 +592,7 @@ where
             node.outputs
                 .iter()
                 .flat_map(|o| {
-                    o.successors
-                        .iter()
-                        .map(|succ| &self.nodes()[succ.node])
-                        .collect::<Vec<_>>()
+                    o.successors.iter().map(|succ| &self.nodes()[succ.node]).collect::<Vec<_>>()
                 })
                 .collect(),
         ))
@@ -691,30 +636,17 @@ where
 {
     fn fmt(&self, fmt: &mut std::fmt::Formatter) -> std::fmt::Result {
         for i in 0..self.nodes.len() {
-            let input_1 = self.nodes[i]
-                .inputs
-                .first()
-                .map(|o| format!("{o:?}"))
-                .unwrap_or_default();
-            let input_2 = self.nodes[i]
-                .inputs
-                .get(1)
-                .map(|o| format!("{o:?}"))
-                .unwrap_or_default();
+            let input_1 =
+                self.nodes[i].inputs.first().map(|o| format!("{o:?}")).unwrap_or_default();
+            let input_2 = self.nodes[i].inputs.get(1).map(|o| format!("{o:?}")).unwrap_or_default();
             let successors = self.nodes[i]
                 .outputs
                 .first()
                 .iter()
                 .flat_map(|o| o.successors.iter())
                 .collect_vec();
-            let output_1 = successors
-                .first()
-                .map(|o| format!("{o:?}"))
-                .unwrap_or_default();
-            let output_2 = successors
-                .get(1)
-                .map(|o| format!("{o:?}"))
-                .unwrap_or_default();
+            let output_1 = successors.first().map(|o| format!("{o:?}")).unwrap_or_default();
+            let output_2 = successors.get(1).map(|o| format!("{o:?}")).unwrap_or_default();
             writeln!(
                 fmt,
                 "{:5} | {:8} {:8} -> {:8} {:8} | {:25} {:50} {} => {}",
@@ -725,26 +657,14 @@ where
                 output_2,
                 self.nodes[i].op().name(),
                 self.nodes[i].name,
-                self.node_input_facts(i)
-                    .unwrap()
-                    .iter()
-                    .map(|f| format!("{f:?}"))
-                    .join(" ; "),
-                self.node_output_facts(i)
-                    .unwrap()
-                    .iter()
-                    .map(|f| format!("{f:?}"))
-                    .join(" ; "),
+                self.node_input_facts(i).unwrap().iter().map(|f| format!("{f:?}")).join(" ; "),
+                self.node_output_facts(i).unwrap().iter().map(|f| format!("{f:?}")).join(" ; "),
             )?;
             if self.nodes[i].inputs.len() > 2 {
                 writeln!(
                     fmt,
                     "                                               |   * inputs: {}",
-                    self.nodes[i]
-                        .inputs
-                        .iter()
-                        .map(|s| format!("{s:?}"))
-                        .join(", ")
+                    self.nodes[i].inputs.iter().map(|s| format!("{s:?}")).join(", ")
                 )?;
             }
             if self.nodes[i].outputs.len() > 1
@@ -768,11 +688,7 @@ where
                 }
             }
         }
-        writeln!(
-            fmt,
-            "outputs: {}",
-            self.outputs.iter().map(|o| format!("{o:?}")).join(", ")
-        )?;
+        writeln!(fmt, "outputs: {}", self.outputs.iter().map(|o| format!("{o:?}")).join(", "))?;
         Ok(())
     }
 }

@@ -24,13 +24,7 @@ pub trait TypedModelHelpers {
 
 impl TypedModelHelpers for TypedModel {
     fn next_node(&self, node: &TypedNode) -> Option<&TypedNode> {
-        if node
-            .outputs
-            .iter()
-            .map(|of| of.successors.len())
-            .sum::<usize>()
-            != 1
-        {
+        if node.outputs.iter().map(|of| of.successors.len()).sum::<usize>() != 1 {
             return None;
         }
         let succ = node.outputs[0].successors[0];
@@ -69,11 +63,7 @@ impl TypedModelHelpers for TypedModel {
             })
             .collect::<TVec<_>>();
 
-        if prev_nodes.len() != 1 {
-            None
-        } else {
-            Some(prev_nodes[0])
-        }
+        if prev_nodes.len() != 1 { None } else { Some(prev_nodes[0]) }
     }
 
     fn matches_single_input_const(&self, node: &TypedNode, konst: f32) -> bool {
@@ -88,10 +78,7 @@ impl TypedModelHelpers for TypedModel {
             return false;
         };
         in_const
-            .close_enough(
-                &tract_data::prelude::tensor0(konst),
-                Approximation::Approximate,
-            )
+            .close_enough(&tract_data::prelude::tensor0(konst), Approximation::Approximate)
             .is_ok()
     }
 

@@ -38,11 +38,8 @@ where
         }
 
         // Active nodes are node that has not been flushed + inputs of the current node and current node.
-        let mut step_active_nodes: HashSet<_> = values
-            .iter()
-            .enumerate()
-            .filter_map(|(n, active)| active.then_some(n))
-            .collect();
+        let mut step_active_nodes: HashSet<_> =
+            values.iter().enumerate().filter_map(|(n, active)| active.then_some(n)).collect();
 
         step_active_nodes.extend(node.inputs.iter().map(|it| it.node));
         step_active_nodes.insert(*n);

@@ -103,12 +103,7 @@ where
     pub fn tap_model(&mut self, model: &Graph<F, O>, outlet: OutletId) -> TractResult<OutletId> {
         let fact = model.outlet_fact(outlet)?;
         let id = self.add_source(
-            format!(
-                "tap.{}-{}/{}",
-                model.node(outlet.node).name,
-                outlet.node,
-                outlet.slot
-            ),
+            format!("tap.{}-{}/{}", model.node(outlet.node).name, outlet.node, outlet.slot),
             dyn_clone::clone(fact),
         )?;
         self.taps.insert(id, outlet);
@@ -123,10 +118,7 @@ where
         model: &Graph<F, O>,
         outlets: impl IntoIterator<Item = &'a OutletId>,
     ) -> TractResult<TVec<OutletId>> {
-        outlets
-            .into_iter()
-            .map(|o| self.tap_model(model, *o))
-            .collect::<TractResult<TVec<_>>>()
+        outlets.into_iter().map(|o| self.tap_model(model, *o)).collect::<TractResult<TVec<_>>>()
     }
 
     pub unsafe fn shunt_outside_unchecked(
@@ -214,11 +206,9 @@ where
         {
             Ok(None)
         } else {
-            Self::rewire(patched_model, &node.inputs, &[node.id.into()], &|_p, xs| {
-                Ok(xs.into())
-            })
-            .with_context(|| format!("Shunting {node}"))
-            .map(Some)
+            Self::rewire(patched_model, &node.inputs, &[node.id.into()], &|_p, xs| Ok(xs.into()))
+                .with_context(|| format!("Shunting {node}"))
+                .map(Some)
         }
     }
 
@@ -311,13 +301,7 @@ where
                 // this is a tap
                 continue;
             }
-            let Node {
-                id: patch_node_id,
-                name,
-                inputs,
-                op,
-                outputs,
-            } = node;
+            let Node { id: patch_node_id, name, inputs, op, outputs } = node;
             let n_outputs = outputs.len();
             for dup in 0..target.nodes.len() {
                 if target.node(dup).op().dyn_eq(op.as_ref())
@@ -337,10 +321,7 @@ where
             let added_node_id = target.add_node(name, op, facts)?;
             new_nodes.insert(added_node_id);
             for ix in 0..n_outputs {
-                mapping.insert(
-                    OutletId::new(patch_node_id, ix),
-                    OutletId::new(added_node_id, ix),
-                );
+                mapping.insert(OutletId::new(patch_node_id, ix), OutletId::new(added_node_id, ix));
             }
             all_inputs.insert(added_node_id, inputs);
             if <Graph<F, O>>::is_source(&target.node(added_node_id).op) {
@@ -356,9 +337,7 @@ where
         debug_assert_eq!(target.output_outlets()?.len(), prior_target_outputs);
         for (&outlet, &by) in shunt_outlet_by.iter().sorted() {
             let replace_by = mapping[&by];
-            let succs = target.nodes()[outlet.node].outputs[outlet.slot]
-                .successors
-                .clone();
+            let succs = target.nodes()[outlet.node].outputs[outlet.slot].successors.clone();
             for succ in succs {
                 target.add_edge(replace_by, succ)?;
             }
@@ -391,20 +370,14 @@ where
             maybe_garbage.remove(&maybe);
             if !target.outputs.iter().any(|output| output.node == maybe)
                 && !target.inputs.iter().any(|input| input.node == maybe)
-                && target
-                    .node(maybe)
-                    .outputs
-                    .iter()
-                    .all(|of| of.successors.is_empty())
+                && target.node(maybe).outputs.iter().all(|of| of.successors.is_empty())
             {
                 target.node_mut(maybe).op = target.create_dummy();
                 target.node_mut(maybe).name = format!("Dummy-node-{maybe}");
                 target.node_mut(maybe).outputs.clear(); // necessary to drop facts and consts
                 let inputs = std::mem::take(&mut target.node_mut(maybe).inputs);
                 for &i in &inputs {
-                    target.node_mut(i.node).outputs[i.slot]
-                        .successors
-                        .retain(|s| s.node != maybe);
+                    target.node_mut(i.node).outputs[i.slot].successors.retain(|s| s.node != maybe);
                     maybe_garbage.insert(i.node);
                 }
                 target.check_edges()?;

@@ -28,10 +28,7 @@ where
         source: &Graph<TI1, O1>,
     ) -> TractResult<(Graph<TI2, O2>, HashMap<OutletId, OutletId>)> {
         let _proof_session = source.symbols.proof_cache_session();
-        let mut target = Graph {
-            symbols: source.symbols.clone(),
-            ..Graph::default()
-        };
+        let mut target = Graph { symbols: source.symbols.clone(), ..Graph::default() };
         let mut mapping = HashMap::new();
         for old_id in source.eval_order()? {
             let node = source.node(old_id);
@@ -58,11 +55,7 @@ where
         }
         // maintaining order of i/o interface
         target.inputs = source.input_outlets()?.iter().map(|i| mapping[i]).collect();
-        target.outputs = source
-            .output_outlets()?
-            .iter()
-            .map(|o| mapping[o])
-            .collect();
+        target.outputs = source.output_outlets()?.iter().map(|o| mapping[o]).collect();
         target.properties.clone_from(&source.properties);
         Ok((target, mapping))
     }
@@ -118,12 +111,7 @@ where
             for (ix, o) in node.inputs.iter().enumerate() {
                 target.add_edge(mapping[o], InletId::new(new_id, ix))?
             }
-            Ok(node
-                .outputs
-                .iter()
-                .enumerate()
-                .map(|(ix, _)| OutletId::new(new_id, ix))
-                .collect())
+            Ok(node.outputs.iter().enumerate().map(|(ix, _)| OutletId::new(new_id, ix)).collect())
         }
     }
 }

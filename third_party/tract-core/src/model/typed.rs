@@ -43,9 +43,7 @@ pub fn stage_is_optimized(properties: &HashMap<String, Arc<Tensor>>) -> bool {
 
 impl SpecialOps<TypedFact, Box<dyn TypedOp>> for TypedModel {
     fn is_source(op: &Box<dyn TypedOp>) -> bool {
-        op.as_op()
-            .downcast_ref::<ops::source::TypedSource>()
-            .is_some()
+        op.as_op().downcast_ref::<ops::source::TypedSource>().is_some()
     }
 
     fn create_dummy(&self) -> Box<dyn TypedOp> {
@@ -107,11 +105,7 @@ impl SpecialOps<TypedFact, Box<dyn TypedOp>> for TypedModel {
                     .into_iter()
                     .enumerate()
                     .map(|(ix, o)| {
-                        let name = if ix == 0 {
-                            name.clone()
-                        } else {
-                            format!("{name}.{ix}")
-                        };
+                        let name = if ix == 0 { name.clone() } else { format!("{name}.{ix}") };
                         self.wire_node(
                             name.clone(),
                             Const::new_with_opt_exotic_fact(
@@ -185,8 +179,7 @@ impl TypedModel {
 
     /// Set the [`TRACT_NAME`] property.
     pub fn set_name(&mut self, name: impl Into<String>) {
-        self.properties
-            .insert(TRACT_NAME.to_string(), rctensor0(name.into()));
+        self.properties.insert(TRACT_NAME.to_string(), rctensor0(name.into()));
     }
 
     pub fn into_optimized(mut self) -> TractResult<TypedModel> {
@@ -238,11 +231,7 @@ impl TypedModel {
         for node in &self.nodes {
             for (ix, output) in node.outputs.iter().enumerate() {
                 output.fact.consistent().with_context(|| {
-                    format!(
-                        "Inconsistent fact {:?}: {:?}",
-                        OutletId::new(node.id, ix),
-                        output.fact
-                    )
+                    format!("Inconsistent fact {:?}: {:?}", OutletId::new(node.id, ix), output.fact)
                 })?
             }
         }
@@ -281,18 +270,13 @@ impl TypedModel {
 
     /// Perform declutter passes on the network.
     pub fn declutter(&mut self) -> TractResult<()> {
-        crate::optim::Optimizer::declutter()
-            .session()
-            .optimize(self)
+        crate::optim::Optimizer::declutter().session().optimize(self)
     }
 
     /// Perform optimization passes on the model, using a given optimizer session.
     pub fn optimize_with_session(&mut self, session: &mut OptimizerSession) -> TractResult<()> {
         session.optimize(self)?;
-        self.properties.insert(
-            TRACT_STAGE.to_string(),
-            rctensor0(STAGE_OPTIMIZED.to_string()),
-        );
+        self.properties.insert(TRACT_STAGE.to_string(), rctensor0(STAGE_OPTIMIZED.to_string()));
         Ok(())
     }
 
@@ -324,15 +308,11 @@ impl TypedModel {
         for n in self.eval_order()? {
             let node = self.node(n);
             let (inputs, outputs) = self.node_facts(n)?;
-            if inputs
-                .iter()
-                .all(|i| i.konst.as_ref().is_some_and(|k| k.is_plain_ram()))
+            if inputs.iter().all(|i| i.konst.as_ref().is_some_and(|k| k.is_plain_ram()))
                 && outputs.iter().any(|o| o.konst.is_none())
             {
-                let inputs_ref = inputs
-                    .iter()
-                    .map(|f| f.konst.clone().unwrap().into_tvalue())
-                    .collect();
+                let inputs_ref =
+                    inputs.iter().map(|f| f.konst.clone().unwrap().into_tvalue()).collect();
                 match node.op.eval_out_of_plan(inputs_ref) {
                     Ok(None) => (),
                     Ok(Some(res)) => {

@@ -19,8 +19,7 @@ pub trait BinMiniOp:
         Validation::Accurate
     }
     fn operating_datum_type(&self, a: DatumType, b: DatumType) -> TractResult<DatumType> {
-        a.common_super_type(b)
-            .with_context(|| format_err!("No super type for {:?} and {:?}", a, b))
+        a.common_super_type(b).with_context(|| format_err!("No super type for {:?} and {:?}", a, b))
     }
     fn result_datum_type(&self, a: DatumType, b: DatumType) -> TractResult<DatumType>;
     fn eval_in_a(&self, a: &mut Tensor, b: &Tensor) -> TractResult<()>;
@@ -134,11 +133,7 @@ impl Op for TypedBinOp {
 
 impl TypedBinOp {
     fn output_datum_type(&self, a_dt: DatumType, b_dt: DatumType) -> TractResult<DatumType> {
-        if let Some(dt) = self.1 {
-            Ok(dt)
-        } else {
-            self.0.result_datum_type(a_dt, b_dt)
-        }
+        if let Some(dt) = self.1 { Ok(dt) } else { self.0.result_datum_type(a_dt, b_dt) }
     }
 }
 
@@ -184,11 +179,7 @@ impl TypedBinOp {
                 konst.cast_to_scalar::<i64>().ok()
             } else if konst.datum_type().is_float() {
                 konst.cast_to_scalar::<f64>().ok().and_then(|f| {
-                    if (f - f.round()).abs() < 1e-6 {
-                        Some(f.round() as i64)
-                    } else {
-                        None
-                    }
+                    if (f - f.round()).abs() < 1e-6 { Some(f.round() as i64) } else { None }
                 })
             } else {
                 None
@@ -237,9 +228,7 @@ impl TypedOp for TypedBinOp {
                 (inputs[1].uniform_tdim.as_ref(), inputs[0]),
             ] {
                 let Some(a) = expr else { continue };
-                let Some(konst) = konst_fact.konst.as_ref() else {
-                    continue;
-                };
+                let Some(konst) = konst_fact.konst.as_ref() else { continue };
                 fact.uniform_tdim = self.combine_uniform_tdim_with_konst(a, konst);
                 if fact.uniform_tdim.is_some() {
                     break;
@@ -335,12 +324,9 @@ impl TypedOp for TypedBinOp {
         } else {
             unreachable!("TypedBinOp has two inputs.")
         };
-        if let Some(neutral_patch) = declutter_neutral(
-            model,
-            node,
-            self.0.as_ref(),
-            self.output_datum_type(a_dt, b_dt)?,
-        )? {
+        if let Some(neutral_patch) =
+            declutter_neutral(model, node, self.0.as_ref(), self.output_datum_type(a_dt, b_dt)?)?
+        {
             return Ok(Some(neutral_patch));
         }
         if let Some(absorbing_patch) = declutter_absorbing(model, node, self.0.as_ref())? {
@@ -362,12 +348,9 @@ impl TypedOp for TypedBinOp {
         if let Some(linalg_bin_op) = self.0.as_linalg_binop() {
             let input_facts = model.node_input_facts(node.id)?;
             let must_swap_inputs =
-                input_facts
-                    .iter()
-                    .collect_tuple()
-                    .is_some_and(|(a_fact, b_fact)| {
-                        (a_fact.shape.volume() - b_fact.shape.volume()).prove_strict_negative()
-                    });
+                input_facts.iter().collect_tuple().is_some_and(|(a_fact, b_fact)| {
+                    (a_fact.shape.volume() - b_fact.shape.volume()).prove_strict_negative()
+                });
             let (operand_1, operand_2) = if must_swap_inputs {
                 (input_facts[1], input_facts[0])
             } else {
@@ -400,11 +383,8 @@ impl TypedOp for TypedBinOp {
             } else {
                 node.inputs.clone()
             };
-            let actual_linalg_op = if must_swap_inputs {
-                linalg_bin_op.flip()
-            } else {
-                linalg_bin_op
-            };
+            let actual_linalg_op =
+                if must_swap_inputs { linalg_bin_op.flip() } else { linalg_bin_op };
             let actual_core_op = core_op_for_linalg_op(&actual_linalg_op);
 
             let dt = model.node_input_facts(node.id)?[0].datum_type;
@@ -434,10 +414,7 @@ impl TypedOp for TypedBinOp {
                         model,
                         node,
                         &inputs,
-                        OptBinUnicast {
-                            binop: actual_core_op,
-                            eval_fn,
-                        },
+                        OptBinUnicast { binop: actual_core_op, eval_fn },
                     )?
                     .with_context("Unicast"),
                 ));
@@ -577,12 +554,9 @@ fn declutter_neutral(
             cast(out_dt),
         )?));
     }
-    Ok(Some(TypedModelPatch::rewire(
-        model,
-        &[uniform.var],
-        &[node.id.into()],
-        &|_, inputs| Ok(inputs.into()),
-    )?))
+    Ok(Some(TypedModelPatch::rewire(model, &[uniform.var], &[node.id.into()], &|_, inputs| {
+        Ok(inputs.into())
+    })?))
 }
 
 /// When one input is the absorbing element (e.g. 0 for Mul, false for And),
@@ -623,18 +597,14 @@ fn declutter_absorbing(
             // This handles both shape mismatches and quantization mismatches
             // (e.g. absorbing input is QU8(Z:61 S:1) but output is QU8(Z:0 S:0.5)).
             let absorb_val = mini_op.absorbing_element().unwrap();
-            let absorbing_const = tensor0(absorb_val as f32)
-                .cast_to_dt(output_dt)?
-                .into_owned()
-                .into_arc_tensor();
+            let absorbing_const =
+                tensor0(absorb_val as f32).cast_to_dt(output_dt)?.into_owned().into_arc_tensor();
             let mut patch = TypedModelPatch::default();
             let uni_const =
                 patch.add_const(format!("{}.absorbing_const", node.name), absorbing_const)?;
             let bcast = patch.wire_node(
                 format!("{}.absorbing_bcast", node.name),
-                crate::ops::array::MultiBroadcastTo {
-                    shape: output_shape,
-                },
+                crate::ops::array::MultiBroadcastTo { shape: output_shape },
                 &[uni_const],
             )?[0];
             patch.shunt_outside(model, node.id.into(), bcast)?;
@@ -650,16 +620,8 @@ fn find_most_efficient_config(
     swap_input: bool,
 ) -> TractResult<(bool, bool)> {
     if let &[a, b] = &*model.node_input_facts(node.id)? {
-        let a_shape = if swap_input {
-            b.shape.clone()
-        } else {
-            a.shape.clone()
-        };
-        let b_shape = if swap_input {
-            a.shape.clone()
-        } else {
-            b.shape.clone()
-        };
+        let a_shape = if swap_input { b.shape.clone() } else { a.shape.clone() };
+        let b_shape = if swap_input { a.shape.clone() } else { b.shape.clone() };
 
         let by_scalar_is_possible = OptBinByScalar::check_input_shapes(&a_shape, &b_shape);
         let num_by_scalar_elements = if by_scalar_is_possible {
@@ -709,10 +671,7 @@ fn find_most_efficient_config(
 }
 
 pub fn gt_tdim(x: TDim, min_val: i64) -> bool {
-    TDim::Val(min_val)
-        .mini(x)
-        .as_i64()
-        .is_some_and(|v| v == min_val)
+    TDim::Val(min_val).mini(x).as_i64().is_some_and(|v| v == min_val)
 }
 
 #[derive(Clone)]
@@ -724,9 +683,7 @@ pub struct OptBinByScalar {
 
 impl Debug for OptBinByScalar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> Result<(), std::fmt::Error> {
-        f.debug_struct("OptBinByScalar")
-            .field("binop", &self.binop)
-            .finish()
+        f.debug_struct("OptBinByScalar").field("binop", &self.binop).finish()
     }
 }
 
@@ -774,9 +731,7 @@ impl EvalOp for OptBinByScalar {
         let b_natural = b.len() == b.shape().iter().product::<usize>()
             && b.strides() == &*Tensor::natural_strides(b.shape());
         if !a_natural || !b_natural {
-            let c_dt = self
-                .binop
-                .result_datum_type(a.datum_type(), b.datum_type())?;
+            let c_dt = self.binop.result_datum_type(a.datum_type(), b.datum_type())?;
             return Ok(tvec!(self.binop.eval(a, b, c_dt)?.into_tvalue()));
         }
 
@@ -811,9 +766,7 @@ impl EvalOp for OptBinByScalar {
 impl TypedOp for OptBinByScalar {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(Self::check_input_shapes(&inputs[0].shape, &inputs[1].shape));
-        let out_dt = self
-            .binop
-            .result_datum_type(inputs[0].datum_type, inputs[1].datum_type)?;
+        let out_dt = self.binop.result_datum_type(inputs[0].datum_type, inputs[1].datum_type)?;
         let out_shape = inputs[0].shape.clone();
         Ok(tvec!(out_dt.fact(out_shape)))
     }
@@ -864,9 +817,7 @@ pub struct OptBinUnicast {
 
 impl Debug for OptBinUnicast {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> Result<(), std::fmt::Error> {
-        f.debug_struct("OptBinUnicast")
-            .field("binop", &self.binop)
-            .finish()
+        f.debug_struct("OptBinUnicast").field("binop", &self.binop).finish()
     }
 }
 
@@ -951,9 +902,7 @@ impl EvalOp for OptBinUnicast {
         let b_natural = b.len() == b.shape().iter().product::<usize>()
             && b.strides() == &*Tensor::natural_strides(b.shape());
         if !a_natural || !b_natural {
-            let c_dt = self
-                .binop
-                .result_datum_type(a.datum_type(), b.datum_type())?;
+            let c_dt = self.binop.result_datum_type(a.datum_type(), b.datum_type())?;
             return Ok(tvec!(self.binop.eval(a, b, c_dt)?.into_tvalue()));
         }
 
@@ -962,11 +911,7 @@ impl EvalOp for OptBinUnicast {
         // a exactly (check_input_shapes), so one kernel call covers b.len()
         // elements of a and b is consumed in lockstep within each.
         debug_assert!(
-            b.shape()
-                .iter()
-                .zip(a.shape())
-                .skip_while(|(b, _)| **b == 1)
-                .all(|(b, a)| b == a),
+            b.shape().iter().zip(a.shape()).skip_while(|(b, _)| **b == 1).all(|(b, a)| b == a),
             "unicast b {:?} does not line up with a {:?}",
             b.shape(),
             a.shape()
@@ -1000,9 +945,7 @@ impl EvalOp for OptBinUnicast {
 impl TypedOp for OptBinUnicast {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(Self::check_input_shapes(&inputs[0].shape, &inputs[1].shape));
-        let out_dt = self
-            .binop
-            .result_datum_type(inputs[0].datum_type, inputs[1].datum_type)?;
+        let out_dt = self.binop.result_datum_type(inputs[0].datum_type, inputs[1].datum_type)?;
         let out_shape = inputs[0].shape.clone();
         Ok(tvec!(out_dt.fact(out_shape)))
     }
@@ -1100,9 +1043,7 @@ fn eval_bin_chain_step(step: &OptBinChainStep, a: TValue, b: TValue) -> TractRes
             && t.strides() == &*Tensor::natural_strides(t.shape())
     };
     if !natural(&a) || !natural(&b) {
-        let c_dt = step
-            .binop
-            .result_datum_type(a.datum_type(), b.datum_type())?;
+        let c_dt = step.binop.result_datum_type(a.datum_type(), b.datum_type())?;
         return Ok(step.binop.eval(a, b, c_dt)?.into_tvalue());
     }
     let mut a = a.into_tensor();
@@ -1135,11 +1076,7 @@ fn eval_bin_chain_step(step: &OptBinChainStep, a: TValue, b: TValue) -> TractRes
 
 impl Op for OptBinChain {
     fn name(&self) -> StaticName {
-        format!(
-            "OptBinChain({})",
-            self.steps.iter().map(|s| s.binop.name()).join("+")
-        )
-        .into()
+        format!("OptBinChain({})", self.steps.iter().map(|s| s.binop.name()).join("+")).into()
     }
 
     op_as_typed_op!();
@@ -1160,9 +1097,7 @@ impl EvalOp for OptBinChain {
             self.steps
                 .iter()
                 .zip(operands.iter())
-                .try_fold(acc, |acc, (step, b)| {
-                    eval_bin_chain_step(step, acc, b.clone())
-                })
+                .try_fold(acc, |acc, (step, b)| eval_bin_chain_step(step, acc, b.clone()))
         };
         if !all_natural {
             return Ok(tvec!(sequential(acc)?));
@@ -1204,8 +1139,7 @@ impl TypedOp for OptBinChain {
         ensure!(inputs.len() == self.steps.len() + 1);
         for (step, fact) in self.steps.iter().zip(inputs[1..].iter()) {
             ensure!(
-                step.binop
-                    .result_datum_type(inputs[0].datum_type, fact.datum_type)?
+                step.binop.result_datum_type(inputs[0].datum_type, fact.datum_type)?
                     == inputs[0].datum_type
             );
         }
@@ -1290,9 +1224,7 @@ fn fuse_elementwise_chain(
             break;
         }
         let succ = model.node(succ_inlet.node);
-        let Some(mut more) = steps_of(&*succ.op) else {
-            break;
-        };
+        let Some(mut more) = steps_of(&*succ.op) else { break };
         let keep_dt = more.iter().enumerate().all(|(ix, s)| {
             model
                 .outlet_fact(succ.inputs[ix + 1])
@@ -1666,17 +1598,9 @@ pub(crate) fn one_input_is_uniform(
 ) -> TractResult<Option<OneUniformInput>> {
     if let &[a, b] = &*model.node_input_facts(node.id)? {
         let uni = if let Some(a) = &a.uniform {
-            OneUniformInput {
-                uni: a.clone(),
-                var: node.inputs[1],
-                left_is_uniform: true,
-            }
+            OneUniformInput { uni: a.clone(), var: node.inputs[1], left_is_uniform: true }
         } else if let Some(b) = &b.uniform {
-            OneUniformInput {
-                uni: b.clone(),
-                var: node.inputs[0],
-                left_is_uniform: false,
-            }
+            OneUniformInput { uni: b.clone(), var: node.inputs[0], left_is_uniform: false }
         } else {
             return Ok(None);
         };
@@ -1728,17 +1652,10 @@ mod tests {
         let linalg_fn = Func::BinUnicast(BinOp::Add)
             .bin(f32::datum_type())
             .expect("f32 unicast Add kernel available");
-        let op = OptBinUnicast {
-            binop: Box::new(Add),
-            eval_fn: Arc::from(linalg_fn),
-        };
+        let op = OptBinUnicast { binop: Box::new(Add), eval_fn: Arc::from(linalg_fn) };
 
-        let out = op
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec!(a.into_tvalue(), b.into_tvalue()),
-            )
-            .unwrap();
+        let out =
+            op.eval(&EvalContext::out_of_plan(), tvec!(a.into_tvalue(), b.into_tvalue())).unwrap();
         let out = &out[0];
         assert_eq!(out.shape(), &[1, 1, 640]);
         let plain = out.try_as_plain_ram().unwrap();
@@ -1765,12 +1682,8 @@ mod tests {
             eval_fn: Arc::from(linalg_fn),
             linalg_op: BinOp::Add,
         };
-        let out = op
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec!(a.into_tvalue(), b.into_tvalue()),
-            )
-            .unwrap();
+        let out =
+            op.eval(&EvalContext::out_of_plan(), tvec!(a.into_tvalue(), b.into_tvalue())).unwrap();
         assert_eq!(out[0].shape(), &[0, 4, 8]);
 
         let a = Tensor::zero::<f32>(&[0, 4, 16]).unwrap();
@@ -1778,16 +1691,9 @@ mod tests {
         let linalg_fn = Func::BinUnicast(BinOp::Add)
             .bin(f32::datum_type())
             .expect("f32 unicast Add kernel available");
-        let op = OptBinUnicast {
-            binop: Box::new(Add),
-            eval_fn: Arc::from(linalg_fn),
-        };
-        let out = op
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec!(a.into_tvalue(), b.into_tvalue()),
-            )
-            .unwrap();
+        let op = OptBinUnicast { binop: Box::new(Add), eval_fn: Arc::from(linalg_fn) };
+        let out =
+            op.eval(&EvalContext::out_of_plan(), tvec!(a.into_tvalue(), b.into_tvalue())).unwrap();
         assert_eq!(out[0].shape(), &[0, 4, 16]);
     }
 
@@ -1797,18 +1703,9 @@ mod tests {
     /// the variable input, which is inlet 1 here, not inlet 0.
     #[test]
     fn q_neutral_add_requantizes_the_variable_input() -> TractResult<()> {
-        let x_dt = DatumType::QU8(QParams::ZpScale {
-            zero_point: 10,
-            scale: 0.02,
-        });
-        let zero_dt = DatumType::QU8(QParams::ZpScale {
-            zero_point: 61,
-            scale: 1.,
-        });
-        let out_dt = DatumType::QU8(QParams::ZpScale {
-            zero_point: 0,
-            scale: 0.5,
-        });
+        let x_dt = DatumType::QU8(QParams::ZpScale { zero_point: 10, scale: 0.02 });
+        let zero_dt = DatumType::QU8(QParams::ZpScale { zero_point: 61, scale: 1. });
+        let out_dt = DatumType::QU8(QParams::ZpScale { zero_point: 0, scale: 0.5 });
 
         let mut model = TypedModel::default();
         let x = model.add_source("x", x_dt.fact([4]))?;
@@ -1819,20 +1716,12 @@ mod tests {
         model.select_output_outlets(&[add])?;
 
         let mut input = Tensor::zero_dt(x_dt, &[4])?;
-        input
-            .try_as_plain_ram_mut()?
-            .as_slice_mut::<u8>()?
-            .copy_from_slice(&[10, 35, 60, 200]);
+        input.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?.copy_from_slice(&[10, 35, 60, 200]);
         let input = tvec!(input.into_tvalue());
 
         let before = model.clone().into_runnable()?.run(input.clone())?;
         let decluttered = model.into_decluttered()?;
-        assert!(
-            decluttered
-                .nodes()
-                .iter()
-                .all(|n| n.op_as::<TypedBinOp>().is_none())
-        );
+        assert!(decluttered.nodes().iter().all(|n| n.op_as::<TypedBinOp>().is_none()));
         let after = decluttered.into_runnable()?.run(input)?;
         assert_eq!(&*before[0], &*after[0]);
         Ok(())
@@ -1846,13 +1735,7 @@ mod dosewitness_unicast_tests {
     #[test]
     fn widened_period_divides_and_aligns() {
         let align = vector_size();
-        for (period, blocks) in [
-            (16usize, 9216usize),
-            (32, 2304),
-            (24, 100),
-            (16, 3),
-            (7, 11),
-        ] {
+        for (period, blocks) in [(16usize, 9216usize), (32, 2304), (24, 100), (16, 3), (7, 11)] {
             if let Some(wide) = widened_period(period, blocks) {
                 assert!(wide.is_multiple_of(period));
                 assert!(blocks.is_multiple_of(wide / period));
@@ -1876,33 +1759,20 @@ mod dosewitness_unicast_tests {
                     .into_tensor(),
             )
             .unwrap();
-        let out = model
-            .wire_node("mul", crate::ops::math::mul(), &[a, b])
-            .unwrap();
+        let out = model.wire_node("mul", crate::ops::math::mul(), &[a, b]).unwrap();
         model.select_output_outlets(&out).unwrap();
         let input = tract_ndarray::Array4::from_shape_fn((1, 12, 10, 16), |(_, y, x, c)| {
             (y * 37 + x * 11 + c * 3) as f32 * 0.125 - 20.0
         })
         .into_tensor();
-        let plain = model
-            .clone()
-            .into_runnable()
-            .unwrap()
-            .run(tvec!(input.clone().into_tvalue()))
-            .unwrap();
+        let plain =
+            model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap();
         let optimized = model.into_optimized().unwrap();
         assert!(
-            optimized
-                .nodes
-                .iter()
-                .any(|n| n.op_is::<OptBinUnicast>() || n.op_is::<OptBinChain>()),
+            optimized.nodes.iter().any(|n| n.op_is::<OptBinUnicast>() || n.op_is::<OptBinChain>()),
             "the mul should run as a unicast"
         );
-        let fast = optimized
-            .into_runnable()
-            .unwrap()
-            .run(tvec!(input.into_tvalue()))
-            .unwrap();
+        let fast = optimized.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
         assert_eq!(*fast[0], *plain[0]);
     }
 }

@@ -71,15 +71,12 @@ impl TypedOp for Cast {
             // a symbolic scalar konst or uniform keeps its value as metadata:
             // the concrete cast cannot evaluate it, but downstream consumers
             // (a Range limit, say) can still reason about it
-            for t in [inputs[0].uniform.as_deref(), inputs[0].konst.as_deref()]
-                .into_iter()
-                .flatten()
+            for t in
+                [inputs[0].uniform.as_deref(), inputs[0].konst.as_deref()].into_iter().flatten()
             {
                 if t.datum_type() == TDim::datum_type() && t.volume() == 1 {
                     fact.uniform_tdim = Some(
-                        t.try_as_plain_ram()?
-                            .to_scalar::<TDim>()?
-                            .eval(&SymbolValues::default()),
+                        t.try_as_plain_ram()?.to_scalar::<TDim>()?.eval(&SymbolValues::default()),
                     );
                     break;
                 }

@@ -56,12 +56,7 @@ impl Debug for AxisOp {
             AxisOp::Rm(a) => write!(f, "Rm({a})"),
             AxisOp::Move(from, to) => write!(f, "Move({from},{to})"),
             AxisOp::Reshape(at, from, to) => {
-                write!(
-                    f,
-                    "Reshape({at}, [{}], [{}])",
-                    from.iter().join(","),
-                    to.iter().join(",")
-                )
+                write!(f, "Reshape({at}, [{}], [{}])", from.iter().join(","), to.iter().join(","))
             }
         }
     }
@@ -123,12 +118,9 @@ impl AxisOp {
             Reshape(at, from, to) if from[0] == to[0] => {
                 Reshape(at + 1, from[1..].into(), to[1..].into()).simplify()
             }
-            Reshape(at, from, to) if from[from.len() - 1] == to[to.len() - 1] => Reshape(
-                *at,
-                from[..from.len() - 1].into(),
-                to[..to.len() - 1].into(),
-            )
-            .simplify(),
+            Reshape(at, from, to) if from[from.len() - 1] == to[to.len() - 1] => {
+                Reshape(*at, from[..from.len() - 1].into(), to[..to.len() - 1].into()).simplify()
+            }
             Reshape(at, from, to) if from[0] == 1.to_dim() => std::iter::once(Rm(*at))
                 .chain(Reshape(*at, from[1..].into(), to.clone()).simplify())
                 .collect(),
@@ -196,22 +188,18 @@ impl AxisOp {
         change: &AxisOp,
     ) -> Option<(Option<AxisOp>, Option<AxisOp>)> {
         match (self.canonical().as_ref(), change.canonical().as_ref()) {
-            (Add(op), Add(c)) => Some((
-                Some(Add(op + (c < op) as usize)),
-                Some(Add(c + (c >= op) as usize)),
-            )),
-            (Add(op), Rm(c)) => Some((
-                Some(Add(op - (c < op) as usize)),
-                Some(Rm(c + (c >= op) as usize)),
-            )),
-            (Rm(op), Add(c)) => Some((
-                Some(Rm(op + (c <= op) as usize)),
-                Some(Add(c - (op < c) as usize)),
-            )),
-            (Rm(op), Rm(c)) => Some((
-                Some(Rm(op - (c < op) as usize)),
-                Some(Rm(c - (op <= c) as usize)),
-            )),
+            (Add(op), Add(c)) => {
+                Some((Some(Add(op + (c < op) as usize)), Some(Add(c + (c >= op) as usize))))
+            }
+            (Add(op), Rm(c)) => {
+                Some((Some(Add(op - (c < op) as usize)), Some(Rm(c + (c >= op) as usize))))
+            }
+            (Rm(op), Add(c)) => {
+                Some((Some(Rm(op + (c <= op) as usize)), Some(Add(c - (op < c) as usize))))
+            }
+            (Rm(op), Rm(c)) => {
+                Some((Some(Rm(op - (c < op) as usize)), Some(Rm(c - (op <= c) as usize))))
+            }
 
             (Add(x), Move(from, to)) => {
                 if x <= from.min(to) {
@@ -261,10 +249,7 @@ impl AxisOp {
 
             (Add(op), Reshape(at, from, to)) => {
                 if op <= at {
-                    Some((
-                        Some(Add(*op)),
-                        Some(Reshape(at + 1, from.clone(), to.clone())),
-                    ))
+                    Some((Some(Add(*op)), Some(Reshape(at + 1, from.clone(), to.clone()))))
                 } else if *op > at + from.len() {
                     Some((
                         Some(Add(*op + to.len() - from.len())),
@@ -276,10 +261,7 @@ impl AxisOp {
             }
             (Rm(op), Reshape(at, from, to)) => {
                 if op < at {
-                    Some((
-                        Some(Rm(*op)),
-                        Some(Reshape(at - 1, from.clone(), to.clone())),
-                    ))
+                    Some((Some(Rm(*op)), Some(Reshape(at - 1, from.clone(), to.clone()))))
                 } else if *op > at + from.len() {
                     Some((
                         Some(Rm(*op + to.len() - from.len())),
@@ -291,10 +273,7 @@ impl AxisOp {
             }
             (Reshape(at, from, to), Add(change)) => {
                 if change < at {
-                    Some((
-                        Some(Reshape(at + 1, from.clone(), to.clone())),
-                        Some(Add(*change)),
-                    ))
+                    Some((Some(Reshape(at + 1, from.clone(), to.clone())), Some(Add(*change))))
                 } else if *change > *at + from.len() {
                     Some((
                         Some(Reshape(*at, from.clone(), to.clone())),
@@ -306,10 +285,7 @@ impl AxisOp {
             }
             (Reshape(at, from, to), Rm(change)) => {
                 if change < at {
-                    Some((
-                        Some(Reshape(at - 1, from.clone(), to.clone())),
-                        Some(Rm(*change)),
-                    ))
+                    Some((Some(Reshape(at - 1, from.clone(), to.clone())), Some(Rm(*change))))
                 } else if *change > *at + from.len() {
                     Some((
                         Some(Reshape(*at, from.clone(), to.clone())),
@@ -372,11 +348,7 @@ impl AxisOp {
                         shape.insert(*at, d.try_into()?);
                     }
                 } else if broadcasting
-                    && shape
-                        .iter()
-                        .skip(*at)
-                        .take(from.len())
-                        .all(|d| d.to_dim() == 1.to_dim())
+                    && shape.iter().skip(*at).take(from.len()).all(|d| d.to_dim() == 1.to_dim())
                 {
                     for _ in from {
                         shape.remove(*at);
@@ -442,12 +414,7 @@ impl AxisOp {
                 if tensor.set_shape(&shape).is_ok() {
                     Ok(())
                 } else if broadcasting
-                    && tensor
-                        .shape()
-                        .iter()
-                        .skip(*at)
-                        .take(from.len())
-                        .all(|d| *d == 1)
+                    && tensor.shape().iter().skip(*at).take(from.len()).all(|d| *d == 1)
                 {
                     if from.len() > to.len() {
                         for _ in to.len()..from.len() {
@@ -551,11 +518,7 @@ impl AxisOp {
         let fact = model.outlet_fact(outlet)?;
         let dim: TDim = fact.shape[axis].clone();
         let inner_dim = dim.clone() / outer_dim;
-        let op = Self::Reshape(
-            axis,
-            tvec!(dim.clone()),
-            tvec!(outer_dim.to_dim(), inner_dim),
-        );
+        let op = Self::Reshape(axis, tvec!(dim.clone()), tvec!(outer_dim.to_dim(), inner_dim));
         model.wire_node(name.to_string(), op, &[outlet])
     }
 
@@ -568,11 +531,7 @@ impl AxisOp {
         let fact = model.outlet_fact(outlet)?;
         let dim: TDim = fact.shape[axis].clone();
         let next_dim: TDim = fact.shape[axis + 1].clone();
-        let op = Self::Reshape(
-            axis,
-            tvec!(dim.clone(), next_dim.clone()),
-            tvec!(dim * next_dim),
-        );
+        let op = Self::Reshape(axis, tvec!(dim.clone(), next_dim.clone()), tvec!(dim * next_dim));
         model.wire_node(name.to_string(), op, &[outlet])
     }
 
@@ -617,10 +576,8 @@ pub fn wire_rank_broadcast(
     target: &mut TypedModel,
     inputs: &[OutletId],
 ) -> TractResult<TVec<OutletId>> {
-    let facts = inputs
-        .iter()
-        .map(|o| target.outlet_fact(*o).cloned())
-        .collect::<TractResult<TVec<_>>>()?;
+    let facts =
+        inputs.iter().map(|o| target.outlet_fact(*o).cloned()).collect::<TractResult<TVec<_>>>()?;
     let max_rank = facts.iter().map(|f| f.rank()).max().unwrap();
     let mut wires = tvec!();
     for i in 0..inputs.len() {
@@ -671,10 +628,7 @@ impl AxisChangeConsequence {
         for i in 0..node.outputs.len() {
             wire_changes.push((InOut::Out(i), axis_op.clone()));
         }
-        AxisChangeConsequence {
-            wire_changes,
-            substitute_op: op,
-        }
+        AxisChangeConsequence { wire_changes, substitute_op: op }
     }
 }
 
@@ -730,9 +684,7 @@ fn remap_uniform_tdim(expr: &TDim, axis_op: &AxisOp) -> Option<TDim> {
         .into_iter()
         .filter_map(|s| {
             let name = format!("{s}");
-            name.strip_prefix("🎯")
-                .and_then(|rest| rest.parse::<usize>().ok())
-                .map(|k| (k, s))
+            name.strip_prefix("🎯").and_then(|rest| rest.parse::<usize>().ok()).map(|k| (k, s))
         })
         .collect();
 
@@ -785,9 +737,7 @@ fn remap_uniform_tdim(expr: &TDim, axis_op: &AxisOp) -> Option<TDim> {
         // non-trivial sub-axis just maps to the new merged axis.
         if to_dims.len() == 1 {
             let to_dim = to_dims[0].clone();
-            let from_product: TDim = from_dims
-                .iter()
-                .fold(TDim::Val(1), |acc, d| acc * d.clone());
+            let from_product: TDim = from_dims.iter().fold(TDim::Val(1), |acc, d| acc * d.clone());
             if from_product == to_dim {
                 let k_from = from_dims.len();
                 let mut map: HashMap<Symbol, TDim> = HashMap::default();
@@ -797,10 +747,8 @@ fn remap_uniform_tdim(expr: &TDim, axis_op: &AxisOp) -> Option<TDim> {
                         TDim::Sym(sym.clone())
                     } else if *k < *at + k_from {
                         let i = *k - *at;
-                        let only_nontrivial = from_dims
-                            .iter()
-                            .enumerate()
-                            .all(|(j, d)| j == i || d.is_one());
+                        let only_nontrivial =
+                            from_dims.iter().enumerate().all(|(j, d)| j == i || d.is_one());
                         if only_nontrivial {
                             TDim::Sym(scope.coord_sym(*at))
                         } else {
@@ -840,9 +788,8 @@ impl TypedOp for AxisOp {
     as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        if let Some(bqf) = inputs[0]
-            .exotic_fact()
-            .and_then(|of| of.downcast_ref::<BlockQuantFact>())
+        if let Some(bqf) =
+            inputs[0].exotic_fact().and_then(|of| of.downcast_ref::<BlockQuantFact>())
         {
             let mut new_shape: TVec<usize> = bqf.shape().into();
             self.change_shape_array(&mut new_shape, false)?;
@@ -922,10 +869,7 @@ impl TypedOp for AxisOp {
     }
 
     fn suggested_axis_changes(&self) -> TractResult<TVec<(InOut, AxisOp)>> {
-        Ok(tvec!(
-            (InOut::Out(0), self.recip()),
-            (InOut::In(0), self.clone())
-        ))
+        Ok(tvec!((InOut::Out(0), self.recip()), (InOut::In(0), self.clone())))
     }
 
     fn change_axes(
@@ -936,11 +880,7 @@ impl TypedOp for AxisOp {
         change: &AxisOp,
     ) -> TractResult<Option<AxisChangeConsequence>> {
         let op = if let InOut::Out(0) = io {
-            rule_if_some!(
-                more = self
-                    .recip()
-                    .change_axes(_model, _node, InOut::In(0), change)?
-            );
+            rule_if_some!(more = self.recip().change_axes(_model, _node, InOut::In(0), change)?);
             AxisChangeConsequence {
                 substitute_op: more.substitute_op.map(|op| {
                     if let Some(op) = op.as_op().downcast_ref::<AxisOp>() {
@@ -953,30 +893,17 @@ impl TypedOp for AxisOp {
                     .wire_changes
                     .into_iter()
                     .map(|wc| {
-                        (
-                            if wc.0 == InOut::In(0) {
-                                InOut::Out(0)
-                            } else {
-                                InOut::In(0)
-                            },
-                            wc.1,
-                        )
+                        (if wc.0 == InOut::In(0) { InOut::Out(0) } else { InOut::In(0) }, wc.1)
                     })
                     .collect(),
             }
         } else if change == self {
-            AxisChangeConsequence {
-                substitute_op: Some(Box::new(Identity)),
-                wire_changes: tvec!(),
-            }
+            AxisChangeConsequence { substitute_op: Some(Box::new(Identity)), wire_changes: tvec!() }
         } else {
             rule_if_some!((new_op, new_change) = self.merge_incoming_change(change));
             trace!("  Change:{change:?} self:{self:?} -> change:{new_change:?} op:{new_op:?}");
-            let substitute_op: Box<dyn TypedOp> = if let Some(o) = new_op {
-                Box::new(o) as _
-            } else {
-                Box::new(Identity)
-            };
+            let substitute_op: Box<dyn TypedOp> =
+                if let Some(o) = new_op { Box::new(o) as _ } else { Box::new(Identity) };
             let mut wire_changes = tvec!();
             if !change.is_noop() {
                 wire_changes.push((InOut::In(0), change.clone()))
@@ -984,10 +911,7 @@ impl TypedOp for AxisOp {
             if let Some(new_change) = new_change {
                 wire_changes.push((InOut::Out(0), new_change))
             }
-            AxisChangeConsequence {
-                substitute_op: Some(substitute_op),
-                wire_changes,
-            }
+            AxisChangeConsequence { substitute_op: Some(substitute_op), wire_changes }
         };
         Ok(Some(op))
     }
@@ -1003,12 +927,8 @@ impl TypedOp for AxisOp {
         let op = if let AxisOp::Reshape(axis, from, to) = self {
             AxisOp::Reshape(
                 *axis,
-                from.iter()
-                    .map(|d| d.substitute_all(subs))
-                    .collect::<TractResult<_>>()?,
-                to.iter()
-                    .map(|d| d.substitute_all(subs))
-                    .collect::<TractResult<_>>()?,
+                from.iter().map(|d| d.substitute_all(subs)).collect::<TractResult<_>>()?,
+                to.iter().map(|d| d.substitute_all(subs)).collect::<TractResult<_>>()?,
             )
         } else {
             self.clone()
@@ -1054,12 +974,7 @@ impl TypedOp for AxisOp {
                 strides: Tensor::natural_strides(shape),
                 dims: shape.into(),
             };
-            return Ok(Some(TypedModelPatch::replace_single_op(
-                model,
-                node,
-                &node.inputs,
-                op,
-            )?));
+            return Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?));
         }
         Ok(None)
     }
@@ -1111,10 +1026,8 @@ fn perm_to_atoms(input: &[usize]) -> TVec<(usize, usize)> {
         if &*reached == input {
             return changes;
         }
-        let remaining: TVec<usize> = input
-            .iter()
-            .map(|x| reached.iter().position(|y| y == x).unwrap())
-            .collect();
+        let remaining: TVec<usize> =
+            input.iter().map(|x| reached.iter().position(|y| y == x).unwrap()).collect();
         let cycles = perm_to_cycles(&remaining);
         for cycle in &cycles {
             if let Some(rot) = is_rotation_cycle(cycle) {
@@ -1127,10 +1040,7 @@ fn perm_to_atoms(input: &[usize]) -> TVec<(usize, usize)> {
 }
 
 pub fn perm_to_ops(input: &[usize]) -> TVec<AxisOp> {
-    perm_to_atoms(input)
-        .into_iter()
-        .map(|pair| AxisOp::Move(pair.0, pair.1))
-        .collect()
+    perm_to_atoms(input).into_iter().map(|pair| AxisOp::Move(pair.0, pair.1)).collect()
 }
 
 pub fn compute_shape_with_tf_rules(input: &[TDim], shape_spec: &[TDim]) -> TractResult<TVec<TDim>> {
@@ -1199,10 +1109,7 @@ pub fn compute_shape_with_onnx_rules(
     }
     // Neither branch above rules a negative out: -1 resolves only the first, and comparing
     // volumes accepts one when a dimension is zero, as -2 * 0 == 3 * 0.
-    if let Some(bad) = shape
-        .iter()
-        .position(|d| d.as_i64().map(|d| d < 0).unwrap_or(false))
-    {
+    if let Some(bad) = shape.iter().position(|d| d.as_i64().map(|d| d < 0).unwrap_or(false)) {
         bail!(
             "Reshape: dimension {bad} of target shape {shape_spec:?} is still negative after \
              inference (resolved to {shape:?}); at most one dimension may be -1"
@@ -1228,11 +1135,7 @@ pub fn to_axis_ops_with_onnx_rules(
     // A zero-length dimension makes every group volume zero, so the greedy volume matching below
     // finds spurious partial matches and builds an incoherent stack. There are no elements to
     // move, so the whole reshape is one unambiguous operation.
-    if final_output
-        .iter()
-        .chain(input_orig.iter())
-        .any(|d| *d == 0.into())
-    {
+    if final_output.iter().chain(input_orig.iter()).any(|d| *d == 0.into()) {
         return Ok(if *input_orig == *final_output {
             tvec!()
         } else {
@@ -1242,19 +1145,15 @@ pub fn to_axis_ops_with_onnx_rules(
     let mut stack: TVec<AxisOp> = tvec!();
     'top: loop {
         let current_input =
-            stack
-                .iter()
-                .try_fold(TVec::from(input_orig), |mut shape, op| -> TractResult<_> {
-                    op.change_shape_array(&mut shape, false)?;
-                    Ok(shape)
-                })?;
+            stack.iter().try_fold(TVec::from(input_orig), |mut shape, op| -> TractResult<_> {
+                op.change_shape_array(&mut shape, false)?;
+                Ok(shape)
+            })?;
         if current_input == final_output {
             return Ok(stack);
         }
-        if let Some(common) = current_input
-            .iter()
-            .zip(final_output.iter())
-            .position(|(a, b)| a != b)
+        if let Some(common) =
+            current_input.iter().zip(final_output.iter()).position(|(a, b)| a != b)
         {
             if current_input[common].is_one() {
                 stack.push(AxisOp::Rm(common));
@@ -1333,20 +1232,14 @@ impl TypedOp for IntoShape {
         node: &TypedNode,
     ) -> TractResult<Option<TypedModelPatch>> {
         let input = model.outlet_fact(node.inputs[0])?;
-        if input
-            .shape
-            .as_concrete()
-            .is_some_and(|shape| shape == &*self.dims)
-        {
+        if input.shape.as_concrete().is_some_and(|shape| shape == &*self.dims) {
             return TypedModelPatch::shunt_one_op(model, node);
         }
         if let Some(succ) = model.single_succ(node.id)?
             && let Some(into_shape) = succ.op_as::<IntoShape>()
         {
-            let op = Self {
-                mapping: self.mapping.compose(&into_shape.mapping)?,
-                ..into_shape.clone()
-            };
+            let op =
+                Self { mapping: self.mapping.compose(&into_shape.mapping)?, ..into_shape.clone() };
             return Ok(Some(TypedModelPatch::fuse_with_next(model, node, op)?));
         }
         Ok(None)
@@ -1399,10 +1292,7 @@ mod test {
     pub fn transform_op_add_0_add_0() {
         let change = Add(0);
         let op = Add(0);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Add(0)), Some(Add(1))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Add(0)), Some(Add(1)))));
     }
 
     //                          Op
@@ -1413,10 +1303,7 @@ mod test {
     pub fn transform_op_add_0_add_1() {
         let change = Add(0);
         let op = Add(1);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Add(2)), Some(Add(0))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Add(2)), Some(Add(0)))));
     }
 
     //                          Op
@@ -1427,10 +1314,7 @@ mod test {
     pub fn transform_op_add_1_add_0() {
         let change = Add(1);
         let op = Add(0);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Add(0)), Some(Add(2))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Add(0)), Some(Add(2)))));
     }
 
     //                          Op
@@ -1441,10 +1325,7 @@ mod test {
     pub fn transform_op_rm_0_rm_1() {
         let change = Rm(0);
         let op = Rm(1);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Rm(0)), Some(Rm(0))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Rm(0)), Some(Rm(0)))));
     }
 
     //                          Op
@@ -1455,10 +1336,7 @@ mod test {
     pub fn transform_op_rm_1_rm_0() {
         let change = Rm(1);
         let op = Rm(0);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Rm(0)), Some(Rm(0))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Rm(0)), Some(Rm(0)))));
     }
 
     // ADD - RM
@@ -1471,10 +1349,7 @@ mod test {
     pub fn transform_op_add_0_rm_0() {
         let change = Add(0);
         let op = Rm(0);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Rm(1)), Some(Add(0))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Rm(1)), Some(Add(0)))));
     }
 
     //                          Op
@@ -1485,10 +1360,7 @@ mod test {
     pub fn transform_op_add_0_rm_1() {
         let change = Add(0);
         let op = Rm(1);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Rm(2)), Some(Add(0))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Rm(2)), Some(Add(0)))));
     }
 
     //                          Op
@@ -1499,10 +1371,7 @@ mod test {
     pub fn transform_op_add_1_rm_0() {
         let change = Add(1);
         let op = Rm(0);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Rm(0)), Some(Add(0))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Rm(0)), Some(Add(0)))));
     }
 
     // RM - ADD
@@ -1515,10 +1384,7 @@ mod test {
     pub fn transform_op_rm_1_add_0() {
         let change = Rm(1);
         let op = Add(0);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Add(0)), Some(Rm(2))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Add(0)), Some(Rm(2)))));
     }
 
     //                          Op
@@ -1529,10 +1395,7 @@ mod test {
     pub fn transform_op_rm_0_add_1() {
         let change = Rm(0);
         let op = Add(1);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Add(0)), Some(Rm(0))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Add(0)), Some(Rm(0)))));
     }
 
     //                          Op
@@ -1543,10 +1406,7 @@ mod test {
     pub fn transform_op_mv_02_rm_2() {
         let change = Move(0, 2);
         let op = Rm(2);
-        assert_eq!(
-            op.merge_incoming_change(&change),
-            Some((Some(Rm(1)), Some(Move(0, 1))))
-        );
+        assert_eq!(op.merge_incoming_change(&change), Some((Some(Rm(1)), Some(Move(0, 1)))));
     }
 }
 
@@ -1575,10 +1435,7 @@ mod proptests {
                     )
                     .boxed()
             }
-            let rms = (0..shape.len())
-                .filter(|&ax| shape[ax] == 1)
-                .map(Rm)
-                .collect::<Vec<_>>();
+            let rms = (0..shape.len()).filter(|&ax| shape[ax] == 1).map(Rm).collect::<Vec<_>>();
             if rms.len() > 0 {
                 ops = ops
                     .prop_union((0..rms.len()).prop_map(move |rm| rms[rm].clone()).boxed())
@@ -1589,19 +1446,13 @@ mod proptests {
                 .enumerate()
                 .filter(|(_, w)| w[0] > 1 && w[1] > 1)
                 .map(|(ix, w)| {
-                    Reshape(
-                        ix,
-                        tvec!(w[0].to_dim(), w[1].to_dim()),
-                        tvec!((w[0] * w[1]).to_dim()),
-                    )
+                    Reshape(ix, tvec!(w[0].to_dim(), w[1].to_dim()), tvec!((w[0] * w[1]).to_dim()))
                 })
                 .collect();
             if mergeable.len() > 1 {
                 ops = ops
                     .prop_union(
-                        (0..mergeable.len())
-                            .prop_map(move |ix| mergeable[ix].clone())
-                            .boxed(),
+                        (0..mergeable.len()).prop_map(move |ix| mergeable[ix].clone()).boxed(),
                     )
                     .boxed()
             }
@@ -1632,10 +1483,7 @@ mod proptests {
             }
             (input, 1usize..=5)
                 .prop_flat_map(|(input, len)| (Just(input.clone()), tail(len, input.into())))
-                .prop_map(|(input, ops)| ComposeProblem {
-                    input: input.into(),
-                    ops,
-                })
+                .prop_map(|(input, ops)| ComposeProblem { input: input.into(), ops })
                 .boxed()
         }
     }
@@ -1665,9 +1513,7 @@ mod proptests {
             crate::setup_test_logger();
             let input = self.input()?;
             let model = self.model()?;
-            let raw = model
-                .into_runnable()?
-                .run(tvec!(input.clone().into_tvalue()))?;
+            let raw = model.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
             let optimized = self.model()?.into_decluttered()?;
             let opt = optimized.into_runnable()?.run(tvec!(input.into_tvalue()))?;
             opt[0].close_enough(&raw[0], false)
@@ -1688,28 +1534,19 @@ mod proptests {
 
     #[test]
     fn add_0_rm_0() {
-        let pb = ComposeProblem {
-            input: tvec![1],
-            ops: tvec![Add(0), Rm(0)],
-        };
+        let pb = ComposeProblem { input: tvec![1], ops: tvec![Add(0), Rm(0)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_0_move_01() {
-        let pb = ComposeProblem {
-            input: tvec![2],
-            ops: tvec![Add(0), Move(0, 1)],
-        };
+        let pb = ComposeProblem { input: tvec![2], ops: tvec![Add(0), Move(0, 1)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_0_move_01_add_1() {
-        let pb = ComposeProblem {
-            input: tvec![2],
-            ops: tvec![Add(0), Move(0, 1), Add(1)],
-        };
+        let pb = ComposeProblem { input: tvec![2], ops: tvec![Add(0), Move(0, 1), Add(1)] };
         pb.check().unwrap();
     }
 
@@ -1733,73 +1570,50 @@ mod proptests {
 
     #[test]
     fn add_0_add_1_move_02() {
-        let pb = ComposeProblem {
-            input: tvec![2],
-            ops: tvec![Add(0), Add(1), Move(0, 2)],
-        };
+        let pb = ComposeProblem { input: tvec![2], ops: tvec![Add(0), Add(1), Move(0, 2)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_0_add_0() {
-        let pb = ComposeProblem {
-            input: tvec![1],
-            ops: tvec![Add(0), Add(0)],
-        };
+        let pb = ComposeProblem { input: tvec![1], ops: tvec![Add(0), Add(0)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_0_add_0_move_02() {
-        let pb = ComposeProblem {
-            input: tvec![2],
-            ops: tvec![Add(0), Add(0), Move(0, 2)],
-        };
+        let pb = ComposeProblem { input: tvec![2], ops: tvec![Add(0), Add(0), Move(0, 2)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_0_add_2_move_12() {
-        let pb = ComposeProblem {
-            input: tvec![2],
-            ops: tvec![Add(0), Add(2), Move(1, 2)],
-        };
+        let pb = ComposeProblem { input: tvec![2], ops: tvec![Add(0), Add(2), Move(1, 2)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_0_add_0_move_02_rm_0() {
-        let pb = ComposeProblem {
-            input: tvec![1],
-            ops: tvec![Add(0), Add(0), Move(0, 2), Rm(0)],
-        };
+        let pb = ComposeProblem { input: tvec![1], ops: tvec![Add(0), Add(0), Move(0, 2), Rm(0)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_0_add_0_move_20_move_20() {
-        let pb = ComposeProblem {
-            input: tvec![2],
-            ops: tvec![Add(0), Add(0), Move(2, 0), Move(2, 0)],
-        };
+        let pb =
+            ComposeProblem { input: tvec![2], ops: tvec![Add(0), Add(0), Move(2, 0), Move(2, 0)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn move_01_add_0() {
-        let pb = ComposeProblem {
-            input: tvec![1, 1],
-            ops: tvec![Move(0, 1), Add(0)],
-        };
+        let pb = ComposeProblem { input: tvec![1, 1], ops: tvec![Move(0, 1), Add(0)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_0_move_02_move_02() {
-        let pb = ComposeProblem {
-            input: tvec![1, 1],
-            ops: tvec![Add(0), Move(0, 2), Move(0, 2),],
-        };
+        let pb = ComposeProblem { input: tvec![1, 1], ops: tvec![Add(0), Move(0, 2), Move(0, 2),] };
         pb.check().unwrap();
     }
 
@@ -1814,28 +1628,19 @@ mod proptests {
 
     #[test]
     fn move_02_move_02() {
-        let pb = ComposeProblem {
-            input: tvec![2, 1, 1],
-            ops: tvec![Move(0, 2), Move(0, 2)],
-        };
+        let pb = ComposeProblem { input: tvec![2, 1, 1], ops: tvec![Move(0, 2), Move(0, 2)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn rm_1_perm_10_add_0() {
-        let pb = ComposeProblem {
-            input: tvec![1, 1, 2],
-            ops: tvec![Rm(1), Move(0, 1), Add(0)],
-        };
+        let pb = ComposeProblem { input: tvec![1, 1, 2], ops: tvec![Rm(1), Move(0, 1), Add(0)] };
         pb.check().unwrap();
     }
 
     #[test]
     fn add_2_move_02_move_02() {
-        let pb = ComposeProblem {
-            input: tvec![3, 2],
-            ops: tvec![Add(2), Move(0, 2), Move(0, 2)],
-        };
+        let pb = ComposeProblem { input: tvec![3, 2], ops: tvec![Add(2), Move(0, 2), Move(0, 2)] };
         pb.check().unwrap();
     }
 
@@ -1914,10 +1719,7 @@ mod proptests {
 
     #[test]
     fn compute_with_leading_zero() {
-        assert_eq!(
-            &*compute_shape_with_tf_rules(s![3, 4, 5], s!(0, 0, 5)).unwrap(),
-            s![3, 4, 5]
-        )
+        assert_eq!(&*compute_shape_with_tf_rules(s![3, 4, 5], s!(0, 0, 5)).unwrap(), s![3, 4, 5])
     }
 
     #[test]
@@ -1930,10 +1732,7 @@ mod proptests {
 
     #[test]
     fn compute_with_trailing_zero() {
-        assert_eq!(
-            &*compute_shape_with_tf_rules(s![3, 4, 5], s!(3, -1, 0)).unwrap(),
-            s![3, 4, 5]
-        )
+        assert_eq!(&*compute_shape_with_tf_rules(s![3, 4, 5], s!(3, -1, 0)).unwrap(), s![3, 4, 5])
     }
 
     // ONNX allowzero. A 0 in the target is literal rather than copied from the input, which is
@@ -1942,10 +1741,7 @@ mod proptests {
 
     #[test]
     fn compute_allowzero_keeps_a_literal_zero() {
-        assert_eq!(
-            &*compute_shape_with_onnx_rules(s![3, 0], s!(0), true).unwrap(),
-            s![0]
-        )
+        assert_eq!(&*compute_shape_with_onnx_rules(s![3, 0], s!(0), true).unwrap(), s![0])
     }
 
     #[test]
@@ -1993,28 +1789,16 @@ mod proptests {
 
     #[test]
     fn compute_still_infers_a_single_dim() {
-        assert_eq!(
-            &*compute_shape_with_tf_rules(s![2, 3, 4], s!(-1)).unwrap(),
-            s![24]
-        );
-        assert_eq!(
-            &*compute_shape_with_tf_rules(s![2, 3, 4], s!(2, -1)).unwrap(),
-            s![2, 12]
-        );
-        assert_eq!(
-            &*compute_shape_with_tf_rules(s![3, 0], s!(-1)).unwrap(),
-            s![0]
-        );
+        assert_eq!(&*compute_shape_with_tf_rules(s![2, 3, 4], s!(-1)).unwrap(), s![24]);
+        assert_eq!(&*compute_shape_with_tf_rules(s![2, 3, 4], s!(2, -1)).unwrap(), s![2, 12]);
+        assert_eq!(&*compute_shape_with_tf_rules(s![3, 0], s!(-1)).unwrap(), s![0]);
     }
 
     #[test]
     fn compute_leaves_symbolic_dims_alone() {
         let table = SymbolScope::default();
         let s = table.new_with_prefix("S");
-        assert_eq!(
-            &*compute_shape_with_tf_rules(s![s, 2, 128], s!(0, -1)).unwrap(),
-            s![s, 256]
-        );
+        assert_eq!(&*compute_shape_with_tf_rules(s![s, 2, 128], s!(0, -1)).unwrap(), s![s, 256]);
     }
 
     #[test]
@@ -2062,34 +1846,22 @@ mod proptests {
 
     #[test]
     fn axis_op_rm_begin() {
-        assert_eq!(
-            &*to_axis_ops_with_tf_rules(s![1, 2, 3], s!(2, 3)).unwrap(),
-            &[Rm(0)]
-        )
+        assert_eq!(&*to_axis_ops_with_tf_rules(s![1, 2, 3], s!(2, 3)).unwrap(), &[Rm(0)])
     }
 
     #[test]
     fn axis_op_rm_end() {
-        assert_eq!(
-            &*to_axis_ops_with_tf_rules(s![2, 3, 1], s!(2, 3)).unwrap(),
-            &[Rm(2)]
-        )
+        assert_eq!(&*to_axis_ops_with_tf_rules(s![2, 3, 1], s!(2, 3)).unwrap(), &[Rm(2)])
     }
 
     #[test]
     fn axis_op_insert_begin() {
-        assert_eq!(
-            &*to_axis_ops_with_tf_rules(s![2, 3], s!(1, 2, 3)).unwrap(),
-            &[Add(0)]
-        )
+        assert_eq!(&*to_axis_ops_with_tf_rules(s![2, 3], s!(1, 2, 3)).unwrap(), &[Add(0)])
     }
 
     #[test]
     fn axis_op_insert_end() {
-        assert_eq!(
-            &*to_axis_ops_with_tf_rules(s![2, 3], s!(2, 3, 1)).unwrap(),
-            &[Add(2)]
-        )
+        assert_eq!(&*to_axis_ops_with_tf_rules(s![2, 3], s!(2, 3, 1)).unwrap(), &[Add(2)])
     }
 
     #[test]

@@ -92,9 +92,7 @@ impl EvalOp for ElementWiseOp {
 
     fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         if let Some(_dt) = self.0.output_type(inputs[0].datum_type()) {
-            Ok(tvec!(
-                self.0.eval_out_of_place(&inputs[0], self.1)?.into_tvalue()
-            ))
+            Ok(tvec!(self.0.eval_out_of_place(&inputs[0], self.1)?.into_tvalue()))
         } else {
             let mut m = inputs.remove(0).into_tensor();
             self.0.eval_in_place(&mut m, self.1)?;

@@ -19,11 +19,7 @@ impl Fft {
         iterator_shape.pop(); // last dim is [re, im]
         iterator_shape[self.axis] = 1;
         let len = tensor.shape()[self.axis];
-        let direction = if self.inverse {
-            FftDirection::Inverse
-        } else {
-            FftDirection::Forward
-        };
+        let direction = if self.inverse { FftDirection::Inverse } else { FftDirection::Forward };
         let fft = rustfft::FftPlanner::new().plan_fft(len, direction);
         let mut tensor_plain = tensor.try_as_plain_ram_mut()?;
         let mut array = tensor_plain.to_array_view_mut::<T>()?;
@@ -56,9 +52,7 @@ impl Op for Fft {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![
-            if self.inverse { "inverse" } else { "forward" }.into(),
-        ])
+        Ok(vec![if self.inverse { "inverse" } else { "forward" }.into()])
     }
 
     op_as_typed_op!();
@@ -126,9 +120,7 @@ impl TypedOp for Fft {
                 axes.push(crate::axes::Axis::new(alphabet.next().unwrap(), 1, 1).output(0, i));
             } else {
                 axes.push(
-                    crate::axes::Axis::new(alphabet.next().unwrap(), 1, 1)
-                        .input(0, i)
-                        .output(0, i),
+                    crate::axes::Axis::new(alphabet.next().unwrap(), 1, 1).input(0, i).output(0, i),
                 );
             }
         }
@@ -150,9 +142,7 @@ impl Stft {
     /// The window zero-padded to `frame` and centered, ready to scale a whole frame in one
     /// pass; `None` when the op carries no window.
     fn padded_window<T: Datum + Float>(&self) -> TractResult<Option<Vec<T>>> {
-        let Some(window) = &self.window else {
-            return Ok(None);
-        };
+        let Some(window) = &self.window else { return Ok(None) };
         let window = window.try_as_plain_ram()?.as_slice::<T>()?;
         ensure!(
             window.len() <= self.frame,
@@ -306,16 +296,8 @@ impl TypedOp for Stft {
         // the frame axis the op adds staying just behind the time axis wherever
         // that lands.
         rule_if!(matches!(change, AxisOp::Add(axis) if *axis <= self.axis));
-        let op = Stft {
-            axis: self.axis + 1,
-            ..self.clone()
-        };
-        Ok(Some(AxisChangeConsequence::new(
-            model,
-            node,
-            Some(Box::new(op)),
-            change,
-        )))
+        let op = Stft { axis: self.axis + 1, ..self.clone() };
+        Ok(Some(AxisChangeConsequence::new(model, node, Some(Box::new(op)), change)))
     }
 
     fn axes_mapping(

@@ -171,15 +171,11 @@ mod tests {
     fn epilogue_matches_scalar_reference() {
         let h = 4usize;
         let batch = 3usize;
-        let xh: Vec<f32> = (0..batch * 3 * h)
-            .map(|i| ((i * 7 % 29) as f32 - 14.0) * 0.25)
-            .collect();
-        let rh: Vec<f32> = (0..batch * 3 * h)
-            .map(|i| ((i * 11 % 23) as f32 - 11.0) * 0.3)
-            .collect();
-        let hprev: Vec<f32> = (0..batch * h)
-            .map(|i| ((i * 5 % 17) as f32 - 8.0) * 0.2)
-            .collect();
+        let xh: Vec<f32> =
+            (0..batch * 3 * h).map(|i| ((i * 7 % 29) as f32 - 14.0) * 0.25).collect();
+        let rh: Vec<f32> =
+            (0..batch * 3 * h).map(|i| ((i * 11 % 23) as f32 - 11.0) * 0.3).collect();
+        let hprev: Vec<f32> = (0..batch * h).map(|i| ((i * 5 % 17) as f32 - 8.0) * 0.2).collect();
         let xh_t = Tensor::from_shape(&[batch, 3 * h], &xh).unwrap();
         let rh_t = Tensor::from_shape(&[batch, 3 * h], &rh).unwrap();
         let hprev_t = Tensor::from_shape(&[batch, h], &hprev).unwrap();
@@ -187,11 +183,7 @@ mod tests {
         let out = op
             .eval(
                 &EvalContext::out_of_plan(),
-                tvec!(
-                    xh_t.into_tvalue(),
-                    rh_t.into_tvalue(),
-                    hprev_t.into_tvalue()
-                ),
+                tvec!(xh_t.into_tvalue(), rh_t.into_tvalue(), hprev_t.into_tvalue()),
             )
             .unwrap();
         let got = unsafe { out[0].as_slice_unchecked::<f32>() };
@@ -204,10 +196,7 @@ mod tests {
                 let rt = sig(xh[p + h + j] + rh[p + h + j]);
                 let ht = (xh[p + 2 * h + j] + rt * rh[p + 2 * h + j]).tanh();
                 let h_ref = (1.0 - zt) * ht + zt * hprev[r * h + j];
-                assert!(
-                    (got[r * h + j] - h_ref).abs() < 1e-3,
-                    "Ht mismatch at ({r},{j})"
-                );
+                assert!((got[r * h + j] - h_ref).abs() < 1e-3, "Ht mismatch at ({r},{j})");
             }
         }
     }

@@ -71,10 +71,7 @@ impl std::fmt::Debug for GruSeqState {
 impl Clone for GruSeqState {
     fn clone(&self) -> Self {
         // The packed weight is a cache; a clone rebuilds it on first use.
-        GruSeqState {
-            h: self.h.clone(),
-            packed_r: None,
-        }
+        GruSeqState { h: self.h.clone(), packed_r: None }
     }
 }
 
@@ -133,18 +130,12 @@ impl GruSeq {
     ) -> TractResult<TVec<TValue>> {
         let r_slot = if self.projected { 1 } else { 2 };
         let r = &inputs[r_slot];
-        let b = if self.has_bias {
-            Some(&inputs[r_slot + 1])
-        } else {
-            None
-        };
+        let b = if self.has_bias { Some(&inputs[r_slot + 1]) } else { None };
         let h0 = &inputs[inputs.len() - 1];
         let h = self.hidden;
 
         // [batch, T, in], or [batch, T, 3*hidden] once projected.
-        let x = inputs[0]
-            .to_plain_array_view::<f32>()?
-            .into_dimensionality::<Ix3>()?;
+        let x = inputs[0].to_plain_array_view::<f32>()?.into_dimensionality::<Ix3>()?;
         let (batch, t_len, in_size) = x.dim();
 
         let (wb, rb) = match b {
@@ -152,16 +143,10 @@ impl GruSeq {
                 // B keeps its direction axis: [1, 6*hidden], unlike W and R.
                 let v = b.to_plain_array_view::<f32>()?;
                 let b = match v.ndim() {
-                    2 => v
-                        .into_dimensionality::<Ix2>()?
-                        .index_axis_move(Axis(0), 0)
-                        .to_owned(),
+                    2 => v.into_dimensionality::<Ix2>()?.index_axis_move(Axis(0), 0).to_owned(),
                     _ => v.into_dimensionality::<Ix1>()?.to_owned(),
                 };
-                (
-                    Some(b.slice(s![0..3 * h]).to_owned()),
-                    Some(b.slice(s![3 * h..6 * h]).to_owned()),
-                )
+                (Some(b.slice(s![0..3 * h]).to_owned()), Some(b.slice(s![3 * h..6 * h]).to_owned()))
             }
             None => (None, None),
         };
@@ -175,9 +160,7 @@ impl GruSeq {
             x_by_step.to_owned()
         } else {
             // One GEMM for the whole sequence, the W-side bias folded in once here.
-            let w = inputs[1]
-                .to_plain_array_view::<f32>()?
-                .into_dimensionality::<Ix2>()?;
+            let w = inputs[1].to_plain_array_view::<f32>()?.into_dimensionality::<Ix2>()?;
             let mut xw = x_by_step.dot(&w.t());
             if let Some(wb) = &wb {
                 xw += &wb.view().insert_axis(Axis(0));
@@ -219,11 +202,7 @@ impl GruSeq {
         let mut y = Array3::<f32>::zeros((batch, if self.emit_y { t_len } else { 0 }, h));
 
         for step in 0..t_len {
-            let t = if self.chunk < 0 {
-                t_len - 1 - step
-            } else {
-                step
-            };
+            let t = if self.chunk < 0 { t_len - 1 - step } else { step };
 
             // rh = h_prev . R^T (+ R-side bias), written into the same buffer each step.
             {
@@ -249,11 +228,7 @@ impl GruSeq {
                 }
                 if let Some(rb) = &rb {
                     let rb = rb.as_slice().context("R-side bias not contiguous")?;
-                    for row in rh
-                        .try_as_plain_ram_mut()?
-                        .as_slice_mut::<f32>()?
-                        .chunks_mut(3 * h)
-                    {
+                    for row in rh.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.chunks_mut(3 * h) {
                         for (o, b) in row.iter_mut().zip(rb) {
                             *o += b;
                         }
@@ -275,18 +250,12 @@ impl GruSeq {
             )?;
             std::mem::swap(&mut ht, &mut h_next);
             if self.emit_y {
-                y.slice_mut(s![.., t, ..]).assign(
-                    &ht.to_plain_array_view::<f32>()?
-                        .into_dimensionality::<Ix2>()?,
-                );
+                y.slice_mut(s![.., t, ..])
+                    .assign(&ht.to_plain_array_view::<f32>()?.into_dimensionality::<Ix2>()?);
             }
         }
 
-        *carry = if self.reset_every_turn {
-            None
-        } else {
-            Some(ht.clone())
-        };
+        *carry = if self.reset_every_turn { None } else { Some(ht.clone()) };
         let mut h_out = ht;
         h_out.insert_axis(1)?; // back to [batch, 1, hidden]
         Ok(tvec!(y.into_tensor().into(), h_out.into()))
@@ -303,9 +272,8 @@ fn pack_r(r: &Tensor, h: usize, batch: usize) -> TractResult<PackedR> {
         allow_extractor: false,
         ..Query::plain(f32::datum_type(), Some(3 * h), Some(h), Some(batch))
     };
-    let (mmm, packing, _) = MmmDispatch::native()
-        .pick(&query)
-        .context("no matmul kernel for the recurrent product")?;
+    let (mmm, packing, _) =
+        MmmDispatch::native().pick(&query).context("no matmul kernel for the recurrent product")?;
     let (pack_a, _) = &mmm.packings()[packing];
     let pa = pack_a.prepare_one(r, 1, 0)?;
     Ok((mmm, packing, pa))
@@ -363,10 +331,7 @@ impl TypedOp for GruSeq {
         }
         let mut inputs = tvec!(xw);
         inputs.extend(taps[2..].iter().copied());
-        let op = GruSeq {
-            projected: true,
-            ..self.clone()
-        };
+        let op = GruSeq { projected: true, ..self.clone() };
         let outputs = patch.wire_node(name, op, &inputs)?;
         for (ix, o) in outputs.iter().enumerate() {
             patch.shunt_outside(model, OutletId::new(node.id, ix), *o)?;
@@ -402,16 +367,8 @@ impl TypedOp for GruSeq {
         let Ok(batch) = model.outlet_fact(node.inputs[0])?.shape[0].to_usize() else {
             return Ok(None);
         };
-        let op = GruSeq {
-            packed_r: Some(pack_r(&r, self.hidden, batch)?),
-            ..self.clone()
-        };
-        Ok(Some(TypedModelPatch::replace_single_op(
-            model,
-            node,
-            &node.inputs,
-            op,
-        )?))
+        let op = GruSeq { packed_r: Some(pack_r(&r, self.hidden, batch)?), ..self.clone() };
+        Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?))
     }
 
     as_op!();
@@ -470,15 +427,9 @@ mod tests {
     fn run_case(batch: usize, t_len: usize, backward: bool, bias: bool) {
         let (input, hidden) = (12usize, 16usize);
         let f = |n: usize, k: f32| Array1::from_iter((0..n).map(|i| ((i as f32) * k).sin() * 0.3));
-        let x = f(batch * t_len * input, 0.7)
-            .into_shape_with_order((batch, t_len, input))
-            .unwrap();
-        let w = f(3 * hidden * input, 0.31)
-            .into_shape_with_order((3 * hidden, input))
-            .unwrap();
-        let r = f(3 * hidden * hidden, 0.17)
-            .into_shape_with_order((3 * hidden, hidden))
-            .unwrap();
+        let x = f(batch * t_len * input, 0.7).into_shape_with_order((batch, t_len, input)).unwrap();
+        let w = f(3 * hidden * input, 0.31).into_shape_with_order((3 * hidden, input)).unwrap();
+        let r = f(3 * hidden * hidden, 0.17).into_shape_with_order((3 * hidden, hidden)).unwrap();
         let b = bias.then(|| f(6 * hidden, 0.11));
         let h0 = Array2::<f32>::zeros((batch, hidden));
 
@@ -520,11 +471,9 @@ mod tests {
         // mmm kernel, and the gap compounds over a 33-step recurrence. Bit-exactness
         // holds against the `Scan` this replaces, which shares the MMM path, and is
         // checked e2e.
-        got_y
-            .close_enough(&want_y.into_tensor(), Approximation::Approximate)
-            .unwrap_or_else(|e| {
-                panic!("Y mismatch b={batch} t={t_len} backward={backward} bias={bias}: {e}")
-            });
+        got_y.close_enough(&want_y.into_tensor(), Approximation::Approximate).unwrap_or_else(|e| {
+            panic!("Y mismatch b={batch} t={t_len} backward={backward} bias={bias}: {e}")
+        });
         got_h
             .into_tensor()
             .close_enough(&want_h.into_tensor(), Approximation::Approximate)
@@ -627,15 +576,9 @@ mod tests {
     fn optimized_gru(symbolic_batch: bool) -> (TypedModel, TValue, TVec<TValue>) {
         let (input, hidden, t_len) = (12usize, 16usize, 7usize);
         let f = |n: usize, k: f32| Array1::from_iter((0..n).map(|i| ((i as f32) * k).sin() * 0.3));
-        let x = f(2 * t_len * input, 0.7)
-            .into_shape_with_order((2, t_len, input))
-            .unwrap();
-        let w = f(3 * hidden * input, 0.31)
-            .into_shape_with_order((3 * hidden, input))
-            .unwrap();
-        let r = f(3 * hidden * hidden, 0.17)
-            .into_shape_with_order((3 * hidden, hidden))
-            .unwrap();
+        let x = f(2 * t_len * input, 0.7).into_shape_with_order((2, t_len, input)).unwrap();
+        let w = f(3 * hidden * input, 0.31).into_shape_with_order((3 * hidden, input)).unwrap();
+        let r = f(3 * hidden * hidden, 0.17).into_shape_with_order((3 * hidden, hidden)).unwrap();
         let h0 = Array3::<f32>::zeros((2, 1, hidden));
         let op = GruSeq {
             hidden,
@@ -661,32 +604,19 @@ mod tests {
             .unwrap();
 
         let mut model = TypedModel::default();
-        let batch = if symbolic_batch {
-            model.symbols.sym("B").to_dim()
-        } else {
-            2.to_dim()
-        };
-        let source = model
-            .add_source("x", f32::fact(&[batch, t_len.to_dim(), input.to_dim()]))
-            .unwrap();
+        let batch = if symbolic_batch { model.symbols.sym("B").to_dim() } else { 2.to_dim() };
+        let source =
+            model.add_source("x", f32::fact(&[batch, t_len.to_dim(), input.to_dim()])).unwrap();
         let w_c = model.add_const("w", w.into_tensor()).unwrap();
         let r_c = model.add_const("r", r.into_tensor()).unwrap();
         let h0_c = model.add_const("h0", h0.into_tensor()).unwrap();
-        let outputs = model
-            .wire_node("gru", op, &[source, w_c, r_c, h0_c])
-            .unwrap();
+        let outputs = model.wire_node("gru", op, &[source, w_c, r_c, h0_c]).unwrap();
         model.select_output_outlets(&outputs).unwrap();
         (model.into_optimized().unwrap(), x, want)
     }
 
     fn packed_in_op(model: &TypedModel) -> bool {
-        model
-            .nodes
-            .iter()
-            .find_map(|n| n.op_as::<GruSeq>())
-            .unwrap()
-            .packed_r
-            .is_some()
+        model.nodes.iter().find_map(|n| n.op_as::<GruSeq>()).unwrap().packed_r.is_some()
     }
 
     /// Codegen packs a constant `R` into the op, and the result matches the op packing
@@ -704,10 +634,7 @@ mod tests {
     #[test]
     fn symbolic_batch_packs_on_first_call() {
         let (model, x, want) = optimized_gru(true);
-        assert!(
-            !packed_in_op(&model),
-            "codegen packed R for a symbolic batch"
-        );
+        assert!(!packed_in_op(&model), "codegen packed R for a symbolic batch");
         let plan = model.into_runnable().unwrap();
         let mut state = plan.spawn().unwrap();
         for _ in 0..2 {
@@ -744,25 +671,17 @@ mod tests {
         let f = |n: usize, k: f32| Array1::from_iter((0..n).map(|i| ((i as f32) * k).sin() * 0.3));
         for case in 0..8 {
             let (backward, bias, symbolic) = (case & 1 != 0, case & 2 != 0, case & 4 != 0);
-            let x = f(batch * t_len * input, 0.7)
-                .into_shape_with_order((batch, t_len, input))
-                .unwrap();
-            let w = f(3 * hidden * input, 0.31)
-                .into_shape_with_order((3 * hidden, input))
-                .unwrap();
-            let r = f(3 * hidden * hidden, 0.17)
-                .into_shape_with_order((3 * hidden, hidden))
-                .unwrap();
+            let x =
+                f(batch * t_len * input, 0.7).into_shape_with_order((batch, t_len, input)).unwrap();
+            let w = f(3 * hidden * input, 0.31).into_shape_with_order((3 * hidden, input)).unwrap();
+            let r =
+                f(3 * hidden * hidden, 0.17).into_shape_with_order((3 * hidden, hidden)).unwrap();
             let b = bias.then(|| f(6 * hidden, 0.11));
             let h0 = Array2::<f32>::zeros((batch, hidden));
             let (want_y, want_h) = reference(&x, &w, &r, b.as_ref(), &h0, hidden, backward);
 
             let mut model = TypedModel::default();
-            let batch_dim = if symbolic {
-                model.symbols.sym("B").to_dim()
-            } else {
-                batch.to_dim()
-            };
+            let batch_dim = if symbolic { model.symbols.sym("B").to_dim() } else { batch.to_dim() };
             let source = model
                 .add_source("x", f32::fact(&[batch_dim, t_len.to_dim(), input.to_dim()]))
                 .unwrap();
@@ -788,26 +707,11 @@ mod tests {
             let outputs = model.wire_node("gru", op, &inputs).unwrap();
             model.select_output_outlets(&outputs).unwrap();
             let model = model.into_optimized().unwrap();
-            let fused = model
-                .nodes
-                .iter()
-                .find_map(|n| n.op_as::<GruSeq>())
-                .unwrap();
-            assert!(
-                fused.projected,
-                "declutter left the input-side product in the op"
-            );
-            assert_eq!(
-                fused.packed_r.is_some(),
-                !symbolic,
-                "R packed by codegen iff batch known"
-            );
+            let fused = model.nodes.iter().find_map(|n| n.op_as::<GruSeq>()).unwrap();
+            assert!(fused.projected, "declutter left the input-side product in the op");
+            assert_eq!(fused.packed_r.is_some(), !symbolic, "R packed by codegen iff batch known");
 
-            let got = model
-                .into_runnable()
-                .unwrap()
-                .run(tvec!(x.into_tensor().into()))
-                .unwrap();
+            let got = model.into_runnable().unwrap().run(tvec!(x.into_tensor().into())).unwrap();
             got[0]
                 .clone()
                 .into_tensor()

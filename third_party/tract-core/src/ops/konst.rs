@@ -19,10 +19,7 @@ impl Const {
         tensor: Arc<Tensor>,
         fact: Option<Box<dyn ExoticFact>>,
     ) -> TractResult<Const> {
-        ensure!(
-            fact.is_some() || tensor.is_plain(),
-            "Exotic tensor requires an exotic_fact"
-        );
+        ensure!(fact.is_some() || tensor.is_plain(), "Exotic tensor requires an exotic_fact");
         // A plain constant holds plain host bytes: storage that left them on a
         // device brings them back rather than pinning the buffer for the life
         // of the model.
@@ -82,10 +79,7 @@ impl TypedOp for Const {
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        Ok(tvec!((
-            Cost::Params(self.0.datum_type().unquantized()),
-            self.0.len().into()
-        )))
+        Ok(tvec!((Cost::Params(self.0.datum_type().unquantized()), self.0.len().into())))
     }
 
     fn set_symbols(

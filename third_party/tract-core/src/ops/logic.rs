@@ -96,11 +96,7 @@ pub fn sym_to_coord_axis(sym: &Symbol) -> Option<usize> {
 pub(crate) fn coord_bound_assertions(expr: &TDim, shape: &ShapeFact) -> Vec<Assertion> {
     expr.symbols()
         .into_iter()
-        .filter_map(|s| {
-            sym_to_coord_axis(&s)
-                .filter(|k| *k < shape.rank())
-                .map(|k| (k, s))
-        })
+        .filter_map(|s| sym_to_coord_axis(&s).filter(|k| *k < shape.rank()).map(|k| (k, s)))
         .flat_map(|(k, sym)| {
             [
                 Assertion::GTE(TDim::Sym(sym.clone()), TDim::Val(0)),
@@ -169,36 +165,20 @@ pub(crate) fn classify_true_range(expr: &TDim, shape: &ShapeFact) -> Option<True
     let simplified = expr.clone().simplify();
     // All-false: empty range on axis 0
     if simplified == TDim::Val(0) || is_provably_all_false(&simplified, shape) {
-        return Some(TrueRange {
-            axis: 0,
-            start: None,
-            end: Some(TDim::Val(0)),
-        });
+        return Some(TrueRange { axis: 0, start: None, end: Some(TDim::Val(0)) });
     }
     // All-true: open (unbounded) range on axis 0
     if simplified == TDim::Val(1) || is_provably_all_true(&simplified, shape) {
-        return Some(TrueRange {
-            axis: 0,
-            start: None,
-            end: None,
-        });
+        return Some(TrueRange { axis: 0, start: None, end: None });
     }
     // Ge(x_k, split): true when x_k >= split → [split, dim)
     if let Some((axis, split)) = try_ge(&simplified, shape) {
-        return Some(TrueRange {
-            axis,
-            start: Some(split),
-            end: None,
-        });
+        return Some(TrueRange { axis, start: Some(split), end: None });
     }
     // 1 - Ge(x_k, split): true when x_k < split → [0, split)
     let flipped = (TDim::Val(1) - simplified).simplify();
     if let Some((axis, split)) = try_ge(&flipped, shape) {
-        return Some(TrueRange {
-            axis,
-            start: None,
-            end: Some(split),
-        });
+        return Some(TrueRange { axis, start: None, end: Some(split) });
     }
     None
 }
@@ -220,11 +200,7 @@ impl TypedOp for Iff {
         .unwrap();
         let mut fact = inputs[1].datum_type.fact(shape);
         // Propagate uniform_tdim when condition is provably constant
-        fact.uniform_tdim = match inputs[0]
-            .uniform_tdim
-            .as_ref()
-            .map(|d| d.clone().simplify())
-        {
+        fact.uniform_tdim = match inputs[0].uniform_tdim.as_ref().map(|d| d.clone().simplify()) {
             Some(TDim::Val(0)) => inputs[2].uniform_tdim.clone(), // always false → false branch
             Some(TDim::Val(_)) => inputs[1].uniform_tdim.clone(), // always true → true branch
             _ => None,
@@ -261,11 +237,7 @@ impl TypedOp for Iff {
         let cond_fact = model.outlet_fact(node.inputs[0])?;
         rule_if_some!(uniform = &cond_fact.uniform);
         rule_if_let!(Ok(cond_val) = uniform.cast_to_scalar::<bool>());
-        let branch = if cond_val {
-            node.inputs[1]
-        } else {
-            node.inputs[2]
-        };
+        let branch = if cond_val { node.inputs[1] } else { node.inputs[2] };
         let mut patch = TypedModelPatch::default();
         let mut wire = patch.tap_model(model, branch)?;
         // The output shape is the broadcast of all three inputs; the selected
@@ -375,15 +347,8 @@ mod tests {
         let model = model.into_decluttered()?;
 
         // The Iff should have been folded away (condition is always false given T >= 1)
-        let iff_count = model
-            .nodes()
-            .iter()
-            .filter(|n| n.op_as::<Iff>().is_some())
-            .count();
-        assert_eq!(
-            iff_count, 0,
-            "Expected Iff to be folded, but found {iff_count} Iff nodes"
-        );
+        let iff_count = model.nodes().iter().filter(|n| n.op_as::<Iff>().is_some()).count();
+        assert_eq!(iff_count, 0, "Expected Iff to be folded, but found {iff_count} Iff nodes");
         Ok(())
     }
 
@@ -461,15 +426,8 @@ mod tests {
 
         let model = model.into_decluttered()?;
 
-        let iff_count = model
-            .nodes()
-            .iter()
-            .filter(|n| n.op_as::<Iff>().is_some())
-            .count();
-        assert_eq!(
-            iff_count, 0,
-            "Expected Iff to be folded, but found {iff_count} Iff nodes"
-        );
+        let iff_count = model.nodes().iter().filter(|n| n.op_as::<Iff>().is_some()).count();
+        assert_eq!(iff_count, 0, "Expected Iff to be folded, but found {iff_count} Iff nodes");
         Ok(())
     }
 
@@ -508,11 +466,8 @@ mod tests {
             crate::ops::konst::Const::new(tensor0(out_len.clone()).into_arc_tensor())?,
             &[],
         )?[0];
-        let range = model.wire_node(
-            "range",
-            Range::new(out_len.clone()),
-            &[start, end_val, step],
-        )?[0];
+        let range =
+            model.wire_node("range", Range::new(out_len.clone()), &[start, end_val, step])?[0];
         // unsqueeze(0): [1, 1+T/160], x0 → x1
         let r1 = model.wire_node("r1", AxisOp::Add(0), &[range])?[0];
         // unsqueeze(0): [1, 1, 1+T/160], x1 → x2
@@ -547,25 +502,12 @@ mod tests {
 
         let model = model.into_decluttered()?;
 
-        let iff_count = model
-            .nodes()
-            .iter()
-            .filter(|n| n.op_as::<Iff>().is_some())
-            .count();
-        assert_eq!(
-            iff_count, 0,
-            "Expected no Iff nodes after declutter, found {iff_count}"
-        );
+        let iff_count = model.nodes().iter().filter(|n| n.op_as::<Iff>().is_some()).count();
+        assert_eq!(iff_count, 0, "Expected no Iff nodes after declutter, found {iff_count}");
 
-        let concat_count = model
-            .nodes()
-            .iter()
-            .filter(|n| n.op_as::<TypedConcat>().is_some())
-            .count();
-        assert!(
-            concat_count > 0,
-            "Expected at least one Concat node after declutter"
-        );
+        let concat_count =
+            model.nodes().iter().filter(|n| n.op_as::<TypedConcat>().is_some()).count();
+        assert!(concat_count > 0, "Expected at least one Concat node after declutter");
 
         Ok(())
     }
@@ -607,22 +549,10 @@ mod tests {
         let t_unsq_fact = model.outlet_fact(t_unsq)?;
         let lt_fact = model.outlet_fact(lt)?;
 
-        assert!(
-            range_fact.uniform_tdim.is_some(),
-            "range should have uniform_tdim"
-        );
-        assert!(
-            range_unsq_fact.uniform_tdim.is_some(),
-            "range_unsq should have uniform_tdim"
-        );
-        assert!(
-            t_unsq_fact.uniform_tdim.is_some(),
-            "t_unsq should have uniform_tdim"
-        );
-        assert!(
-            lt_fact.uniform_tdim.is_some(),
-            "lt should have uniform_tdim"
-        );
+        assert!(range_fact.uniform_tdim.is_some(), "range should have uniform_tdim");
+        assert!(range_unsq_fact.uniform_tdim.is_some(), "range_unsq should have uniform_tdim");
+        assert!(t_unsq_fact.uniform_tdim.is_some(), "t_unsq should have uniform_tdim");
+        assert!(lt_fact.uniform_tdim.is_some(), "lt should have uniform_tdim");
 
         Ok(())
     }
@@ -648,11 +578,7 @@ mod tests {
 
         let model = model.into_decluttered()?;
 
-        let iff_count = model
-            .nodes()
-            .iter()
-            .filter(|n| n.op_as::<Iff>().is_some())
-            .count();
+        let iff_count = model.nodes().iter().filter(|n| n.op_as::<Iff>().is_some()).count();
         assert_eq!(iff_count, 0, "Expected Iff to be folded");
         assert_eq!(
             model.output_fact(0)?.shape.to_tvec(),

@@ -133,20 +133,14 @@ mod tests {
     fn epilogue_matches_scalar_reference() {
         let h = 6usize;
         let batch = 3usize;
-        let preact: Vec<f32> = (0..batch * 4 * h)
-            .map(|i| ((i * 7 % 29) as f32 - 14.0) * 0.25)
-            .collect();
-        let cprev: Vec<f32> = (0..batch * h)
-            .map(|i| ((i * 5 % 17) as f32 - 8.0) * 0.2)
-            .collect();
+        let preact: Vec<f32> =
+            (0..batch * 4 * h).map(|i| ((i * 7 % 29) as f32 - 14.0) * 0.25).collect();
+        let cprev: Vec<f32> = (0..batch * h).map(|i| ((i * 5 % 17) as f32 - 8.0) * 0.2).collect();
         let pre_t = Tensor::from_shape(&[batch, 4 * h], &preact).unwrap();
         let cprev_t = Tensor::from_shape(&[batch, h], &cprev).unwrap();
         let op = LstmEpilogue { hidden: h };
         let out = op
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec!(pre_t.into_tvalue(), cprev_t.into_tvalue()),
-            )
+            .eval(&EvalContext::out_of_plan(), tvec!(pre_t.into_tvalue(), cprev_t.into_tvalue()))
             .unwrap();
         let ht = unsafe { out[0].as_slice_unchecked::<f32>() };
         let ct = unsafe { out[1].as_slice_unchecked::<f32>() };
@@ -161,14 +155,8 @@ mod tests {
                 let cc = preact[p + 3 * h + j].tanh();
                 let c_ref = ft * cprev[r * h + j] + it * cc;
                 let h_ref = ot * c_ref.tanh();
-                assert!(
-                    (ct[r * h + j] - c_ref).abs() < 1e-3,
-                    "Ct mismatch at ({r},{j})"
-                );
-                assert!(
-                    (ht[r * h + j] - h_ref).abs() < 1e-3,
-                    "Ht mismatch at ({r},{j})"
-                );
+                assert!((ct[r * h + j] - c_ref).abs() < 1e-3, "Ct mismatch at ({r},{j})");
+                assert!((ht[r * h + j] - h_ref).abs() < 1e-3, "Ht mismatch at ({r},{j})");
             }
         }
     }

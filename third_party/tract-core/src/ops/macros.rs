@@ -33,11 +33,7 @@ macro_rules! not_a_typed_op {
 macro_rules! op_out_of_plan {
     () => {
         fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-            Ok(Some(EvalOp::eval(
-                self,
-                &EvalContext::out_of_plan(),
-                inputs,
-            )?))
+            Ok(Some(EvalOp::eval(self, &EvalContext::out_of_plan(), inputs)?))
         }
     };
 }
@@ -85,11 +81,7 @@ macro_rules! args_3 {
             $crate::internal::bail!("Expected 3 arg, got {:?}", inputs)
         }
         inputs.reverse();
-        let result = (
-            inputs.pop().unwrap(),
-            inputs.pop().unwrap(),
-            inputs.pop().unwrap(),
-        );
+        let result = (inputs.pop().unwrap(), inputs.pop().unwrap(), inputs.pop().unwrap());
         result
     }};
 }

@@ -143,10 +143,7 @@ pub trait EvalOp {
     /// and evaluate through [`OpState::eval`].
     #[allow(unused_variables)]
     fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        bail!(
-            "{} has neither eval nor state",
-            std::any::type_name::<Self>()
-        )
+        bail!("{} has neither eval nor state", std::any::type_name::<Self>())
     }
 
     /// The input this op hands straight back as its output when it has nothing
@@ -223,15 +220,10 @@ pub trait Op:
     fn required_bound_symbols(&self, inputs: &[&TypedFact]) -> TVec<Symbol> {
         let mut syms: TVec<Symbol> = tvec![];
         for fact in inputs {
-            for t in [fact.konst.as_deref(), fact.uniform.as_deref()]
-                .into_iter()
-                .flatten()
-            {
+            for t in [fact.konst.as_deref(), fact.uniform.as_deref()].into_iter().flatten() {
                 if t.datum_type() == TDim::datum_type()
-                    && let Some(slice) = t
-                        .try_as_plain_ram()
-                        .ok()
-                        .and_then(|v| v.as_slice::<TDim>().ok())
+                    && let Some(slice) =
+                        t.try_as_plain_ram().ok().and_then(|v| v.as_slice::<TDim>().ok())
                 {
                     syms.extend(slice.iter().flat_map(|d| d.symbols()));
                 }

@@ -88,12 +88,7 @@ impl DequantizeLinearF32 {
             .try_as_plain_ram()?
             .as_slice::<T>()?
             .iter()
-            .zip(
-                output
-                    .try_as_plain_ram_mut()?
-                    .as_slice_mut::<f32>()?
-                    .iter_mut(),
-            )
+            .zip(output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.iter_mut())
             .for_each(|(x, y)| *y = (x.as_() - self.zero_point) as f32 * self.scale);
         Ok(output)
     }
@@ -105,10 +100,7 @@ impl Op for DequantizeLinearF32 {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "scale: {} zero_point: {}",
-            self.scale, self.zero_point
-        )])
+        Ok(vec![format!("scale: {} zero_point: {}", self.scale, self.zero_point)])
     }
 
     fn validation(&self) -> Validation {
@@ -225,9 +217,8 @@ impl TypedOp for DequantizeLinearF32 {
                         DatumType::U8 => tensor1(&input),
                         _ => unreachable!(),
                     };
-                    let output = SimplePlan::new(adhoc_model)?
-                        .run(tvec!(input.into_tvalue()))?
-                        .remove(0);
+                    let output =
+                        SimplePlan::new(adhoc_model)?.run(tvec!(input.into_tvalue()))?.remove(0);
                     let table: &[u8] = match dt {
                         DatumType::I8 => unsafe {
                             std::mem::transmute::<&[i8], &[u8]>(
@@ -328,9 +319,7 @@ impl crate::ops::binary::BinMiniOp for Scale {
         let mut a_plain = a.try_as_plain_ram_mut()?;
         let a = a_plain.to_array_view_mut::<f32>()?;
         let b = b.to_plain_array_view::<f32>()?;
-        ndarray::Zip::from(a)
-            .and_broadcast(b)
-            .for_each(|a, b| *a = scale_by(*b, *a));
+        ndarray::Zip::from(a).and_broadcast(b).for_each(|a, b| *a = scale_by(*b, *a));
         Ok(())
     }
 
@@ -394,10 +383,7 @@ impl ElementWiseMiniOp for OffsetI8asU8 {
     fn output_type(&self, input_type: DatumType) -> Option<DatumType> {
         Some(if let DatumType::QI8(qp) = input_type {
             let (zp, scale) = qp.zp_scale();
-            DatumType::QU8(QParams::ZpScale {
-                zero_point: zp + 128,
-                scale,
-            })
+            DatumType::QU8(QParams::ZpScale { zero_point: zp + 128, scale })
         } else if input_type == DatumType::I8 {
             DatumType::U8
         } else {
@@ -438,10 +424,7 @@ impl ElementWiseMiniOp for OffsetU8asI8 {
     fn output_type(&self, input_type: DatumType) -> Option<DatumType> {
         Some(if let DatumType::QU8(qp) = input_type {
             let (zp, scale) = qp.zp_scale();
-            DatumType::QI8(QParams::ZpScale {
-                zero_point: zp - 128,
-                scale,
-            })
+            DatumType::QI8(QParams::ZpScale { zero_point: zp - 128, scale })
         } else if input_type == DatumType::U8 {
             DatumType::I8
         } else {
@@ -496,36 +479,18 @@ pub mod scale {
             q_params: Some(i8::datum_type()),
         };
         let output = model
-            .wire_node(
-                "mmm",
-                op,
-                &[a, b, bias, a0, a_scale, b0, b_scale, c0, c_scale],
-            )
+            .wire_node("mmm", op, &[a, b, bias, a0, a_scale, b0, b_scale, c0, c_scale])
             .unwrap();
         model.select_output_outlets(&output).unwrap();
 
-        let plain = model
-            .clone()
-            .into_runnable()
-            .unwrap()
-            .run(input.clone())
-            .unwrap();
-        let optim = model
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap()
-            .run(input)
-            .unwrap();
+        let plain = model.clone().into_runnable().unwrap().run(input.clone()).unwrap();
+        let optim = model.into_optimized().unwrap().into_runnable().unwrap().run(input).unwrap();
 
         // The reference divides in f32, the plain path multiplies by the folded f32 scale, the
         // optimized one by its Q0_31 fixed-point form: three roundings that can straddle a tie.
         for (label, found) in [("plain", &plain[0]), ("optimized", &optim[0])] {
             let found = found.cast_to_scalar::<i32>().unwrap();
-            assert!(
-                (found - expected).abs() <= 1,
-                "{label}: expected {expected}, found {found}"
-            );
+            assert!((found - expected).abs() <= 1, "{label}: expected {expected}, found {found}");
         }
     }
 

@@ -20,11 +20,7 @@ impl EvalOp for TypedSource {
     not_out_of_plan!();
 
     fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(
-            !inputs.is_empty(),
-            "Input for node {} is missing",
-            ctx.node_id
-        );
+        ensure!(!inputs.is_empty(), "Input for node {} is missing", ctx.node_id);
         Ok(inputs)
     }
 }
@@ -64,19 +60,9 @@ impl TypedOp for TypedSource {
         _mapping: &HashMap<OutletId, OutletId>,
         subs: &HashMap<Symbol, TDim>,
     ) -> TractResult<TVec<OutletId>> {
-        let shape: TVec<_> = self
-            .fact
-            .shape
-            .iter()
-            .map(|d| d.substitute_all(subs))
-            .collect::<TractResult<_>>()?;
-        target.wire_node(
-            &node.name,
-            Self {
-                fact: self.fact.datum_type.fact(&*shape),
-            },
-            &[],
-        )
+        let shape: TVec<_> =
+            self.fact.shape.iter().map(|d| d.substitute_all(subs)).collect::<TractResult<_>>()?;
+        target.wire_node(&node.name, Self { fact: self.fact.datum_type.fact(&*shape) }, &[])
     }
 
     as_op!();
@@ -95,11 +81,8 @@ mod tests {
         let mut model = TypedModel::default();
         let s = model.add_source("s", f32::datum_type().fact([2usize, 3]))?;
         let node = model.node(s.node);
-        let change = AxisOp::Reshape(
-            0,
-            tvec![4.to_dim(), 5.to_dim()].into(),
-            tvec![20.to_dim()].into(),
-        );
+        let change =
+            AxisOp::Reshape(0, tvec![4.to_dim(), 5.to_dim()].into(), tvec![20.to_dim()].into());
         let blocked = node
             .op
             .change_axes(&model, node, InOut::Out(0), &change)

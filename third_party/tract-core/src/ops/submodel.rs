@@ -21,12 +21,7 @@ impl Eq for SubmodelOp {}
 
 impl SubmodelOp {
     pub fn new(model: Box<dyn InnerModel>, label: &str) -> TractResult<Self> {
-        Ok(Self {
-            model,
-            label: label.to_string(),
-            decluttered: false,
-            codegen: false,
-        })
+        Ok(Self { model, label: label.to_string(), decluttered: false, codegen: false })
     }
 
     pub fn iteration_count(&self, _inputs: &[&TypedFact]) -> Option<TDim> {
@@ -73,12 +68,7 @@ impl TypedOp for SubmodelOp {
             let mut new = self.clone();
             new.model.declutter()?;
             new.decluttered = true;
-            Ok(Some(TypedModelPatch::replace_single_op(
-                model,
-                node,
-                &node.inputs,
-                new,
-            )?))
+            Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs, new)?))
         } else {
             Ok(None)
         }
@@ -93,12 +83,7 @@ impl TypedOp for SubmodelOp {
             let mut new = self.clone();
             new.model.codegen()?;
             new.codegen = true;
-            Ok(Some(TypedModelPatch::replace_single_op(
-                model,
-                node,
-                &node.inputs,
-                new,
-            )?))
+            Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs, new)?))
         } else {
             Ok(None)
         }

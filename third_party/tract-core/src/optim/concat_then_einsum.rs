@@ -25,11 +25,8 @@ impl super::TypedPass for ConcatThenEinsum {
             self.0 = if let Some(previous) = self.0 {
                 rule_if_some!(next = next_inlet(model, &previous));
                 Some(next)
-            } else if let Some(first) = model
-                .nodes
-                .iter()
-                .find(|n| n.inputs.len() > 0)
-                .map(|n| InletId::new(n.id, 0))
+            } else if let Some(first) =
+                model.nodes.iter().find(|n| n.inputs.len() > 0).map(|n| InletId::new(n.id, 0))
             {
                 Some(first)
             } else {
@@ -46,10 +43,9 @@ impl super::TypedPass for ConcatThenEinsum {
                 // should we try and apply this on quantized einsums ?
                 continue;
             }
-            if let (Some(concat), Some(einsum)) = (
-                concat_node.op_as::<TypedConcat>(),
-                einsum_node.op_as::<EinSum>(),
-            ) {
+            if let (Some(concat), Some(einsum)) =
+                (concat_node.op_as::<TypedConcat>(), einsum_node.op_as::<EinSum>())
+            {
                 let offsets = concat.offsets(&model.node_input_facts(concat_node.id)?)?;
                 let axis_info = einsum.axes.axis((InOut::In(inlet.slot), concat.axis))?;
                 // only split if axis is a summing axis
@@ -74,11 +70,7 @@ impl super::TypedPass for ConcatThenEinsum {
                                     "{}.concat-einsum-slice-{}.{}.{}..{}",
                                     einsum_node.name, axis_info.repr, slot, start, end
                                 ),
-                                Slice {
-                                    axis: axis_info.inputs[slot][0],
-                                    start,
-                                    end,
-                                },
+                                Slice { axis: axis_info.inputs[slot][0], start, end },
                                 &[tap],
                             )?;
                             slices.push(wire[0]);
@@ -92,12 +84,8 @@ impl super::TypedPass for ConcatThenEinsum {
                 for (ix, (start, end)) in offsets.iter().tuple_windows().enumerate() {
                     let mut einsum_inputs = tvec!();
                     for input_ix in 0..einsum_node.inputs.len() {
-                        einsum_inputs.push(
-                            inputs[input_ix]
-                                .get(ix)
-                                .cloned()
-                                .unwrap_or(inputs[input_ix][0]),
-                        );
+                        einsum_inputs
+                            .push(inputs[input_ix].get(ix).cloned().unwrap_or(inputs[input_ix][0]));
                     }
                     let einsum = patch.wire_node(
                         format!(
@@ -111,10 +99,7 @@ impl super::TypedPass for ConcatThenEinsum {
                 }
                 let wire = if let Some(axis) = axis_info.outputs[0].first().cloned() {
                     patch.wire_node(
-                        format!(
-                            "{}.concat-einsum-{}.concat",
-                            einsum_node.name, axis_info.repr
-                        ),
+                        format!("{}.concat-einsum-{}.concat", einsum_node.name, axis_info.repr),
                         TypedConcat { axis },
                         &einsums,
                     )?[0]

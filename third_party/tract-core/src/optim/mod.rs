@@ -78,10 +78,7 @@ pub struct Optimizer {
 
 impl Optimizer {
     fn passes(passes: Vec<Box<dyn TypedPass>>) -> Optimizer {
-        Optimizer {
-            passes,
-            steps: None,
-        }
+        Optimizer { passes, steps: None }
     }
 
     pub fn add_pass(&mut self, idx: usize, pass: Box<dyn TypedPass>) {
@@ -97,10 +94,7 @@ impl Optimizer {
     }
 
     pub fn stopping_at(self, steps: usize) -> Optimizer {
-        Optimizer {
-            steps: Some(steps),
-            ..self
-        }
+        Optimizer { steps: Some(steps), ..self }
     }
 
     pub fn prop_consts() -> Optimizer {
@@ -145,11 +139,7 @@ impl Optimizer {
     }
 
     pub fn session(&self) -> OptimizerSession<'_> {
-        OptimizerSession {
-            optimizer: self,
-            counter: 0,
-            seen: Default::default(),
-        }
+        OptimizerSession { optimizer: self, counter: 0, seen: Default::default() }
     }
 }
 
@@ -163,15 +153,9 @@ pub struct OptimizerSession<'o> {
 impl OptimizerSession<'_> {
     pub fn optimize(&mut self, model: &mut TypedModel) -> TractResult<()> {
         let _proof_session = model.symbols.proof_cache_session();
-        model
-            .check_consistency()
-            .context("during optimizer preflight check")?;
-        model
-            .compact()
-            .context("during optimizer preflight compaction")?;
-        model
-            .check_names()
-            .context("after optimizer preflight compaction")?;
+        model.check_consistency().context("during optimizer preflight check")?;
+        model.compact().context("during optimizer preflight compaction")?;
+        model.check_names().context("after optimizer preflight compaction")?;
         for i in 0.. {
             let old = self.counter;
             self.run_all_passes(i, model)?;
@@ -208,9 +192,7 @@ impl OptimizerSession<'_> {
             if self.counter == old_counter {
                 return Ok(());
             }
-            model
-                .compact()
-                .with_context(|| format!("after pass {p:?}"))?;
+            model.compact().with_context(|| format!("after pass {p:?}"))?;
         }
     }
 
@@ -228,10 +210,7 @@ impl OptimizerSession<'_> {
         }
         while let Some(mut patch) = p.next(self, model)? {
             patch.push_context(format!("{p:?}/{i}"));
-            patch
-                .model
-                .check_consistency()
-                .context("checking patch internal consistency")?;
+            patch.model.check_consistency().context("checking patch internal consistency")?;
             model
                 .check_consistency()
                 .context("Checking target model consistency before patching")?;
@@ -245,9 +224,7 @@ impl OptimizerSession<'_> {
             }
             let patch_name = patch.context.iter().rev().join(" >> ");
             debug!("applying patch #{}: {patch_name}", self.counter);
-            patch
-                .apply(model)
-                .with_context(|| format!("Applying patch {patch_name}"))?;
+            patch.apply(model).with_context(|| format!("Applying patch {patch_name}"))?;
             model
                 .check_consistency()
                 .context("Checking target model consistency after patching")?;
@@ -259,13 +236,9 @@ impl OptimizerSession<'_> {
             }
         }
         if p.run_direct(model)? {
-            model
-                .check_consistency()
-                .with_context(|| format!("after run_direct {p:?}"))?;
+            model.check_consistency().with_context(|| format!("after run_direct {p:?}"))?;
         }
-        model
-            .check_consistency()
-            .with_context(|| format!("after pass {p:?}"))?;
+        model.check_consistency().with_context(|| format!("after pass {p:?}"))?;
         Ok(())
     }
 }

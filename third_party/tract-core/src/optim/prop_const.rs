@@ -44,10 +44,7 @@ impl super::TypedPass for PropConst {
                 && !node.op_is::<TypedSource>()
                 && inputs.iter().zip(&node.inputs).all(|(fact, outlet)| {
                     fact.konst.is_some()
-                        && (model.node(outlet.node).outputs[outlet.slot]
-                            .successors
-                            .len()
-                            == 1
+                        && (model.node(outlet.node).outputs[outlet.slot].successors.len() == 1
                             || node.op_is::<Slice>()
                             || (fact.datum_type.is_number()
                                 && fact
@@ -56,10 +53,8 @@ impl super::TypedPass for PropConst {
                                     .is_some_and(|m| m as u64 <= CONST_FOLD_MEM_BUDGET)))
                 })
             {
-                let inputs = inputs
-                    .iter()
-                    .map(|f| f.konst.clone().unwrap().into_tvalue())
-                    .collect();
+                let inputs =
+                    inputs.iter().map(|f| f.konst.clone().unwrap().into_tvalue()).collect();
                 let input_mem: u64 = model
                     .node_input_facts(node.id)?
                     .iter()
@@ -99,10 +94,8 @@ impl super::TypedPass for PropConst {
                         }
                         let mut patch = TypedModelPatch::default();
                         for (ix, output) in res.into_iter().enumerate() {
-                            let exotic_fact = model
-                                .outlet_fact(OutletId::new(node.id, ix))?
-                                .exotic_fact
-                                .clone();
+                            let exotic_fact =
+                                model.outlet_fact(OutletId::new(node.id, ix))?.exotic_fact.clone();
 
                             let name = if ix > 0 {
                                 format!("{}.{ix}", node.name)
@@ -177,10 +170,7 @@ mod tests {
             .filter(|n| !n.op_is::<Const>() && !n.op_is::<Dummy>())
             .map(|n| n.name.as_str())
             .collect();
-        assert!(
-            live.is_empty(),
-            "expected a fully folded graph, got {live:?}"
-        );
+        assert!(live.is_empty(), "expected a fully folded graph, got {live:?}");
         Ok(())
     }
 
@@ -199,10 +189,7 @@ mod tests {
 
         let decluttered = model.into_decluttered()?;
         assert!(
-            decluttered
-                .nodes
-                .iter()
-                .any(|n| !n.op_is::<Const>() && !n.op_is::<Dummy>()),
+            decluttered.nodes.iter().any(|n| !n.op_is::<Const>() && !n.op_is::<Dummy>()),
             "a shared constant over the memory budget must not be folded per consumer"
         );
         Ok(())

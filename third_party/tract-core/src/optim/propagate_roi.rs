@@ -36,26 +36,16 @@ pub fn bubble_roi(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TV
     let output_fact = model.outlet_fact(OutletId::new(node.id, 0))?;
     rule_if_some!(roi = &output_fact.region_of_interest);
 
-    let input_facts: TVec<&TypedFact> = node
-        .inputs
-        .iter()
-        .map(|i| model.outlet_fact(*i))
-        .collect::<TractResult<_>>()?;
+    let input_facts: TVec<&TypedFact> =
+        node.inputs.iter().map(|i| model.outlet_fact(*i)).collect::<TractResult<_>>()?;
     let output_facts = tvec![output_fact];
     let inputs_ref: Vec<&TypedFact> = input_facts.iter().copied().collect();
     let outputs_ref: Vec<&TypedFact> = output_facts.iter().copied().collect();
-    let mapping = node
-        .op
-        .as_typed()
-        .unwrap()
-        .axes_mapping(&inputs_ref, &outputs_ref)?;
+    let mapping = node.op.as_typed().unwrap().axes_mapping(&inputs_ref, &outputs_ref)?;
 
     // Collect ROI coordinate symbols and their output axis positions.
-    let roi_coord_syms: Vec<(usize, Symbol)> = roi
-        .symbols()
-        .into_iter()
-        .filter_map(|s| sym_to_coord_axis(&s).map(|k| (k, s)))
-        .collect();
+    let roi_coord_syms: Vec<(usize, Symbol)> =
+        roi.symbols().into_iter().filter_map(|s| sym_to_coord_axis(&s).map(|k| (k, s))).collect();
 
     let remap_for_input = |input_ix: usize| -> Option<TDim> {
         let mut sub_map: HashMap<Symbol, TDim> = HashMap::new();
@@ -75,11 +65,7 @@ pub fn bubble_roi(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TV
                 sub_map.insert(sym.clone(), TDim::Sym(scope.coord_sym(in_pos)));
             }
         }
-        if sub_map.is_empty() {
-            Some(roi.clone())
-        } else {
-            roi.substitute_all(&sub_map).ok()
-        }
+        if sub_map.is_empty() { Some(roi.clone()) } else { roi.substitute_all(&sub_map).ok() }
     };
     let result: TVec<Option<TDim>> = (0..node.inputs.len()).map(remap_for_input).collect();
     Ok(Some(result))
@@ -112,12 +98,8 @@ pub fn recognise_chunked_band_project(roi: &TDim, p_sym: &Symbol, k_sym: &Symbol
     if terms.len() != 2 {
         return None;
     }
-    let TDim::Ge(top_l, top_r) = &terms[0] else {
-        return None;
-    };
-    let TDim::Ge(bot_l, bot_r) = &terms[1] else {
-        return None;
-    };
+    let TDim::Ge(top_l, top_r) = &terms[0] else { return None };
+    let TDim::Ge(bot_l, bot_r) = &terms[1] else { return None };
 
     // Identify which orientation: top = Ge(L, A) and bot = Ge(A, R)?
     // We need the same `A` to appear as second arg of first and first arg
@@ -328,31 +310,21 @@ mod tests {
         //         = [9 − 84 + 1, 9 + 13] = [-74, 22] (width 97)
         let high_expected = offset + k as i64 - 1; // 22
         let low_expected = offset - (big_l + 1) * k as i64 + 1; // -74
-        let TDim::Mul(terms) = &projected else {
-            panic!("expected Mul")
-        };
+        let TDim::Mul(terms) = &projected else { panic!("expected Mul") };
         assert_eq!(terms.len(), 2);
         // Position-independent: one Ge term is `Ge(high, r)` (= r ≤ high),
         // the other is `Ge(r, low)` (= r ≥ low).
         let mut saw_high = false;
         let mut saw_low = false;
         for t in terms {
-            let TDim::Ge(l, r) = t else {
-                panic!("expected Ge inside Mul")
-            };
+            let TDim::Ge(l, r) = t else { panic!("expected Ge inside Mul") };
             if **l == TDim::Val(high_expected) && **r == TDim::Sym(k_ax.clone()) {
                 saw_high = true;
             } else if **l == TDim::Sym(k_ax.clone()) && **r == TDim::Val(low_expected) {
                 saw_low = true;
             }
         }
-        assert!(
-            saw_high,
-            "missing Ge(high={high_expected}, r); got: {projected}"
-        );
-        assert!(
-            saw_low,
-            "missing Ge(r, low={low_expected}); got: {projected}"
-        );
+        assert!(saw_high, "missing Ge(high={high_expected}, r); got: {projected}");
+        assert!(saw_low, "missing Ge(r, low={low_expected}); got: {projected}");
     }
 }

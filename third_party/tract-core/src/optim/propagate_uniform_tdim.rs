@@ -56,10 +56,8 @@ impl super::TypedPass for PropagateUniformTdim {
                     Err(_) => continue,
                 };
                 for (slot, new_fact) in new_facts.iter().enumerate() {
-                    let current_uniform_tdim = model.nodes()[node_id].outputs[slot]
-                        .fact
-                        .uniform_tdim
-                        .clone();
+                    let current_uniform_tdim =
+                        model.nodes()[node_id].outputs[slot].fact.uniform_tdim.clone();
                     if current_uniform_tdim != new_fact.uniform_tdim {
                         model.nodes_mut()[node_id].outputs[slot].fact.uniform_tdim =
                             new_fact.uniform_tdim.clone();

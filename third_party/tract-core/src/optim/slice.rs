@@ -25,9 +25,7 @@ impl super::TypedPass for PushSliceUp {
             }
             for axis in 0..node.outputs[0].fact.rank() {
                 if let Some(succ) = model.single_succ(n)? {
-                    let Some(slice) = succ.op_as::<Slice>() else {
-                        continue;
-                    };
+                    let Some(slice) = succ.op_as::<Slice>() else { continue };
                     let full_len = &node.outputs[0].fact.shape[axis];
                     if slice.axis != axis {
                         continue;
@@ -47,12 +45,8 @@ impl super::TypedPass for PushSliceUp {
                             }
                         }
                     }
-                    let boundaries = tvec!(
-                        0.to_dim(),
-                        slice.start.clone(),
-                        slice.end.clone(),
-                        full_len.clone()
-                    );
+                    let boundaries =
+                        tvec!(0.to_dim(), slice.start.clone(), slice.end.clone(), full_len.clone());
                     let Some((mut patch, splits)) =
                         op_slices_to_slice_op(model, node, axis, &boundaries)?
                     else {
@@ -118,11 +112,7 @@ fn op_slices_to_slice_op(
                             "{}.split-{}-over-{}.{}..{}.slice",
                             node.name, input_ix, input_axis, start, end
                         ),
-                        Slice {
-                            axis: input_axis,
-                            start: start.to_dim(),
-                            end: end.to_dim(),
-                        },
+                        Slice { axis: input_axis, start: start.to_dim(), end: end.to_dim() },
                         &[wire],
                     )?[0];
                 }
@@ -161,11 +151,7 @@ fn should_slice_output(
         .successors
         .iter()
         .filter(|inlet| {
-            model
-                .node(inlet.node)
-                .op_as::<Slice>()
-                .filter(|slice| slice.axis == axis)
-                .is_some()
+            model.node(inlet.node).op_as::<Slice>().filter(|slice| slice.axis == axis).is_some()
         })
         .map(|inlet| inlet.node)
         .collect();
@@ -227,10 +213,8 @@ pub fn rewire_sliced_outputs(
         Tensor::zero_scalar_dt(node.outputs[0].fact.datum_type)?,
     )?;
     for (ix, succ) in node.outputs[0].successors.iter().enumerate() {
-        if let Some(slice) = model
-            .node(succ.node)
-            .op_as::<Slice>()
-            .filter(|slice| slice.axis == axis)
+        if let Some(slice) =
+            model.node(succ.node).op_as::<Slice>().filter(|slice| slice.axis == axis)
         {
             // example: boundaries: 2, 3, wanted: 0..2 -> [0]
             let slices: TVec<OutletId> = boundaries
@@ -250,19 +234,13 @@ pub fn rewire_sliced_outputs(
                 let mut empty_shape = node.outputs[0].fact.shape.clone();
                 empty_shape.set(axis, 0.to_dim());
                 patch.wire_node(
-                    format!(
-                        "{}.concat-m{}..{}..{}",
-                        node.name, ix, slice.start, slice.end
-                    ),
+                    format!("{}.concat-m{}..{}..{}", node.name, ix, slice.start, slice.end),
                     crate::ops::array::MultiBroadcastTo::new(empty_shape),
                     &[zero],
                 )?[0]
             } else if slices.len() > 1 {
                 patch.wire_node(
-                    format!(
-                        "{}.concat-m{}..{}..{}",
-                        node.name, ix, slice.start, slice.end
-                    ),
+                    format!("{}.concat-m{}..{}..{}", node.name, ix, slice.start, slice.end),
                     crate::ops::array::TypedConcat::new(axis),
                     &slices,
                 )?[0]
@@ -290,24 +268,12 @@ mod tests {
         let a = model.add_source("a", f32::fact([8]))?;
         let b = model.add_source("b", f32::fact([8]))?;
         let sum = model.wire_node("sum", math::add(), &[a, b])?[0];
-        let s1 = model.wire_node(
-            "s1",
-            Slice {
-                axis: 0,
-                start: 2.to_dim(),
-                end: 4.to_dim(),
-            },
-            &[sum],
-        )?[0];
-        let s2 = model.wire_node(
-            "s2",
-            Slice {
-                axis: 0,
-                start: 5.to_dim(),
-                end: 8.to_dim(),
-            },
-            &[sum],
-        )?[0];
+        let s1 =
+            model.wire_node("s1", Slice { axis: 0, start: 2.to_dim(), end: 4.to_dim() }, &[sum])?
+                [0];
+        let s2 =
+            model.wire_node("s2", Slice { axis: 0, start: 5.to_dim(), end: 8.to_dim() }, &[sum])?
+                [0];
         model.select_output_outlets(&[s1, s2])?;
         let _ = model.into_decluttered()?;
         Ok(())

@@ -123,11 +123,7 @@ fn inject_scalar_const(
     )?[0];
     let mut new_inputs = tvec![];
     for (ix, &outlet) in node.inputs.iter().enumerate() {
-        new_inputs.push(if ix == bool_ix {
-            const_wire
-        } else {
-            patch.tap_model(model, outlet)?
-        });
+        new_inputs.push(if ix == bool_ix { const_wire } else { patch.tap_model(model, outlet)? });
     }
     let out = patch.wire_node(&node.name, node.op.clone(), &new_inputs)?[0];
     patch.shunt_outside(model, node.id.into(), out)?;
@@ -156,16 +152,10 @@ fn split_op_regions(
     // Build the list of (start, end, is_true) regions.
     let regions: TVec<(TDim, TDim, bool)> = match (&range.start, &range.end) {
         (None, Some(e)) => {
-            tvec![
-                (TDim::Val(0), e.clone(), true),
-                (e.clone(), out_dim.clone(), false),
-            ]
+            tvec![(TDim::Val(0), e.clone(), true), (e.clone(), out_dim.clone(), false),]
         }
         (Some(s), None) => {
-            tvec![
-                (TDim::Val(0), s.clone(), false),
-                (s.clone(), out_dim.clone(), true),
-            ]
+            tvec![(TDim::Val(0), s.clone(), false), (s.clone(), out_dim.clone(), true),]
         }
         (Some(s), Some(e)) => tvec![
             (TDim::Val(0), s.clone(), false),
@@ -213,11 +203,8 @@ fn split_op_regions(
         );
     }
 
-    let result = patch.wire_node(
-        format!("{}.concat", node.name),
-        TypedConcat::new(axis),
-        &region_outs,
-    )?[0];
+    let result =
+        patch.wire_node(format!("{}.concat", node.name), TypedConcat::new(axis), &region_outs)?[0];
     patch.shunt_outside(model, node.id.into(), result)?;
     Ok(Some(patch))
 }
@@ -226,8 +213,5 @@ fn split_op_regions(
 
 /// Build a tensor of shape `[1]*rank` with every element equal to `1` (if `is_true`) or `0`.
 fn uniform_const(dt: DatumType, rank: usize, is_true: bool) -> TractResult<Tensor> {
-    tensor0(is_true as i64)
-        .cast_to_dt(dt)?
-        .into_owned()
-        .broadcast_into_rank(rank)
+    tensor0(is_true as i64).cast_to_dt(dt)?.into_owned().broadcast_into_rank(rank)
 }

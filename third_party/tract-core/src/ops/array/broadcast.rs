@@ -154,14 +154,9 @@ impl TypedOp for MultiBroadcastTo {
         subs: &HashMap<Symbol, TDim>,
     ) -> TractResult<TVec<OutletId>> {
         let input = mapping[&node.inputs[0]];
-        let shape: TVec<_> = self
-            .shape
-            .iter()
-            .map(|d| d.substitute_all(subs))
-            .collect::<TractResult<_>>()?;
-        let op = Self {
-            shape: shape.into(),
-        };
+        let shape: TVec<_> =
+            self.shape.iter().map(|d| d.substitute_all(subs)).collect::<TractResult<_>>()?;
+        let op = Self { shape: shape.into() };
         target.wire_node(&node.name, op, &[input])
     }
 
@@ -181,9 +176,7 @@ impl TypedOp for MultiBroadcastTo {
         // siblings; only the matched AxisOp branch is rerouted).
         for succ in &*node.outputs[0].successors {
             let succ = model.node(succ.node);
-            let Some(op) = succ.op_as::<AxisOp>() else {
-                continue;
-            };
+            let Some(op) = succ.op_as::<AxisOp>() else { continue };
             // The AxisOp's indices refer to the broadcast output; they are only
             // meaningful on the input if the broadcast did not add leading axes.
             if input_fact.rank() != self.shape.rank() {
@@ -253,9 +246,7 @@ mod tests {
         let unsq = model.wire_node("unsq", AxisOp::Add(0), &[pad])?[0];
         let bcast = model.wire_node(
             "bcast",
-            MultiBroadcastTo {
-                shape: ShapeFact::from_dims([t.to_dim(), t.to_dim()]),
-            },
+            MultiBroadcastTo { shape: ShapeFact::from_dims([t.to_dim(), t.to_dim()]) },
             &[unsq],
         )?[0];
         let mv = model.wire_node("move", AxisOp::Move(0, 1), &[bcast])?[0];
@@ -268,10 +259,7 @@ mod tests {
             .iter()
             .filter(|n| matches!(n.op_as::<AxisOp>(), Some(AxisOp::Move(0, 1))))
             .count();
-        assert_eq!(
-            move_count, 0,
-            "Move should have been pushed through Broadcast and absorbed"
-        );
+        assert_eq!(move_count, 0, "Move should have been pushed through Broadcast and absorbed");
         Ok(())
     }
 
@@ -287,9 +275,7 @@ mod tests {
         let unsq = model.wire_node("unsq", AxisOp::Add(0), &[pad])?[0];
         let bcast = model.wire_node(
             "bcast",
-            MultiBroadcastTo {
-                shape: ShapeFact::from_dims([t.to_dim(), t.to_dim()]),
-            },
+            MultiBroadcastTo { shape: ShapeFact::from_dims([t.to_dim(), t.to_dim()]) },
             &[unsq],
         )?[0];
         let mv = model.wire_node("move", AxisOp::Move(0, 1), &[bcast])?[0];
@@ -302,21 +288,14 @@ mod tests {
         // existing Broadcast→TypedBinOp rule fires on each (now single-
         // successor) broadcast, eliminating both — the AND ends up
         // broadcasting [1, T] and [T, 1] implicitly.
-        let bcast_count = model
-            .nodes()
-            .iter()
-            .filter(|n| n.op_is::<MultiBroadcastTo>())
-            .count();
+        let bcast_count = model.nodes().iter().filter(|n| n.op_is::<MultiBroadcastTo>()).count();
         assert_eq!(
             bcast_count, 0,
             "Both broadcasts should be subsumed into AND's implicit broadcasting"
         );
 
-        let and_node = model
-            .nodes()
-            .iter()
-            .find(|n| n.op_is::<TypedBinOp>())
-            .expect("AND should survive");
+        let and_node =
+            model.nodes().iter().find(|n| n.op_is::<TypedBinOp>()).expect("AND should survive");
         assert_eq!(and_node.inputs.len(), 2);
         let and_input_shapes: Vec<_> = and_node
             .inputs
@@ -378,10 +357,7 @@ mod tests {
             .op
             .change_axes(&model, node, InOut::Out(0), &AxisOp::Add(2))?
             .context("expected the broadcast to absorb the change")?;
-        assert_eq!(
-            consequence.wire_changes,
-            tvec![(InOut::Out(0), AxisOp::Add(2))]
-        );
+        assert_eq!(consequence.wire_changes, tvec![(InOut::Out(0), AxisOp::Add(2))]);
         Ok(())
     }
 
@@ -404,10 +380,7 @@ mod tests {
             .context("expected propagation")?;
         assert_eq!(
             consequence.wire_changes,
-            tvec![
-                (InOut::Out(0), AxisOp::Add(1)),
-                (InOut::In(0), AxisOp::Add(1))
-            ]
+            tvec![(InOut::Out(0), AxisOp::Add(1)), (InOut::In(0), AxisOp::Add(1))]
         );
         Ok(())
     }
@@ -432,10 +405,7 @@ mod tests {
         )?;
         let out = model.wire_node("out", AxisOp::Add(0), &[y[0]])?;
         model.select_output_outlets(&[out[0], definer])?;
-        let change = AxisChange {
-            outlet: out[0],
-            op: AxisOp::Add(3),
-        };
+        let change = AxisChange { outlet: out[0], op: AxisOp::Add(3) };
         let mut explored = Default::default();
         let (patch, _) =
             crate::optim::change_axes::change_axes(&model, &change, &[], &[], &mut explored)?
@@ -468,10 +438,7 @@ mod tests {
             .op
             .change_axes(&model, node, InOut::Out(0), &AxisOp::Rm(0))?
             .context("expected the broadcast to absorb the removal")?;
-        assert_eq!(
-            consequence.wire_changes,
-            tvec![(InOut::Out(0), AxisOp::Rm(0))]
-        );
+        assert_eq!(consequence.wire_changes, tvec![(InOut::Out(0), AxisOp::Rm(0))]);
         let substitute = consequence
             .substitute_op
             .as_deref()
@@ -489,10 +456,7 @@ mod tests {
         let src = model.add_source("src", f32::fact([5usize, 1usize]))?;
         let y = model.wire_node(
             "y",
-            MultiBroadcastTo::new(ShapeFact::from_dims(tvec![
-                5usize.to_dim(),
-                7usize.to_dim()
-            ])),
+            MultiBroadcastTo::new(ShapeFact::from_dims(tvec![5usize.to_dim(), 7usize.to_dim()])),
             &[src],
         )?[0];
         let node = model.node(y.node);
@@ -512,10 +476,7 @@ mod tests {
         let src = model.add_source("src", f32::fact([5usize, 7usize]))?;
         let y = model.wire_node(
             "y",
-            MultiBroadcastTo::new(ShapeFact::from_dims(tvec![
-                5usize.to_dim(),
-                7usize.to_dim()
-            ])),
+            MultiBroadcastTo::new(ShapeFact::from_dims(tvec![5usize.to_dim(), 7usize.to_dim()])),
             &[src],
         )?[0];
         let node = model.node(y.node);
@@ -525,10 +486,7 @@ mod tests {
             .context("expected propagation")?;
         assert_eq!(
             consequence.wire_changes,
-            tvec![
-                (InOut::Out(0), AxisOp::Move(0, 1)),
-                (InOut::In(0), AxisOp::Move(0, 1))
-            ]
+            tvec![(InOut::Out(0), AxisOp::Move(0, 1)), (InOut::In(0), AxisOp::Move(0, 1))]
         );
         Ok(())
     }

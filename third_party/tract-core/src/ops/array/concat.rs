@@ -53,8 +53,7 @@ impl TypedOp for TypedConcat {
                 bail!("Inconsistent concat {:?} inputs: {:?}", self, inputs);
             }
         }
-        fact.shape
-            .set(self.axis, self.offsets(inputs)?.pop().unwrap());
+        fact.shape.set(self.axis, self.offsets(inputs)?.pop().unwrap());
         Ok(tvec!(fact))
     }
 
@@ -83,12 +82,7 @@ impl TypedOp for TypedConcat {
     ) -> TractResult<Option<AxisChangeConsequence>> {
         rule_if_some!(axis = change.transform_axis(self.axis));
         let op = TypedConcat { axis };
-        Ok(Some(AxisChangeConsequence::new(
-            model,
-            node,
-            Some(Box::new(op)),
-            change,
-        )))
+        Ok(Some(AxisChangeConsequence::new(model, node, Some(Box::new(op)), change)))
     }
 
     fn declutter(
@@ -127,10 +121,8 @@ impl TypedOp for TypedConcat {
         if output_axis != self.axis {
             return Ok(Some(patch.wire_node(prefix, self.clone(), inputs)?));
         }
-        let facts = inputs
-            .iter()
-            .map(|o| patch.outlet_fact(*o))
-            .collect::<TractResult<TVec<_>>>()?;
+        let facts =
+            inputs.iter().map(|o| patch.outlet_fact(*o)).collect::<TractResult<TVec<_>>>()?;
         let offsets = self.offsets(&facts)?;
         std::mem::drop(facts);
         for (ix, (slice_start, slice_end)) in offsets.iter().tuple_windows().enumerate() {

@@ -87,10 +87,7 @@ impl EvalOp for CumSum {
 impl TypedOp for CumSum {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(self.axis < inputs[0].rank());
-        ensure!(
-            !inputs[0].datum_type.is_quantized(),
-            "CumSum does not take quantized inputs"
-        );
+        ensure!(!inputs[0].datum_type.is_quantized(), "CumSum does not take quantized inputs");
         Ok(tvec!(inputs[0].datum_type.fact(inputs[0].shape.clone())))
     }
 
@@ -135,11 +132,8 @@ impl TypedOp for CumSum {
         let zero = Tensor::zero_dt(fact.datum_type, &tvec![1; fact.rank()])?;
         let mut patch = TypedModelPatch::default();
         let zero = patch.add_const(format!("{}.zero", node.name), zero)?;
-        let wire = patch.wire_node(
-            &node.name,
-            MultiBroadcastTo::new(fact.shape.clone()),
-            &[zero],
-        )?;
+        let wire =
+            patch.wire_node(&node.name, MultiBroadcastTo::new(fact.shape.clone()), &[zero])?;
         patch.shunt_outside(model, node.id.into(), wire[0])?;
         Ok(Some(patch))
     }
@@ -152,10 +146,7 @@ impl TypedOp for CumSum {
         change: &AxisOp,
     ) -> TractResult<Option<AxisChangeConsequence>> {
         rule_if_some!(axis = change.transform_axis(self.axis));
-        let op = Some(Box::new(Self {
-            axis,
-            ..self.clone()
-        }) as _);
+        let op = Some(Box::new(Self { axis, ..self.clone() }) as _);
         Ok(Some(AxisChangeConsequence::new(model, node, op, change)))
     }
 
@@ -185,11 +176,7 @@ mod tests {
         let mut model = TypedModel::default();
         let t = model.symbols.sym("T");
         let input = model.add_source("input", f32::fact(&[1.to_dim(), t.to_dim()]))?;
-        let op = CumSum {
-            axis: 0,
-            exclusive,
-            reverse: false,
-        };
+        let op = CumSum { axis: 0, exclusive, reverse: false };
         let output = model.wire_node("cumsum", op, &[input])?;
         model.select_output_outlets(&output)?;
         model.into_decluttered()

@@ -84,10 +84,7 @@ impl TypedOp for DynSlice {
             Ok(Some(AxisChangeConsequence::new(
                 model,
                 node,
-                Some(Box::new(DynSlice {
-                    axis,
-                    ..self.clone()
-                }) as _),
+                Some(Box::new(DynSlice { axis, ..self.clone() }) as _),
                 change,
             )))
         } else {
@@ -103,26 +100,14 @@ impl TypedOp for DynSlice {
         let inputs = model.node_input_facts(node.id)?;
         rule_if_some!(start = &inputs[1].konst);
         rule_if_some!(end = &inputs[2].konst);
-        let start = start
-            .cast_to::<TDim>()?
-            .try_as_plain_ram()?
-            .to_scalar::<TDim>()?
-            .clone();
-        let end = end
-            .cast_to::<TDim>()?
-            .try_as_plain_ram()?
-            .to_scalar::<TDim>()?
-            .clone();
+        let start = start.cast_to::<TDim>()?.try_as_plain_ram()?.to_scalar::<TDim>()?.clone();
+        let end = end.cast_to::<TDim>()?.try_as_plain_ram()?.to_scalar::<TDim>()?.clone();
 
         Ok(Some(TypedModelPatch::replace_single_op(
             model,
             node,
             &[node.inputs[0]],
-            crate::ops::array::Slice {
-                axis: self.axis,
-                start,
-                end,
-            },
+            crate::ops::array::Slice { axis: self.axis, start, end },
         )?))
     }
 
@@ -134,10 +119,7 @@ impl TypedOp for DynSlice {
         mapping: &HashMap<OutletId, OutletId>,
         subs: &HashMap<Symbol, TDim>,
     ) -> TractResult<TVec<OutletId>> {
-        let op = DynSlice {
-            axis: self.axis,
-            len: self.len.substitute_all(subs)?,
-        };
+        let op = DynSlice { axis: self.axis, len: self.len.substitute_all(subs)? };
         let inputs = node.inputs.iter().map(|i| mapping[i]).collect::<TVec<_>>();
         target.wire_node(&node.name, op, &inputs)
     }

@@ -21,10 +21,7 @@ impl Op for Gather {
 
 impl Gather {
     pub fn new(axis: usize) -> Gather {
-        Gather {
-            axis,
-            output_type: None,
-        }
+        Gather { axis, output_type: None }
     }
 
     pub fn compute_output_shape<D: DimLike>(
@@ -100,18 +97,12 @@ impl Gather {
 
                 let kcoords = &ocoords[self.axis..][..indices.ndim()];
                 let k = indices[kcoords];
-                let k = if k < 0 {
-                    k + data_view.shape()[self.axis] as i64
-                } else {
-                    k
-                } as usize;
+                let k = if k < 0 { k + data_view.shape()[self.axis] as i64 } else { k } as usize;
                 icoords[0..axis].copy_from_slice(&ocoords[..self.axis]);
                 icoords[self.axis] = k;
                 icoords[self.axis + 1..].clone_from_slice(&ocoords[self.axis + indices.ndim()..]);
-                output_view[ocoords] = data_view
-                    .get(&*icoords)
-                    .cloned()
-                    .context("Invalid gather")?;
+                output_view[ocoords] =
+                    data_view.get(&*icoords).cloned().context("Invalid gather")?;
             }
         }
         // Tensor::uninitialized stamps the plain datum type, dropping any
@@ -221,13 +212,17 @@ impl TypedOp for Gather {
         ensure!(inputs[1].datum_type == i64::datum_type());
         if inputs[0].is_exotic() {
             let data_shape = block_quant_aware_input_shape(inputs[0])?;
-            Ok(tvec!(self.output_type.unwrap().fact(
-                &*self.compute_output_shape(&data_shape, &inputs[1].shape)?
-            )))
+            Ok(tvec!(
+                self.output_type
+                    .unwrap()
+                    .fact(&*self.compute_output_shape(&data_shape, &inputs[1].shape)?)
+            ))
         } else {
-            Ok(tvec!(inputs[0].datum_type.fact(
-                &*self.compute_output_shape(&inputs[0].shape, &inputs[1].shape)?
-            )))
+            Ok(tvec!(
+                inputs[0]
+                    .datum_type
+                    .fact(&*self.compute_output_shape(&inputs[0].shape, &inputs[1].shape)?)
+            ))
         }
     }
 
@@ -255,9 +250,7 @@ impl TypedOp for Gather {
         let mut alphabet = 'a'..;
         for k in 0..self.axis {
             axes.push(
-                crate::axes::Axis::new(alphabet.next().unwrap(), 2, 1)
-                    .input(0, k)
-                    .output(0, k),
+                crate::axes::Axis::new(alphabet.next().unwrap(), 2, 1).input(0, k).output(0, k),
             );
         }
         axes.push(crate::axes::Axis::new(alphabet.next().unwrap(), 2, 1).input(0, self.axis));
@@ -299,18 +292,11 @@ impl TypedOp for Gather {
         };
         rule_if!(in_front);
         rule_if_some!(axis = change.transform_axis(self.axis));
-        let substitute_op = (axis != self.axis).then(|| {
-            Box::new(Gather {
-                axis,
-                ..self.clone()
-            }) as _
-        });
+        let substitute_op =
+            (axis != self.axis).then(|| Box::new(Gather { axis, ..self.clone() }) as _);
         Ok(Some(AxisChangeConsequence {
             substitute_op,
-            wire_changes: tvec!(
-                (InOut::In(0), change.clone()),
-                (InOut::Out(0), change.clone())
-            ),
+            wire_changes: tvec!((InOut::In(0), change.clone()), (InOut::Out(0), change.clone())),
         }))
     }
 
@@ -337,11 +323,7 @@ impl TypedOp for Gather {
             };
             wire = patch.wire_node(
                 format!("{}.slice", node.name),
-                crate::ops::array::Slice {
-                    axis: self.axis,
-                    start: index.clone(),
-                    end: index + 1,
-                },
+                crate::ops::array::Slice { axis: self.axis, start: index.clone(), end: index + 1 },
                 &[wire],
             )?[0];
             patch.shunt_outside(model, node.id.into(), wire)?;
@@ -407,14 +389,7 @@ mod tests {
                 .unwrap();
             let output = &outputs[0];
             assert_eq!(output.shape().len(), 0);
-            assert_eq!(
-                *output
-                    .try_as_plain_ram()
-                    .unwrap()
-                    .to_scalar::<i64>()
-                    .unwrap(),
-                idx + 1
-            );
+            assert_eq!(*output.try_as_plain_ram().unwrap().to_scalar::<i64>().unwrap(), idx + 1);
         }
     }
 }

@@ -34,9 +34,7 @@ impl GatherElements {
         indices: &ArrayViewD<i64>,
     ) -> TractResult<Option<ArrayD<T>>> {
         let rank = data.ndim();
-        let Some(last_axis) = rank.checked_sub(1) else {
-            return Ok(None);
-        };
+        let Some(last_axis) = rank.checked_sub(1) else { return Ok(None) };
         if self.axis != last_axis
             || indices.ndim() != rank
             || data.shape()[..last_axis] != indices.shape()[..last_axis]
@@ -52,20 +50,12 @@ impl GatherElements {
         let gathered_len = indices.shape()[last_axis];
         // A zero gathered length still has leading coordinates to walk, and
         // walking them would be pure waste for an empty output.
-        let rows = if indices.is_empty() {
-            0
-        } else {
-            indices.len() / gathered_len
-        };
+        let rows = if indices.is_empty() { 0 } else { indices.len() / gathered_len };
         let mut output = Vec::with_capacity(indices.len());
         for row in 0..rows {
             let data_row = &data_slice[row * row_len..][..row_len];
             for &index in &index_slice[row * gathered_len..][..gathered_len] {
-                let resolved = if index < 0 {
-                    index + row_len as i64
-                } else {
-                    index
-                };
+                let resolved = if index < 0 { index + row_len as i64 } else { index };
                 let value = usize::try_from(resolved)
                     .ok()
                     .and_then(|resolved| data_row.get(resolved))
@@ -91,11 +81,9 @@ impl GatherElements {
             Some(output) => output,
             None => ArrayD::<T>::from_shape_fn(indices.shape(), |mut coords| {
                 let index = indices[&coords];
-                coords[self.axis] = if index < 0 {
-                    index + data_view.shape()[self.axis] as i64
-                } else {
-                    index
-                } as usize;
+                coords[self.axis] =
+                    if index < 0 { index + data_view.shape()[self.axis] as i64 } else { index }
+                        as usize;
                 data_view[coords].clone()
             }),
         };
@@ -133,9 +121,7 @@ impl EvalOp for GatherElements {
         let indices = indices.cast_to::<i64>()?;
         let indices = indices.to_plain_array_view::<i64>()?;
         unsafe {
-            Ok(tvec!(dispatch_datum_by_size!(Self::eval_t(
-                data.datum_type()
-            )(
+            Ok(tvec!(dispatch_datum_by_size!(Self::eval_t(data.datum_type())(
                 self, data, &indices
             ))?))
         }
@@ -153,24 +139,15 @@ mod tests {
         let len = data_shape.iter().product::<usize>();
         let data = Tensor::from_shape(data_shape, &(0..len).map(|i| i as f32).collect::<Vec<_>>())?;
         let indices = Tensor::from_shape(&[1, indices.len()], indices)?;
-        let mut outputs = GatherElements::new(data_shape.len() - 1).eval(
-            &EvalContext::out_of_plan(),
-            tvec!(data.into_tvalue(), indices.into_tvalue()),
-        )?;
+        let mut outputs = GatherElements::new(data_shape.len() - 1)
+            .eval(&EvalContext::out_of_plan(), tvec!(data.into_tvalue(), indices.into_tvalue()))?;
         Ok(outputs.remove(0))
     }
 
     #[test]
     fn last_axis_resolves_negative_indices() {
         let output = gather(&[1, 4], &[-1, 0, -4, 2]).unwrap();
-        assert_eq!(
-            output
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap(),
-            [3., 0., 0., 2.]
-        );
+        assert_eq!(output.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(), [3., 0., 0., 2.]);
     }
 
     #[test]

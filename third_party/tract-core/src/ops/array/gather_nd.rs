@@ -30,18 +30,10 @@ impl GatherNd {
         let batch_size = data.shape().iter().take(batch_dims).product();
         let n = indices.shape()[indices.ndim() - 1];
 
-        let remaining = indices
-            .shape()
-            .iter()
-            .skip(batch_dims)
-            .rev()
-            .skip(1)
-            .product();
+        let remaining = indices.shape().iter().skip(batch_dims).rev().skip(1).product();
         let indices_shape_op = tvec!(batch_size, remaining, n);
-        let reshaped_indices: ArrayViewD<i32> = indices
-            .view()
-            .into_shape_with_order(&*indices_shape_op)
-            .unwrap();
+        let reshaped_indices: ArrayViewD<i32> =
+            indices.view().into_shape_with_order(&*indices_shape_op).unwrap();
 
         let mut data_shape_op: TVec<usize> =
             data.shape().iter().skip(batch_dims).copied().collect();
@@ -137,12 +129,8 @@ impl TypedOp for GatherNd {
         {
             let mut patch = TypedModelPatch::default();
             let mut wire = patch.tap_model(model, node.inputs[0])?;
-            for (axis, &i) in indices
-                .cast_to::<i32>()?
-                .try_as_plain_ram()?
-                .as_slice::<i32>()?
-                .iter()
-                .enumerate()
+            for (axis, &i) in
+                indices.cast_to::<i32>()?.try_as_plain_ram()?.as_slice::<i32>()?.iter().enumerate()
             {
                 wire = patch.wire_node(
                     format!("{}-slice-axis-{}", node.name, axis),

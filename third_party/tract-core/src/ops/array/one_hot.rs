@@ -84,11 +84,7 @@ impl OneHot {
             use tract_ndarray::Dimension;
             let mut ocoord: Vec<usize> = icoord.slice().into();
             let coord = input[&icoord];
-            let coord = if coord < 0 {
-                coord + self.dim as i32
-            } else {
-                coord
-            } as usize;
+            let coord = if coord < 0 { coord + self.dim as i32 } else { coord } as usize;
             ocoord.insert(self.axis, coord);
             array[&*ocoord] = on.clone();
         }

@@ -29,12 +29,8 @@ impl Pad {
     {
         use tract_ndarray::*;
         let input = input_tensor.to_plain_array_view::<T>()?;
-        let output_shape: Vec<usize> = input
-            .shape()
-            .iter()
-            .zip(self.pads.iter())
-            .map(|(&d, &(a, b))| d + a + b)
-            .collect();
+        let output_shape: Vec<usize> =
+            input.shape().iter().zip(self.pads.iter()).map(|(&d, &(a, b))| d + a + b).collect();
         let element = match &self.mode {
             PadMode::Constant(f) => f.cast_to_scalar::<T>()?,
             _ => T::default(),
@@ -117,11 +113,8 @@ impl Pad {
         if shape.len() != self.pads.len() {
             return Ok(None);
         }
-        let output_shape: TVec<usize> = shape
-            .iter()
-            .zip(&self.pads)
-            .map(|(d, (a, b))| d + a + b)
-            .collect();
+        let output_shape: TVec<usize> =
+            shape.iter().zip(&self.pads).map(|(d, (a, b))| d + a + b).collect();
         let mut output_strides: TVec<usize> = tvec![1; shape.len()];
         for axis in (0..shape.len().saturating_sub(1)).rev() {
             output_strides[axis] = output_strides[axis + 1] * output_shape[axis + 1];
@@ -148,9 +141,7 @@ impl Pad {
                 output[offset..offset + block].copy_from_slice(slab);
             }
         }
-        Ok(Some(
-            tract_ndarray::ArrayD::from_shape_vec(&*output_shape, output)?.into_tensor(),
-        ))
+        Ok(Some(tract_ndarray::ArrayD::from_shape_vec(&*output_shape, output)?.into_tensor()))
     }
 }
 
@@ -160,10 +151,7 @@ impl Op for Pad {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "Mode: {:?}, pads: {:?})",
-            self.mode, self.pads,
-        )])
+        Ok(vec![format!("Mode: {:?}, pads: {:?})", self.mode, self.pads,)])
     }
 
     op_as_typed_op!();
@@ -174,9 +162,7 @@ impl EvalOp for Pad {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        Ok(tvec!(dispatch_numbers!(Self::eval_t(input.datum_type())(
-            self, input
-        ))?))
+        Ok(tvec!(dispatch_numbers!(Self::eval_t(input.datum_type())(self, input))?))
     }
 }
 
@@ -186,11 +172,7 @@ impl TypedOp for Pad {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let mut fact = inputs[0].without_value();
         if self.pads.len() != fact.rank() {
-            bail!(
-                "Inconsistent pad: input of rank {}, pads are: {:?}",
-                fact.rank(),
-                self.pads
-            );
+            bail!("Inconsistent pad: input of rank {}, pads are: {:?}", fact.rank(), self.pads);
         }
         for (ix, (b, e)) in self.pads.iter().enumerate() {
             fact.shape.set(ix, fact.shape[ix].clone() + *b + *e);
@@ -310,28 +292,21 @@ mod dosewitness_tests {
         })
         .into_tensor();
         for mask in 1u32..16 {
-            let pads: Vec<(usize, usize)> = (0..4)
-                .map(|axis| {
-                    if mask & (1 << axis) != 0 {
-                        (axis % 2 + 1, (axis + 1) % 3)
-                    } else {
-                        (0, 0)
-                    }
-                })
-                .collect();
-            let op = Pad {
-                pads: pads.clone(),
-                mode: PadMode::Constant(Arc::new((-1.0f32).into())),
-            };
-            let got = op
-                .eval_constant_blocks::<f32>(&input, -1.0)
-                .unwrap()
-                .unwrap();
-            let out_shape: Vec<usize> = shape
-                .iter()
-                .zip(&pads)
-                .map(|(d, (a, b))| d + a + b)
-                .collect();
+            let pads: Vec<(usize, usize)> =
+                (0..4)
+                    .map(|axis| {
+                        if mask & (1 << axis) != 0 {
+                            (axis % 2 + 1, (axis + 1) % 3)
+                        } else {
+                            (0, 0)
+                        }
+                    })
+                    .collect();
+            let op =
+                Pad { pads: pads.clone(), mode: PadMode::Constant(Arc::new((-1.0f32).into())) };
+            let got = op.eval_constant_blocks::<f32>(&input, -1.0).unwrap().unwrap();
+            let out_shape: Vec<usize> =
+                shape.iter().zip(&pads).map(|(d, (a, b))| d + a + b).collect();
             let view = input.to_plain_array_view::<f32>().unwrap();
             let expected = tract_ndarray::ArrayD::from_shape_fn(&out_shape[..], |ix| {
                 let mut src = vec![];
@@ -354,21 +329,12 @@ mod dosewitness_tests {
     fn pads_follow_an_axis_move() {
         let mut model = TypedModel::default();
         let source = model.add_source("data", f32::fact([1, 24, 8, 8])).unwrap();
-        let op = Pad {
-            pads: vec![(0, 0), (0, 4), (1, 0), (0, 0)],
-            mode: PadMode::default(),
-        };
+        let op = Pad { pads: vec![(0, 0), (0, 4), (1, 0), (0, 0)], mode: PadMode::default() };
         let out = model.wire_node("pad", op, &[source]).unwrap();
         let node = model.node(out[0].node);
-        let consequence = node
-            .op
-            .change_axes(&model, node, InOut::In(0), &AxisOp::Move(1, 3))
-            .unwrap()
-            .unwrap();
+        let consequence =
+            node.op.change_axes(&model, node, InOut::In(0), &AxisOp::Move(1, 3)).unwrap().unwrap();
         let moved = consequence.substitute_op.unwrap();
-        assert_eq!(
-            moved.downcast_ref::<Pad>().unwrap().pads,
-            vec![(0, 0), (1, 0), (0, 0), (0, 4)]
-        );
+        assert_eq!(moved.downcast_ref::<Pad>().unwrap().pads, vec![(0, 0), (1, 0), (0, 0), (0, 4)]);
     }
 }

@@ -28,9 +28,7 @@ impl EvalOp for Range {
 
     fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (start, end, step) = args_3!(inputs);
-        Ok(tvec!(
-            self.make(&start, &end, &step, ctx.symbols)?.into_tvalue()
-        ))
+        Ok(tvec!(self.make(&start, &end, &step, ctx.symbols)?.into_tvalue()))
     }
 }
 
@@ -68,21 +66,9 @@ impl Range {
             // output_facts declare i64 for TDim inputs (the symbolic value
             // rides in uniform_tdim), and the plan's fact-vs-value assertions
             // check that.
-            let start = start
-                .try_as_plain_ram()?
-                .to_scalar::<TDim>()?
-                .eval(values)
-                .to_i64()?;
-            let step = step
-                .try_as_plain_ram()?
-                .to_scalar::<TDim>()?
-                .eval(values)
-                .to_i64()?;
-            let end = end
-                .try_as_plain_ram()?
-                .to_scalar::<TDim>()?
-                .eval(values)
-                .to_i64()?;
+            let start = start.try_as_plain_ram()?.to_scalar::<TDim>()?.eval(values).to_i64()?;
+            let step = step.try_as_plain_ram()?.to_scalar::<TDim>()?.eval(values).to_i64()?;
+            let end = end.try_as_plain_ram()?.to_scalar::<TDim>()?.eval(values).to_i64()?;
             let len = {
                 // i128 intermediate: end - start can overflow i64
                 let span = usize::try_from((end as i128 - start as i128).unsigned_abs()).ok();
@@ -161,11 +147,7 @@ impl TypedOp for Range {
                 let mut fact = DatumType::I64.fact([len]);
                 if let Some(scope) = start_tdim.find_scope().or_else(|| end_tdim.find_scope()) {
                     let x0 = TDim::Sym(scope.coord_sym(0));
-                    let term = if step == 1 {
-                        x0
-                    } else {
-                        TDim::MulInt(step, Box::new(x0))
-                    };
+                    let term = if step == 1 { x0 } else { TDim::MulInt(step, Box::new(x0)) };
                     fact.uniform_tdim = Some((start_tdim + term).reduce());
                 }
                 Ok(tvec!(fact))
@@ -181,11 +163,7 @@ impl TypedOp for Range {
             // symbolic per-element value rides in uniform_tdim, and
             // Range::make materializes i64 regardless of the input datum
             // type (a contract pulse-opl relies on).
-            let dt = if start.datum_type.is_tdim() {
-                i64::datum_type()
-            } else {
-                start.datum_type
-            };
+            let dt = if start.datum_type.is_tdim() { i64::datum_type() } else { start.datum_type };
             let mut fact = dt.fact(std::slice::from_ref(&self.len));
             if let (Some(s), Some(k)) = (&start.uniform_tdim, &step.uniform_tdim)
                 && let Some(scope) = self.len.find_scope()

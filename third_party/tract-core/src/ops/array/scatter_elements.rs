@@ -28,11 +28,8 @@ impl ScatterElements {
         let updates_view = unsafe { updates_plain.to_array_view_unchecked::<T>() };
         for (mut coords, value) in updates_view.indexed_iter() {
             let index = indices[&coords];
-            coords[axis] = if index < 0 {
-                index + data.shape()[axis] as i64
-            } else {
-                index
-            } as usize;
+            coords[axis] =
+                if index < 0 { index + data.shape()[axis] as i64 } else { index } as usize;
             data[coords] = value.clone()
         }
         let mut tensor = data.into_tensor();
@@ -52,11 +49,8 @@ impl ScatterElements {
         let updates_view = unsafe { updates_plain.to_array_view_unchecked::<T>() };
         for (mut coords, value) in updates_view.indexed_iter() {
             let index = indices[&coords];
-            coords[axis] = if index < 0 {
-                index + data.shape()[axis] as i64
-            } else {
-                index
-            } as usize;
+            coords[axis] =
+                if index < 0 { index + data.shape()[axis] as i64 } else { index } as usize;
             let d = &mut data[coords];
             match reduction {
                 ScatterReduction::Add => *d += value.clone(),
@@ -104,14 +98,12 @@ impl EvalOp for ScatterElements {
         }
         unsafe {
             match self.reduction {
-                ScatterReduction::None => Ok(tvec!(dispatch_datum_by_size!(Self::eval_t(
-                    data.datum_type()
-                )(
-                    data, &indices, updates, self.axis
-                ))?)),
-                reduction => Ok(tvec!(dispatch_numbers!(Self::eval_t_reduce(
-                    data.datum_type()
-                )(
+                ScatterReduction::None => {
+                    Ok(tvec!(dispatch_datum_by_size!(Self::eval_t(data.datum_type())(
+                        data, &indices, updates, self.axis
+                    ))?))
+                }
+                reduction => Ok(tvec!(dispatch_numbers!(Self::eval_t_reduce(data.datum_type())(
                     data, &indices, updates, self.axis, reduction
                 ))?)),
             }

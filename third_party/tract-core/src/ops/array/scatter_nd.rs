@@ -99,23 +99,21 @@ impl ScatterNd {
             for x in indices_into_data {
                 data.index_axis_inplace(Axis(0), *x as usize);
             }
-            Zip::from(&mut data)
-                .and(&updates)
-                .for_each(|d, u| match reduction {
-                    ScatterReduction::Add => *d += u.clone(),
-                    ScatterReduction::Mul => *d *= u.clone(),
-                    ScatterReduction::Min => {
-                        if u < d {
-                            *d = u.clone()
-                        }
+            Zip::from(&mut data).and(&updates).for_each(|d, u| match reduction {
+                ScatterReduction::Add => *d += u.clone(),
+                ScatterReduction::Mul => *d *= u.clone(),
+                ScatterReduction::Min => {
+                    if u < d {
+                        *d = u.clone()
                     }
-                    ScatterReduction::Max => {
-                        if u > d {
-                            *d = u.clone()
-                        }
+                }
+                ScatterReduction::Max => {
+                    if u > d {
+                        *d = u.clone()
                     }
-                    ScatterReduction::None => unreachable!(),
-                });
+                }
+                ScatterReduction::None => unreachable!(),
+            });
         }
         Ok(())
     }
@@ -135,19 +133,13 @@ fn scattered_block(tuples: &[i64], data_shape: &[usize]) -> Option<(usize, usize
         return None;
     }
     for axis in 0..rank {
-        let others: usize = data_shape
-            .iter()
-            .enumerate()
-            .filter(|(ax, _)| *ax != axis)
-            .map(|(_, d)| *d)
-            .product();
+        let others: usize =
+            data_shape.iter().enumerate().filter(|(ax, _)| *ax != axis).map(|(_, d)| *d).product();
         if others == 0 || !count.is_multiple_of(others) {
             continue;
         }
         let len = count / others;
-        let Ok(start) = usize::try_from(tuples[axis]) else {
-            continue;
-        };
+        let Ok(start) = usize::try_from(tuples[axis]) else { continue };
         if start + len > data_shape[axis] {
             continue;
         }
@@ -231,11 +223,7 @@ impl TypedOp for ScatterNd {
         let wire = if parts.len() == 1 {
             parts[0]
         } else {
-            patch.wire_node(
-                &node.name,
-                crate::ops::array::TypedConcat::new(axis),
-                &parts,
-            )?[0]
+            patch.wire_node(&node.name, crate::ops::array::TypedConcat::new(axis), &parts)?[0]
         };
         patch.shunt_outside(model, node.id.into(), wire)?;
         Ok(Some(patch))

@@ -10,11 +10,7 @@ pub struct Slice {
 
 impl Slice {
     pub fn new(axis: usize, start: impl ToDim, end: impl ToDim) -> Slice {
-        Slice {
-            axis,
-            start: start.to_dim(),
-            end: end.to_dim(),
-        }
+        Slice { axis, start: start.to_dim(), end: end.to_dim() }
     }
 
     pub fn suffix(&self, name: &str) -> String {
@@ -52,10 +48,7 @@ impl Op for Slice {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "axis: {}, {}..{}",
-            self.axis, self.start, self.end
-        )])
+        Ok(vec![format!("axis: {}, {}..{}", self.axis, self.start, self.end)])
     }
 
     op_as_typed_op!();
@@ -74,13 +67,7 @@ impl EvalOp for Slice {
 
 fn eval_slice(input: &Tensor, axis: usize, start: usize, end: usize) -> TractResult<TVec<TValue>> {
     if end > input.shape()[axis] || start > end {
-        bail!(
-            "Invalid range {}..{} for slicing {:?} on axis {}",
-            start,
-            end,
-            input,
-            axis
-        );
+        bail!("Invalid range {}..{} for slicing {:?} on axis {}", start, end, input, axis);
     }
     unsafe {
         let mut shape: TVec<_> = input.shape().into();
@@ -94,17 +81,14 @@ fn eval_slice(input: &Tensor, axis: usize, start: usize, end: usize) -> TractRes
 impl TypedOp for Slice {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         anyhow::ensure!(inputs.len() == 1, "Slice has one single input");
-        if let (Some(start), Some(end), Some(len)) = (
-            self.start.as_usize(),
-            self.end.as_usize(),
-            inputs[0].shape[self.axis].as_usize(),
-        ) {
+        if let (Some(start), Some(end), Some(len)) =
+            (self.start.as_usize(), self.end.as_usize(), inputs[0].shape[self.axis].as_usize())
+        {
             ensure!(start <= end);
             ensure!(end <= len);
         }
         let mut fact = inputs[0].without_value();
-        fact.shape
-            .set(self.axis, (self.end.clone() - &self.start).to_dim());
+        fact.shape.set(self.axis, (self.end.clone() - &self.start).to_dim());
         Ok(tvec!(fact))
     }
 
@@ -161,10 +145,7 @@ impl TypedOp for Slice {
                 Ok(Some(AxisChangeConsequence::new(
                     model,
                     node,
-                    Some(Box::new(Slice {
-                        axis,
-                        ..self.clone()
-                    }) as _),
+                    Some(Box::new(Slice { axis, ..self.clone() }) as _),
                     change,
                 )))
             } else {

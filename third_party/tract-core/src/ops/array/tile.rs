@@ -43,16 +43,9 @@ impl TypedOp for Tile {
         mapping: &HashMap<OutletId, OutletId>,
         subs: &HashMap<Symbol, TDim>,
     ) -> TractResult<TVec<OutletId>> {
-        let multipliers = self
-            .multipliers
-            .iter()
-            .map(|m| m.substitute_all(subs))
-            .collect::<TractResult<_>>()?;
-        target.wire_node(
-            &node.name,
-            Self { multipliers },
-            &[mapping[&node.inputs[0]]],
-        )
+        let multipliers =
+            self.multipliers.iter().map(|m| m.substitute_all(subs)).collect::<TractResult<_>>()?;
+        target.wire_node(&node.name, Self { multipliers }, &[mapping[&node.inputs[0]]])
     }
 
     fn declutter(
@@ -72,9 +65,7 @@ impl TypedOp for Tile {
                 model,
                 node,
                 &node.inputs[0..1],
-                MultiBroadcastTo {
-                    shape: output_fact.shape,
-                },
+                MultiBroadcastTo { shape: output_fact.shape },
             )
             .map(Some)
         } else {
@@ -100,12 +91,9 @@ pub struct DynTile {
 
 impl DynTile {
     pub fn new(scope: &SymbolScope, rank: usize) -> DynTile {
-        let multiplier_placeholders = (0..rank)
-            .map(|_| scope.new_with_prefix("_tile_mult_").to_dim())
-            .collect();
-        DynTile {
-            multiplier_placeholders,
-        }
+        let multiplier_placeholders =
+            (0..rank).map(|_| scope.new_with_prefix("_tile_mult_").to_dim()).collect();
+        DynTile { multiplier_placeholders }
     }
 }
 
@@ -165,21 +153,12 @@ impl TypedOp for DynTile {
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let multipliers = if let Some(k) = &inputs[1].konst {
-            k.cast_to::<TDim>()?
-                .try_as_plain_ram()?
-                .as_slice::<TDim>()?
-                .iter()
-                .cloned()
-                .collect()
+            k.cast_to::<TDim>()?.try_as_plain_ram()?.as_slice::<TDim>()?.iter().cloned().collect()
         } else {
             self.multiplier_placeholders.clone()
         };
-        let shape = inputs[0]
-            .shape
-            .iter()
-            .zip(multipliers)
-            .map(|(a, b)| b * a)
-            .collect::<TVec<_>>();
+        let shape =
+            inputs[0].shape.iter().zip(multipliers).map(|(a, b)| b * a).collect::<TVec<_>>();
         Ok(tvec!(inputs[0].datum_type.fact(shape)))
     }
 }
@@ -187,10 +166,7 @@ impl TypedOp for DynTile {
 /// Tile one axis at a time: a tiled axis repeats whole blocks of the tensor, so
 /// each repeat is one assignment into a slice of the growing output.
 fn tile(data: &TValue, multipliers: &[usize]) -> TractResult<TValue> {
-    ensure!(
-        multipliers.len() == data.rank(),
-        "Tiling {data:?} by {multipliers:?}"
-    );
+    ensure!(multipliers.len() == data.rank(), "Tiling {data:?} by {multipliers:?}");
     let mut current = None;
     for (axis, &m) in multipliers.iter().enumerate() {
         let source: &Tensor = current.as_ref().unwrap_or(data);
@@ -206,7 +182,5 @@ fn tile(data: &TValue, multipliers: &[usize]) -> TractResult<TValue> {
         }
         current = Some(output);
     }
-    Ok(current
-        .map(|t| t.into_tvalue())
-        .unwrap_or_else(|| data.clone()))
+    Ok(current.map(|t| t.into_tvalue()).unwrap_or_else(|| data.clone()))
 }

@@ -50,10 +50,7 @@ impl EvalOp for Topk {
                 k
             ))?;
         }
-        Ok(tvec!(
-            output_values.into_tvalue(),
-            output_indices.into_tvalue()
-        ))
+        Ok(tvec!(output_values.into_tvalue(), output_indices.into_tvalue()))
     }
 }
 
@@ -98,10 +95,7 @@ impl TypedOp for Topk {
         let mut fact_values = inputs[0].without_value();
         let mut fact_indices = inputs[0].without_value();
         let k: TDim = if let Some(k) = &inputs[1].konst {
-            k.cast_to::<TDim>()?
-                .try_as_plain_ram()?
-                .to_scalar::<TDim>()?
-                .clone()
+            k.cast_to::<TDim>()?.try_as_plain_ram()?.to_scalar::<TDim>()?.clone()
         } else {
             self.fallback_k.clone()
         };

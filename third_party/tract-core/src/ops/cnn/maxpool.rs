@@ -50,10 +50,7 @@ impl TypedOp for MaxPool {
             && node.outputs[1].successors.len() == 0
             && !model.output_outlets()?.contains(&OutletId::new(node.id, 1))
         {
-            let op = Self {
-                with_index_outputs: None,
-                ..self.clone()
-            };
+            let op = Self { with_index_outputs: None, ..self.clone() };
             let mut patch = TypedModelPatch::default();
             let mut wire = patch.tap_model(model, node.inputs[0])?;
             wire = patch.wire_node(&node.name, op, &[wire])?[0];
@@ -66,10 +63,7 @@ impl TypedOp for MaxPool {
                 model,
                 node,
                 &node.inputs,
-                Self {
-                    pool_spec,
-                    ..self.clone()
-                },
+                Self { pool_spec, ..self.clone() },
             )?));
         }
         Ok(None)
@@ -103,10 +97,7 @@ impl TypedOp for MaxPool {
         op.pool_spec.data_format = new_format;
         Ok(Some(AxisChangeConsequence {
             substitute_op: Some(Box::new(op)),
-            wire_changes: tvec!(
-                (InOut::In(0), change.clone()),
-                (InOut::Out(0), change.clone())
-            ),
+            wire_changes: tvec!((InOut::In(0), change.clone()), (InOut::Out(0), change.clone())),
         }))
     }
 
@@ -124,12 +115,7 @@ impl TypedOp for MaxPool {
         }
         let mut op = self.to_optimized(&fact.shape.to_tvec())?;
         op.geometry = op.geometry.optimize_if(fact.shape.as_concrete())?;
-        Ok(Some(TypedModelPatch::replace_single_op(
-            model,
-            node,
-            &node.inputs,
-            op,
-        )?))
+        Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?))
     }
 
     as_op!();
@@ -170,11 +156,7 @@ impl EvalOp for OptMaxPool {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let geo = self.geometry.to_concrete(input.shape())?;
-        dispatch_numbers!(Self::eval_t(input.datum_type())(
-            self,
-            &*input,
-            geo.as_ref()
-        ))
+        dispatch_numbers!(Self::eval_t(input.datum_type())(self, &*input, geo.as_ref()))
     }
 }
 
@@ -234,10 +216,7 @@ impl OptMaxPool {
                         let max = visitor
                             .valid_offsets()
                             .map(|v| (v, *input_ptr.offset(v + input_offset as isize)))
-                            .fold(
-                                (0, T::min_value()),
-                                |acc, v| if acc.1 < v.1 { v } else { acc },
-                            );
+                            .fold((0, T::min_value()), |acc, v| if acc.1 < v.1 { v } else { acc });
                         *values
                             .as_mut_ptr()
                             .offset(output_offset as isize + visitor.output_offset) = max.1;
@@ -258,12 +237,7 @@ impl OptMaxPool {
         if let Some(dt) = self.with_index_outputs {
             Ok(tvec!(
                 values.into_tvalue(),
-                indices
-                    .unwrap()
-                    .into_tensor()
-                    .cast_to_dt(dt)?
-                    .into_owned()
-                    .into_tvalue()
+                indices.unwrap().into_tensor().cast_to_dt(dt)?.into_owned().into_tvalue()
             ))
         } else {
             Ok(tvec!(values.into_tvalue()))
@@ -316,11 +290,7 @@ impl OptMaxPool {
             return Ok(None);
         }
         let (h, w, c) = (ish.hw_dims()[0], ish.hw_dims()[1], *ish.c());
-        let px = if self.pool_spec.data_format.c_is_last() {
-            c
-        } else {
-            1
-        };
+        let px = if self.pool_spec.data_format.c_is_last() { c } else { 1 };
         let contiguous = if px == 1 {
             *ish.w_stride() == 1 && *ish.h_stride() == w && *ish.c_stride() == h * w
         } else {
@@ -348,18 +318,13 @@ impl OptMaxPool {
                 if last < 0 {
                     return None;
                 }
-                let lo = if offset >= 0 {
-                    0
-                } else {
-                    (-offset as usize).div_ceil(sw)
-                };
+                let lo = if offset >= 0 { 0 } else { (-offset as usize).div_ceil(sw) };
                 let hi = (last as usize / sw + 1).min(ow);
                 (lo < hi).then(|| (lo, hi, ((lo * sw) as isize + offset) as usize))
             })
             .collect();
-        for (image, out_image) in input_slice
-            .chunks_exact(h * w * px)
-            .zip(output_slice.chunks_exact_mut(oh * ow * px))
+        for (image, out_image) in
+            input_slice.chunks_exact(h * w * px).zip(output_slice.chunks_exact_mut(oh * ow * px))
         {
             for (oy, row) in out_image.chunks_exact_mut(ow * px).enumerate() {
                 for ky in 0..kh {
@@ -648,10 +613,7 @@ mod tests {
             3,
             3,
         );
-        let op = MaxPool {
-            pool_spec,
-            with_index_outputs: None,
-        };
+        let op = MaxPool { pool_spec, with_index_outputs: None };
         let out = model.wire_node("pool", op, &[source]).unwrap();
         model.select_output_outlets(&out).unwrap();
         let input = ndarray::Array4::from_shape_fn((1, 3, 8, 8), |(_, c, y, x)| {
@@ -665,24 +627,13 @@ mod tests {
     #[test]
     fn maxpool_2x2_multithreaded_matches_reference() {
         let cases = [
-            (
-                (1usize, 24, 320, 320),
-                PaddingSpec::SameUpper,
-                tvec![1usize, 1],
-            ),
+            ((1usize, 24, 320, 320), PaddingSpec::SameUpper, tvec![1usize, 1]),
             ((2, 8, 33, 17), PaddingSpec::Valid, tvec![2, 2]),
         ];
         for (shape, padding, strides) in cases {
             let c = shape.1;
-            let pool_spec = PoolSpec::new(
-                DataFormat::NCHW,
-                tvec![2, 2],
-                padding,
-                None,
-                Some(strides),
-                c,
-                c,
-            );
+            let pool_spec =
+                PoolSpec::new(DataFormat::NCHW, tvec![2, 2], padding, None, Some(strides), c, c);
             let input = ndarray::Array4::from_shape_fn(shape, |(n, c, y, x)| {
                 ((n * 31 + c * 7 + y * 13 + x * 3) % 97) as f32 * 0.25 - 12.0
             })
@@ -690,16 +641,11 @@ mod tests {
             .into_tvalue();
             // The index-outputs variant never takes the 2x2 fast path, so its
             // output 0 is the visit_output reference.
-            let reference = MaxPool {
-                pool_spec: pool_spec.clone(),
-                with_index_outputs: Some(DatumType::I32),
-            }
-            .eval(&EvalContext::out_of_plan(), tvec!(input.clone()))
-            .unwrap();
-            let op = MaxPool {
-                pool_spec,
-                with_index_outputs: None,
-            };
+            let reference =
+                MaxPool { pool_spec: pool_spec.clone(), with_index_outputs: Some(DatumType::I32) }
+                    .eval(&EvalContext::out_of_plan(), tvec!(input.clone()))
+                    .unwrap();
+            let op = MaxPool { pool_spec, with_index_outputs: None };
             let pool = tract_linalg::multithread::Executor::multithread(4);
             let fast = tract_linalg::multithread::multithread_tract_scope(pool, || {
                 op.eval(&EvalContext::out_of_plan(), tvec!(input))
@@ -718,10 +664,7 @@ mod tests {
             ((1, 3, 37, 29), PaddingSpec::Valid),
             ((2, 5, 21, 40), PaddingSpec::SameUpper),
             ((1, 4, 19, 35), PaddingSpec::SameLower),
-            (
-                (1, 2, 9, 50),
-                PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![0, 1], false),
-            ),
+            ((1, 2, 9, 50), PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![0, 1], false)),
             ((1, 1, 3, 3), PaddingSpec::Valid),
         ];
         for (shape, padding) in cases {
@@ -740,18 +683,13 @@ mod tests {
             })
             .into_tensor()
             .into_tvalue();
-            let reference = MaxPool {
-                pool_spec: pool_spec.clone(),
-                with_index_outputs: Some(DatumType::I32),
-            }
-            .eval(&EvalContext::out_of_plan(), tvec!(input.clone()))
-            .unwrap();
-            let fast = MaxPool {
-                pool_spec,
-                with_index_outputs: None,
-            }
-            .eval(&EvalContext::out_of_plan(), tvec!(input))
-            .unwrap();
+            let reference =
+                MaxPool { pool_spec: pool_spec.clone(), with_index_outputs: Some(DatumType::I32) }
+                    .eval(&EvalContext::out_of_plan(), tvec!(input.clone()))
+                    .unwrap();
+            let fast = MaxPool { pool_spec, with_index_outputs: None }
+                .eval(&EvalContext::out_of_plan(), tvec!(input))
+                .unwrap();
             assert_eq!(*fast[0], *reference[0], "{shape:?} {padding:?}");
         }
     }
@@ -766,35 +704,18 @@ mod tests {
         })
         .into_tensor();
         let spec = |fmt| {
-            PoolSpec::new(
-                fmt,
-                tvec![3, 3],
-                PaddingSpec::SameUpper,
-                None,
-                Some(tvec![2, 2]),
-                16,
-                16,
-            )
+            PoolSpec::new(fmt, tvec![3, 3], PaddingSpec::SameUpper, None, Some(tvec![2, 2]), 16, 16)
         };
-        let nchw = MaxPool {
-            pool_spec: spec(DataFormat::NCHW),
-            with_index_outputs: None,
-        };
-        let expected = nchw
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec!(input.clone().into_tvalue()),
-            )
-            .unwrap()[0]
-            .clone()
-            .into_tensor()
-            .move_axis(1, 3)
-            .unwrap();
+        let nchw = MaxPool { pool_spec: spec(DataFormat::NCHW), with_index_outputs: None };
+        let expected =
+            nchw.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue())).unwrap()[0]
+                .clone()
+                .into_tensor()
+                .move_axis(1, 3)
+                .unwrap();
 
         let mut model = TypedModel::default();
-        let source = model
-            .add_source("data", f32::fact([1, 16, 20, 20]))
-            .unwrap();
+        let source = model.add_source("data", f32::fact([1, 16, 20, 20])).unwrap();
         let out = model.wire_node("pool", nchw, &[source]).unwrap();
         model.select_output_outlets(&out).unwrap();
         let node = model.node(out[0].node);
@@ -808,30 +729,19 @@ mod tests {
         let moved = moved.downcast_ref::<MaxPool>().unwrap();
         assert_eq!(moved.pool_spec.data_format, DataFormat::NHWC);
         let got = moved
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec!(input.move_axis(1, 3).unwrap().into_tvalue()),
-            )
+            .eval(&EvalContext::out_of_plan(), tvec!(input.move_axis(1, 3).unwrap().into_tvalue()))
             .unwrap();
         assert_eq!(*got[0], expected);
         // Any other move is refused.
         assert!(
-            node.op
-                .change_axes(&model, node, InOut::In(0), &AxisOp::Move(2, 3))
-                .unwrap()
-                .is_none()
+            node.op.change_axes(&model, node, InOut::In(0), &AxisOp::Move(2, 3)).unwrap().is_none()
         );
     }
 
     #[test]
     fn optimized_maxpool_has_concrete_geometry() {
         let (model, input) = test_case();
-        let plain = model
-            .clone()
-            .into_runnable()
-            .unwrap()
-            .run(input.clone())
-            .unwrap();
+        let plain = model.clone().into_runnable().unwrap().run(input.clone()).unwrap();
 
         let optimized = model.into_optimized().unwrap();
         let pool = optimized

@@ -39,9 +39,7 @@ pub fn wire_reshape_bias_as_vector(
     if model.outlet_fact(bias[0])?.rank() == 0 {
         bias = model.wire_node(
             format!("{name}.bias.broadcast"),
-            MultiBroadcastTo {
-                shape: tvec!(output_channels).into(),
-            },
+            MultiBroadcastTo { shape: tvec!(output_channels).into() },
             &bias,
         )?;
     }

@@ -170,12 +170,7 @@ impl PaddingSpec {
     ) -> TractResult<ComputedPaddedDim<D>> {
         let kernel_field = (kernel - 1) * dilation + 1;
         let deconvoluted = (convoluted.clone() - 1) * stride + kernel_field + adjustment;
-        Ok(ComputedPaddedDim::new(
-            deconvoluted,
-            convoluted.clone(),
-            0.into(),
-            0.into(),
-        ))
+        Ok(ComputedPaddedDim::new(deconvoluted, convoluted.clone(), 0.into(), 0.into()))
     }
 
     fn explicit<D: DimLike>(
@@ -238,11 +233,8 @@ impl PaddingSpec {
             // output_spatial_shape[i] = ceil((input_spatial_shape[i] + pad_shape[i] - ((kernel_spatial_shape[i] - 1) * dilations[i] + 1)) / strides_spatial_shape[i] + 1)
             let kernel_field = (kernel - 1) * dilation + 1;
             let dividend = input.clone() + bef + aft - kernel_field;
-            let output = if ceil_mode {
-                dividend.divceil(stride)
-            } else {
-                dividend.div(stride)
-            } + 1;
+            let output =
+                if ceil_mode { dividend.divceil(stride) } else { dividend.div(stride) } + 1;
             ComputedPaddedDim::new(input.clone(), output, bef.into(), aft.into())
         }
     }
@@ -259,11 +251,7 @@ impl PaddingSpec {
         // output_spatial_shape[i] = ceil((input_spatial_shape[i] + pad_shape[i] - ((kernel_spatial_shape[i] - 1) * dilations[i] + 1)) / strides_spatial_shape[i] + 1)
         let kernel_field = (kernel - 1) * dilation + 1;
         let dividend = (input + bef + aft).saturating_sub(kernel_field);
-        let mut output = if ceil_mode {
-            dividend.divceil(stride)
-        } else {
-            dividend / stride
-        } + 1;
+        let mut output = if ceil_mode { dividend.divceil(stride) } else { dividend / stride } + 1;
         if ceil_mode {
             // ensure that the last pooling starts inside the image
             // needed to avoid problems in ceil mode
@@ -286,12 +274,7 @@ impl PaddingSpec {
         let kernel_field = (kernel - 1) * dilation + 1;
         let deconvoluted =
             (convoluted.clone() - 1) * stride + kernel_field - bef - aft + adjustment;
-        Ok(ComputedPaddedDim::new(
-            deconvoluted,
-            convoluted.clone(),
-            bef.into(),
-            aft.into(),
-        ))
+        Ok(ComputedPaddedDim::new(deconvoluted, convoluted.clone(), bef.into(), aft.into()))
     }
 
     fn same<D: DimLike>(
@@ -304,21 +287,15 @@ impl PaddingSpec {
         let output = input.divceil(stride);
         let kernel_field = (kernel - 1) * dilation + 1;
         let pad = if let Some(input) = input.as_usize() {
-            let pad = (((output.clone() - 1) * stride + kernel_field)
-                .to_usize()
-                .unwrap())
-            .saturating_sub(input);
+            let pad = (((output.clone() - 1) * stride + kernel_field).to_usize().unwrap())
+                .saturating_sub(input);
             pad.into()
         } else {
             (output.clone() - 1) * stride + kernel_field - input
         };
         let lower_pad = pad.clone() / 2;
         let higher_pad = pad - &lower_pad;
-        let (before, after) = if upper {
-            (lower_pad, higher_pad)
-        } else {
-            (higher_pad, lower_pad)
-        };
+        let (before, after) = if upper { (lower_pad, higher_pad) } else { (higher_pad, lower_pad) };
         ComputedPaddedDim::new(input.clone(), output, before, after) // TODO input is wrong for stride != 1
     }
 
@@ -339,18 +316,10 @@ impl PaddingSpec {
         let crop = kernel_field + adjustment - stride;
         let lower_crop = crop / 2;
         let higher_crop = crop - lower_crop;
-        let (before, after) = if upper {
-            (lower_crop, higher_crop)
-        } else {
-            (higher_crop, lower_crop)
-        };
+        let (before, after) =
+            if upper { (lower_crop, higher_crop) } else { (higher_crop, lower_crop) };
         let deconvoluted = (convoluted.clone() - 1) * stride + kernel_field - before - after;
-        Ok(ComputedPaddedDim::new(
-            deconvoluted,
-            convoluted.clone(),
-            before.into(),
-            after.into(),
-        ))
+        Ok(ComputedPaddedDim::new(deconvoluted, convoluted.clone(), before.into(), after.into()))
     }
 }
 
@@ -361,94 +330,46 @@ mod tests {
 
     #[test]
     fn same_stride_1() {
-        assert_eq!(
-            PS::same(&1usize, 2usize, 1, 1, true),
-            ComputedPaddedDim::new(1, 1, 0, 1)
-        );
-        assert_eq!(
-            PS::same(&2usize, 2usize, 1, 1, true),
-            ComputedPaddedDim::new(2, 2, 0, 1)
-        );
-        assert_eq!(
-            PS::same(&3usize, 2usize, 1, 1, true),
-            ComputedPaddedDim::new(3, 3, 0, 1)
-        );
-        assert_eq!(
-            PS::same(&4usize, 2usize, 1, 1, true),
-            ComputedPaddedDim::new(4, 4, 0, 1)
-        );
+        assert_eq!(PS::same(&1usize, 2usize, 1, 1, true), ComputedPaddedDim::new(1, 1, 0, 1));
+        assert_eq!(PS::same(&2usize, 2usize, 1, 1, true), ComputedPaddedDim::new(2, 2, 0, 1));
+        assert_eq!(PS::same(&3usize, 2usize, 1, 1, true), ComputedPaddedDim::new(3, 3, 0, 1));
+        assert_eq!(PS::same(&4usize, 2usize, 1, 1, true), ComputedPaddedDim::new(4, 4, 0, 1));
     }
 
     #[test]
     fn same_stride_2() {
-        assert_eq!(
-            PS::same(&1usize, 2usize, 1, 2, true),
-            ComputedPaddedDim::new(1, 1, 0, 1)
-        );
-        assert_eq!(
-            PS::same(&2usize, 2usize, 1, 2, true),
-            ComputedPaddedDim::new(2, 1, 0, 0)
-        );
-        assert_eq!(
-            PS::same(&3usize, 2usize, 1, 2, true),
-            ComputedPaddedDim::new(3, 2, 0, 1)
-        );
-        assert_eq!(
-            PS::same(&4usize, 2usize, 1, 2, true),
-            ComputedPaddedDim::new(4, 2, 0, 0)
-        );
+        assert_eq!(PS::same(&1usize, 2usize, 1, 2, true), ComputedPaddedDim::new(1, 1, 0, 1));
+        assert_eq!(PS::same(&2usize, 2usize, 1, 2, true), ComputedPaddedDim::new(2, 1, 0, 0));
+        assert_eq!(PS::same(&3usize, 2usize, 1, 2, true), ComputedPaddedDim::new(3, 2, 0, 1));
+        assert_eq!(PS::same(&4usize, 2usize, 1, 2, true), ComputedPaddedDim::new(4, 2, 0, 0));
     }
 
     #[test]
     fn same_1() {
-        assert_eq!(
-            PS::same(&6usize, 1usize, 1, 2, true),
-            ComputedPaddedDim::new(6, 3, 0, 0)
-        );
+        assert_eq!(PS::same(&6usize, 1usize, 1, 2, true), ComputedPaddedDim::new(6, 3, 0, 0));
     }
 
     #[test]
     fn same_lower() {
-        assert_eq!(
-            PS::same(&10usize, 2usize, 1, 3, false),
-            ComputedPaddedDim::new(10, 4, 1, 0)
-        );
+        assert_eq!(PS::same(&10usize, 2usize, 1, 3, false), ComputedPaddedDim::new(10, 4, 1, 0));
     }
 
     #[test]
     fn same_ker_3() {
-        assert_eq!(
-            PS::same(&1usize, 3usize, 1, 1, true),
-            ComputedPaddedDim::new(1, 1, 1, 1)
-        );
-        assert_eq!(
-            PS::same(&2usize, 3usize, 1, 1, true),
-            ComputedPaddedDim::new(2, 2, 1, 1)
-        );
-        assert_eq!(
-            PS::same(&3usize, 3usize, 1, 1, true),
-            ComputedPaddedDim::new(3, 3, 1, 1)
-        );
-        assert_eq!(
-            PS::same(&4usize, 3usize, 1, 1, true),
-            ComputedPaddedDim::new(4, 4, 1, 1)
-        );
+        assert_eq!(PS::same(&1usize, 3usize, 1, 1, true), ComputedPaddedDim::new(1, 1, 1, 1));
+        assert_eq!(PS::same(&2usize, 3usize, 1, 1, true), ComputedPaddedDim::new(2, 2, 1, 1));
+        assert_eq!(PS::same(&3usize, 3usize, 1, 1, true), ComputedPaddedDim::new(3, 3, 1, 1));
+        assert_eq!(PS::same(&4usize, 3usize, 1, 1, true), ComputedPaddedDim::new(4, 4, 1, 1));
     }
 
     #[test]
     fn same_ker_3_stride_3() {
-        assert_eq!(
-            PS::same(&3usize, 3usize, 1, 3, true),
-            ComputedPaddedDim::new(3, 1, 0, 0)
-        );
+        assert_eq!(PS::same(&3usize, 3usize, 1, 3, true), ComputedPaddedDim::new(3, 1, 0, 0));
     }
 
     #[test]
     fn valid_1() {
-        assert_eq!(
-            PS::valid(&10usize, 2usize, 1, 3),
-            ComputedPaddedDim::new(10, 3, 0, 0)
-        );
+        assert_eq!(PS::valid(&10usize, 2usize, 1, 3), ComputedPaddedDim::new(10, 3, 0, 0));
     }
 
     #[test]
@@ -470,10 +391,7 @@ mod tests {
 
     #[test]
     fn same_upper() {
-        assert_eq!(
-            PS::same(&7usize, 1usize, 1, 2, true),
-            ComputedPaddedDim::new(7, 4, 0, 0)
-        );
+        assert_eq!(PS::same(&7usize, 1usize, 1, 2, true), ComputedPaddedDim::new(7, 4, 0, 0));
     }
 
     // 0 1 2 3 4 5 6 7 8 9 a b

@@ -28,19 +28,12 @@ impl PatchAxis {
         }
         let min = self.pad_before.divceil(self.stride);
         let max = (self.input_dim + self.pad_before).saturating_sub(field) / self.stride;
-        if max >= min {
-            Some(min..(max + 1))
-        } else {
-            None
-        }
+        if max >= min { Some(min..(max + 1)) } else { None }
     }
 
     fn invalid_at_left(&self, pos: usize) -> usize {
         let center_pos = pos * self.stride;
-        self.pad_before
-            .saturating_sub(center_pos)
-            .divceil(self.dilation)
-            .min(self.kernel_dim)
+        self.pad_before.saturating_sub(center_pos).divceil(self.dilation).min(self.kernel_dim)
     }
 
     fn invalid_at_right(&self, pos: usize) -> usize {
@@ -230,10 +223,7 @@ pub mod test {
         let regions = PatchAxis::new(5, 2, 1, 1, 3, 2, 1).regions();
         assert_eq!(
             regions,
-            tvec!(
-                Region::new(0..1, Some(tvec!(true, false))),
-                Region::new(1..3, None),
-            )
+            tvec!(Region::new(0..1, Some(tvec!(true, false))), Region::new(1..3, None),)
         );
     }
 
@@ -270,12 +260,6 @@ pub mod test {
     #[test]
     fn axis_dnn_left_pad() {
         let regions = PatchAxis::new(1, 1, 2, 0, 3, 1, 1).regions();
-        assert_eq!(
-            regions,
-            tvec!(
-                Region::new(0..2, Some(tvec!(true))),
-                Region::new(2..3, None)
-            )
-        );
+        assert_eq!(regions, tvec!(Region::new(0..2, Some(tvec!(true))), Region::new(2..3, None)));
     }
 }

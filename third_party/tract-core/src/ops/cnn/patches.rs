@@ -58,10 +58,7 @@ impl PatchSpec {
     }
 
     pub fn with_kernel_shape(self, kernel_shape: TVec<usize>) -> PatchSpec {
-        PatchSpec {
-            kernel_shape,
-            ..self
-        }
+        PatchSpec { kernel_shape, ..self }
     }
 
     pub fn with_dilations(self, dilations: TVec<usize>) -> PatchSpec {
@@ -77,10 +74,7 @@ impl PatchSpec {
     }
 
     pub fn with_output_inner_stride(self, output_inner_stride: usize) -> PatchSpec {
-        PatchSpec {
-            output_inner_stride,
-            ..self
-        }
+        PatchSpec { output_inner_stride, ..self }
     }
 
     pub fn into_patch(self) -> Patch {
@@ -107,22 +101,14 @@ impl PatchSpec {
             })
             .collect();
         let data_field = Array2::from_shape_vec(
-            (
-                self.kernel_shape.iter().cloned().product(),
-                self.kernel_shape.len(),
-            ),
+            (self.kernel_shape.iter().cloned().product(), self.kernel_shape.len()),
             data_field,
         )
         .unwrap();
         let data_field_min_max: TVec<_> = data_field
             .columns()
             .into_iter()
-            .map(|col| {
-                (
-                    col.iter().min().cloned().unwrap(),
-                    col.iter().max().cloned().unwrap(),
-                )
-            })
+            .map(|col| (col.iter().min().cloned().unwrap(), col.iter().max().cloned().unwrap()))
             .collect();
 
         fn strides(shape: &[usize], inner: usize) -> TVec<isize> {
@@ -140,11 +126,7 @@ impl PatchSpec {
 
         let standard_layout_data_field: Vec<isize> = data_field
             .outer_iter()
-            .map(|coords| {
-                izip!(coords, &input_storage_strides)
-                    .map(|(a, b)| a * b)
-                    .sum::<isize>()
-            })
+            .map(|coords| izip!(coords, &input_storage_strides).map(|(a, b)| a * b).sum::<isize>())
             .collect();
 
         // regions[axis][range+mask]
@@ -173,10 +155,7 @@ impl PatchSpec {
             .map(|regions| Zone {
                 input_zone_offset: 0,
                 output_ranges: regions.iter().map(|reg| reg.range.clone()).collect(),
-                output_shape: regions
-                    .iter()
-                    .map(|reg| reg.range.end - reg.range.start)
-                    .collect(),
+                output_shape: regions.iter().map(|reg| reg.range.end - reg.range.start).collect(),
                 output_zone_offset: izip!(&regions, &output_storage_strides)
                     .map(|(reg, &stride)| reg.range.start as isize * stride)
                     .sum::<isize>(),
@@ -223,9 +202,8 @@ impl PatchSpec {
             valid_output_zone.push(min..max)
         }
 
-        let op_strides_times_input_storage_strides = izip!(&self.strides, &input_storage_strides)
-            .map(|(a, b)| *a as isize * b)
-            .collect();
+        let op_strides_times_input_storage_strides =
+            izip!(&self.strides, &input_storage_strides).map(|(a, b)| *a as isize * b).collect();
 
         Patch {
             spec: self,
@@ -341,11 +319,7 @@ impl Patch {
             }
             let valid = hint.unwrap_or_else(|| !self.padded || self.is_valid(coords));
             if valid {
-                PatchIterator::Fast(FastPatchIterator {
-                    patch: self,
-                    center,
-                    item: 0,
-                })
+                PatchIterator::Fast(FastPatchIterator { patch: self, center, item: 0 })
             } else {
                 let mut input_patch_center: TVec<_> = coords.into();
                 input_patch_center
@@ -384,10 +358,7 @@ pub struct Zone {
 
 impl Zone {
     pub fn contains_output(&self, coords: &[usize]) -> bool {
-        self.output_ranges
-            .iter()
-            .zip(coords)
-            .all(|(range, &x)| x >= range.start && x < range.end)
+        self.output_ranges.iter().zip(coords).all(|(range, &x)| x >= range.start && x < range.end)
     }
 
     #[inline]
@@ -417,13 +388,8 @@ pub struct ZoneScanner<'p> {
 
 impl<'p> ZoneScanner<'p> {
     pub fn new(zone: &'p Zone, patch: &'p Patch) -> ZoneScanner<'p> {
-        let inner_loop_axis = zone
-            .output_shape
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, dim)| *dim)
-            .unwrap()
-            .0;
+        let inner_loop_axis =
+            zone.output_shape.iter().enumerate().max_by_key(|(_, dim)| *dim).unwrap().0;
         let inner_loop_output_range = zone.output_ranges[inner_loop_axis].clone();
         let inner_loop_output_stride = patch.output_storage_strides[inner_loop_axis];
         let inner_loop_input_full_stride =
@@ -447,10 +413,7 @@ impl<'p> ZoneScanner<'p> {
 
     #[inline]
     pub fn valid_offsets_ker_in(&self) -> impl Iterator<Item = (usize, isize)> + '_ {
-        self.zone
-            .values_offsets
-            .iter()
-            .map(move |pair| (pair.0, pair.1 + self.input_center_offset))
+        self.zone.values_offsets.iter().map(move |pair| (pair.0, pair.1 + self.input_center_offset))
     }
 
     pub unsafe fn next_non_inner_axis(&mut self) {
@@ -565,18 +528,12 @@ impl<'p> Scanner<'p> {
 
     #[inline]
     pub fn valid_offsets(&self) -> impl Iterator<Item = isize> + '_ {
-        self.zone
-            .values_offsets
-            .iter()
-            .map(move |pair| pair.1 + self.input_center_offset)
+        self.zone.values_offsets.iter().map(move |pair| pair.1 + self.input_center_offset)
     }
 
     #[inline]
     pub fn valid_offsets_ker_in(&self) -> impl Iterator<Item = (usize, isize)> + '_ {
-        self.zone
-            .values_offsets
-            .iter()
-            .map(move |pair| (pair.0, pair.1 + self.input_center_offset))
+        self.zone.values_offsets.iter().map(move |pair| (pair.0, pair.1 + self.input_center_offset))
     }
 
     #[inline]
@@ -588,10 +545,8 @@ impl<'p> Scanner<'p> {
             *self.input_coords.get_unchecked_mut(inner_dim) +=
                 *self.patch.spec.strides.get_unchecked(inner_dim);
             self.output_offset += self.patch.spec.output_inner_stride as isize;
-            self.input_center_offset += self
-                .patch
-                .op_strides_times_input_storage_strides
-                .get_unchecked(inner_dim);
+            self.input_center_offset +=
+                self.patch.op_strides_times_input_storage_strides.get_unchecked(inner_dim);
             if *self.output_coords.get_unchecked(inner_dim)
                 < self.zone.output_ranges.get_unchecked(inner_dim).end
             {
@@ -676,11 +631,8 @@ impl Iterator for FastPatchIterator<'_> {
             return None;
         }
         unsafe {
-            let position = self.center
-                + self
-                    .patch
-                    .standard_layout_data_field
-                    .get_unchecked(self.item);
+            let position =
+                self.center + self.patch.standard_layout_data_field.get_unchecked(self.item);
             self.item += 1;
             Some(Some(position))
         }
@@ -703,11 +655,7 @@ impl Iterator for SafePatchIterator<'_> {
                 return None;
             }
             let input_shape = &self.patch.spec.input_shape;
-            let img_offset = self
-                .patch
-                .data_field
-                .as_ptr()
-                .add(self.item * input_shape.len());
+            let img_offset = self.patch.data_field.as_ptr().add(self.item * input_shape.len());
 
             for ix in 0..input_shape.len() {
                 let pos = *self.input_patch_center.get_unchecked(ix) as isize + *img_offset.add(ix);
@@ -716,11 +664,8 @@ impl Iterator for SafePatchIterator<'_> {
                     return Some(None);
                 }
             }
-            let position = self.center
-                + self
-                    .patch
-                    .standard_layout_data_field
-                    .get_unchecked(self.item);
+            let position =
+                self.center + self.patch.standard_layout_data_field.get_unchecked(self.item);
             self.item += 1;
             Some(Some(position))
         }
@@ -746,11 +691,7 @@ pub mod test {
             .unwrap()
             .with_dilations(tvec!(dilation))
             .with_kernel_shape(tvec!(kdim))
-            .with_padding(PaddingSpec::ExplicitOnnxPool(
-                tvec![pad_before],
-                tvec![bad_after],
-                true,
-            ))
+            .with_padding(PaddingSpec::ExplicitOnnxPool(tvec![pad_before], tvec![bad_after], true))
             .with_strides(tvec![stride])
             .into_patch();
         patch.output_shape[0]
@@ -790,25 +731,15 @@ pub mod test {
     fn test_field() {
         assert_eq!(field(&[3], &[1]), arr2(&[[0], [1], [2]]));
         assert_eq!(field(&[3], &[2]), arr2(&[[0], [2], [4]]));
-        assert_eq!(
-            field(&[2, 2], &[1, 1]),
-            arr2(&[[0, 0], [0, 1], [1, 0], [1, 1]])
-        );
-        assert_eq!(
-            field(&[2, 2], &[2, 1]),
-            arr2(&[[0, 0], [0, 1], [2, 0], [2, 1]])
-        );
+        assert_eq!(field(&[2, 2], &[1, 1]), arr2(&[[0, 0], [0, 1], [1, 0], [1, 1]]));
+        assert_eq!(field(&[2, 2], &[2, 1]), arr2(&[[0, 0], [0, 1], [2, 0], [2, 1]]));
     }
 
     pub fn tensor(shape: &[usize]) -> BoxedStrategy<Tensor> {
         let len = shape.iter().product::<usize>();
         let shape = shape.to_vec();
         proptest::collection::vec(any::<i8>().prop_map(|i| i as f32), len..=len)
-            .prop_map(move |vec| {
-                ArrayD::from_shape_vec(shape.clone(), vec)
-                    .unwrap()
-                    .into_tensor()
-            })
+            .prop_map(move |vec| ArrayD::from_shape_vec(shape.clone(), vec).unwrap().into_tensor())
             .boxed()
     }
 
@@ -924,17 +855,10 @@ pub mod test {
             self.patch.visit_output(|visitor| {
                 for (_k, offset_in) in visitor.valid_offsets_ker_in() {
                     for c in 0..*output_shape.c() {
-                        output
-                            .try_as_plain_ram_mut()
-                            .unwrap()
-                            .as_slice_mut::<f32>()
-                            .unwrap()
-                            [visitor.output_offset as usize + c * output_shape.c_stride()] += self
-                            .input
-                            .try_as_plain_ram()
-                            .unwrap()
-                            .as_slice::<f32>()
-                            .unwrap()[offset_in as usize + c * input_shape.c_stride()];
+                        output.try_as_plain_ram_mut().unwrap().as_slice_mut::<f32>().unwrap()
+                            [visitor.output_offset as usize + c * output_shape.c_stride()] +=
+                            self.input.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap()
+                                [offset_in as usize + c * input_shape.c_stride()];
                     }
                 }
             });
@@ -955,11 +879,8 @@ pub mod test {
                                 .as_slice_mut::<f32>()
                                 .unwrap()
                                 [visitor.output_offset as usize + c * output_shape.c_stride()] +=
-                                self.input
-                                    .try_as_plain_ram()
-                                    .unwrap()
-                                    .as_slice::<f32>()
-                                    .unwrap()[offset_in as usize + c * input_shape.c_stride()];
+                                self.input.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap()
+                                    [offset_in as usize + c * input_shape.c_stride()];
                         }
                     }
                 });
@@ -985,15 +906,12 @@ pub mod test {
             let h_axis = self.input_shape().h_axis();
             for coords in ndarray::indices(&*output_full_shape.shape) {
                 let inside_valid = in_zone(coords.slice(), h_axis, valid_zone);
-                let invalid_count = invalid_zones
-                    .iter()
-                    .filter(|z| in_zone(coords.slice(), h_axis, z))
-                    .count();
+                let invalid_count =
+                    invalid_zones.iter().filter(|z| in_zone(coords.slice(), h_axis, z)).count();
                 unsafe {
                     assert_eq!(
                         inside_valid,
-                        self.patch
-                            .is_valid(&coords.slice()[self.input_shape().hw_axes()]),
+                        self.patch.is_valid(&coords.slice()[self.input_shape().hw_axes()]),
                         "coords {:?}, valid_zone: {:?} inside_valid: {:?}",
                         coords.slice(),
                         valid_zone,
@@ -1043,12 +961,7 @@ pub mod test {
             .with_padding(PaddingSpec::SameLower)
             .with_strides(tvec![1, 2])
             .into_patch();
-        Problem {
-            patch,
-            input,
-            data_format: input_shape.fmt,
-        }
-        .check_visitor();
+        Problem { patch, input, data_format: input_shape.fmt }.check_visitor();
     }
 
     #[test]
@@ -1056,15 +969,9 @@ pub mod test {
         let input_shape = NCHW.from_n_c_hw(1, 2, [1, 1]).unwrap();
         let input = tensor4(&[[[[0.]], [[1f32]]]]);
         assert_eq!(input.shape(), &*input_shape.shape);
-        let patch = PatchSpec::for_data_shape(input_shape.clone())
-            .with_output_inner_stride(2)
-            .into_patch();
-        Problem {
-            patch,
-            input,
-            data_format: input_shape.fmt,
-        }
-        .check_visitor();
+        let patch =
+            PatchSpec::for_data_shape(input_shape.clone()).with_output_inner_stride(2).into_patch();
+        Problem { patch, input, data_format: input_shape.fmt }.check_visitor();
     }
 
     #[test]
@@ -1072,15 +979,9 @@ pub mod test {
         let input_shape = NHWC.from_n_c_hw(1, 2, [2, 1]).unwrap();
         let input = tensor4(&[[[[0., 0.]], [[1., 0f32]]]]);
         assert_eq!(input.shape(), &*input_shape.shape);
-        let patch = PatchSpec::for_data_shape(input_shape.clone())
-            .with_output_inner_stride(2)
-            .into_patch();
-        Problem {
-            patch,
-            input,
-            data_format: input_shape.fmt,
-        }
-        .check_visitor();
+        let patch =
+            PatchSpec::for_data_shape(input_shape.clone()).with_output_inner_stride(2).into_patch();
+        Problem { patch, input, data_format: input_shape.fmt }.check_visitor();
     }
 
     #[test]
@@ -1093,12 +994,7 @@ pub mod test {
             .with_output_inner_stride(1)
             .with_padding(PaddingSpec::SameLower)
             .into_patch();
-        Problem {
-            patch,
-            input,
-            data_format: input_shape.fmt,
-        }
-        .check_visitor();
+        Problem { patch, input, data_format: input_shape.fmt }.check_visitor();
     }
 
     #[test]
@@ -1107,12 +1003,7 @@ pub mod test {
         let input = tensor4(&[[[[0.], [1f32]]]]);
         assert_eq!(input.shape(), &*input_shape.shape);
         let patch = PatchSpec::for_data_shape(input_shape.clone()).into_patch();
-        Problem {
-            patch,
-            input,
-            data_format: input_shape.fmt,
-        }
-        .check_zone_visitor();
+        Problem { patch, input, data_format: input_shape.fmt }.check_zone_visitor();
     }
 
     #[test]
@@ -1121,11 +1012,6 @@ pub mod test {
         let input = tensor4(&[[[[0., 1f32]]]]);
         assert_eq!(input.shape(), &*input_shape.shape);
         let patch = PatchSpec::for_data_shape(input_shape.clone()).into_patch();
-        Problem {
-            patch,
-            input,
-            data_format: input_shape.fmt,
-        }
-        .check_zone_visitor();
+        Problem { patch, input, data_format: input_shape.fmt }.check_zone_visitor();
     }
 }

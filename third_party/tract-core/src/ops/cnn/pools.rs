@@ -52,22 +52,14 @@ impl PoolSpec {
     }
 
     pub fn computed_padding<D: DimLike>(&self, input_hw: &[D]) -> TVec<ComputedPaddedDim<D>> {
-        self.padding.compute(
-            input_hw,
-            &self.kernel_shape,
-            &self.dilations(),
-            &self.strides(),
-        )
+        self.padding.compute(input_hw, &self.kernel_shape, &self.dilations(), &self.strides())
     }
 
     pub fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<BaseDataShape<D, TVec<D>>> {
         let ishape: BaseDataShape<D, TVec<D>> = self.data_format.shape(input.into())?;
         ensure!(ishape.c().to_dim() == self.input_channels.to_dim());
         let computed = self.computed_padding(ishape.hw_dims());
-        let spatial_dims = computed
-            .into_iter()
-            .map(|d| d.convoluted)
-            .collect::<TVec<D>>();
+        let spatial_dims = computed.into_iter().map(|d| d.convoluted).collect::<TVec<D>>();
         let oshape = self.data_format.from_n_c_hw(
             ishape.n().cloned().unwrap_or_else(|| 1.into()),
             self.output_channels.into(),
@@ -82,17 +74,11 @@ impl PoolSpec {
     }
 
     pub fn dispose_n_axis(&self) -> PoolSpec {
-        PoolSpec {
-            data_format: self.data_format.dispose_n_axis(),
-            ..self.clone()
-        }
+        PoolSpec { data_format: self.data_format.dispose_n_axis(), ..self.clone() }
     }
 
     pub fn with_n_axis(&self) -> PoolSpec {
-        PoolSpec {
-            data_format: self.data_format.with_n(),
-            ..self.clone()
-        }
+        PoolSpec { data_format: self.data_format.with_n(), ..self.clone() }
     }
 
     pub fn compute_geo(&self, input_full_shape: &[TDim]) -> TractResult<PoolGeometry> {
@@ -133,10 +119,7 @@ impl PoolSpec {
                 PaddingSpec::SameLower,
                 PaddingSpec::Explicit(before.clone(), after.clone()),
             ] {
-                let new_pool_spec = PoolSpec {
-                    padding: replacement,
-                    ..self.clone()
-                };
+                let new_pool_spec = PoolSpec { padding: replacement, ..self.clone() };
                 if new_pool_spec.computed_padding(input_hw) == reference {
                     return Ok(Some(new_pool_spec));
                 }
@@ -186,11 +169,7 @@ impl super::ResolveTo<ConcretePoolGeometry> for SymbolicPoolGeometry {
             self.pool_spec.output_channels,
             &*patch.output_shape,
         )?;
-        Ok(ConcretePoolGeometry {
-            input_shape,
-            patch,
-            output_shape,
-        })
+        Ok(ConcretePoolGeometry { input_shape, patch, output_shape })
     }
 }
 

@@ -61,10 +61,7 @@ impl TypedOp for SumPool {
                 model,
                 node,
                 &node.inputs,
-                Self {
-                    pool_spec,
-                    ..self.clone()
-                },
+                Self { pool_spec, ..self.clone() },
             )?));
         }
         Ok(None)
@@ -84,12 +81,7 @@ impl TypedOp for SumPool {
         }
         let mut op = self.to_optimized(&fact.shape.to_tvec())?;
         op.geometry = op.geometry.optimize_if(fact.shape.as_concrete())?;
-        Ok(Some(TypedModelPatch::replace_single_op(
-            model,
-            node,
-            &node.inputs,
-            op,
-        )?))
+        Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?))
     }
 
     as_op!();
@@ -174,10 +166,7 @@ impl TypedOp for OptSumPool {
                 model,
                 node,
                 &node.inputs,
-                Self {
-                    pool_spec,
-                    ..self.clone()
-                },
+                Self { pool_spec, ..self.clone() },
             )?));
         }
         Ok(None)
@@ -312,14 +301,9 @@ impl OptSumPool {
         let osh = &geo.output_shape;
         let (h, w) = (ish.hw_dims()[0] as isize, ish.hw_dims()[1] as isize);
         let (ho, wo) = (geo.patch.output_shape[0], geo.patch.output_shape[1]);
-        let (kh, kw) = (
-            geo.patch.spec.kernel_shape[0] as isize,
-            geo.patch.spec.kernel_shape[1] as isize,
-        );
-        let (pt, pl) = (
-            geo.patch.pad_before[0] as isize,
-            geo.patch.pad_before[1] as isize,
-        );
+        let (kh, kw) =
+            (geo.patch.spec.kernel_shape[0] as isize, geo.patch.spec.kernel_shape[1] as isize);
+        let (pt, pl) = (geo.patch.pad_before[0] as isize, geo.patch.pad_before[1] as isize);
         let ih_stride = *ish.h_stride() as isize;
         let oh_stride = *osh.h_stride() as isize;
         let ow_stride = *osh.w_stride() as isize;
@@ -426,14 +410,9 @@ impl OptSumPool {
         let osh = &geo.output_shape;
         let (h, w) = (ish.hw_dims()[0] as isize, ish.hw_dims()[1] as isize);
         let (ho, wo) = (geo.patch.output_shape[0], geo.patch.output_shape[1]);
-        let (kh, kw) = (
-            geo.patch.spec.kernel_shape[0] as isize,
-            geo.patch.spec.kernel_shape[1] as isize,
-        );
-        let (pt, pl) = (
-            geo.patch.pad_before[0] as isize,
-            geo.patch.pad_before[1] as isize,
-        );
+        let (kh, kw) =
+            (geo.patch.spec.kernel_shape[0] as isize, geo.patch.spec.kernel_shape[1] as isize);
+        let (pt, pl) = (geo.patch.pad_before[0] as isize, geo.patch.pad_before[1] as isize);
         let ih_stride = *ish.h_stride() as isize;
         let iw_stride = *ish.w_stride() as isize;
         let oh_stride = *osh.h_stride() as isize;
@@ -561,11 +540,7 @@ mod tests {
             3,
             3,
         );
-        let op = SumPool {
-            pool_spec,
-            count_include_pad: false,
-            normalize: true,
-        };
+        let op = SumPool { pool_spec, count_include_pad: false, normalize: true };
         let out = model.wire_node("pool", op, &[source]).unwrap();
         model.select_output_outlets(&out).unwrap();
         let input = ndarray::Array4::from_shape_fn((1, 3, 8, 8), |(_, c, y, x)| {
@@ -591,11 +566,7 @@ mod tests {
             1,
             1,
         );
-        let op = SumPool {
-            pool_spec,
-            count_include_pad: false,
-            normalize: false,
-        };
+        let op = SumPool { pool_spec, count_include_pad: false, normalize: false };
         let out = model.wire_node("pool", op, &[source]).unwrap();
         model.select_output_outlets(&out).unwrap();
         let input = ndarray::Array4::from_shape_fn((1, 1, 4, 4), |(_, _, y, x)| (y * 4 + x) as f32)
@@ -604,20 +575,13 @@ mod tests {
         let out = model.into_runnable().unwrap().run(tvec!(input)).unwrap();
         // windows are [0,1,4,5], [2,3,6,7], [8,9,12,13], [10,11,14,15]
         let expected = tensor4(&[[[[10.0f32, 18.0], [42.0, 50.0]]]]);
-        out[0]
-            .close_enough(&expected, Approximation::Exact)
-            .unwrap();
+        out[0].close_enough(&expected, Approximation::Exact).unwrap();
     }
 
     #[test]
     fn optimized_sumpool_has_concrete_geometry() {
         let (model, input) = test_case();
-        let plain = model
-            .clone()
-            .into_runnable()
-            .unwrap()
-            .run(input.clone())
-            .unwrap();
+        let plain = model.clone().into_runnable().unwrap().run(input.clone()).unwrap();
 
         let optimized = model.into_optimized().unwrap();
         let pool = optimized
@@ -660,18 +624,9 @@ mod tests {
         .into_tensor();
 
         // generic zoned kernel (knob off by default)
-        let generic = op
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec![input.clone().into_tvalue()],
-            )
-            .unwrap();
-        let generic = generic[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec();
+        let generic =
+            op.eval(&EvalContext::out_of_plan(), tvec![input.clone().into_tvalue()]).unwrap();
+        let generic = generic[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
 
         // separable kernel, called directly
         let geo = op.geometry.to_concrete(input.shape()).unwrap();
@@ -685,15 +640,8 @@ mod tests {
         }
         let sep = out.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap();
 
-        let max_abs = generic
-            .iter()
-            .zip(sep)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            max_abs < 1e-4,
-            "separable vs generic max abs diff {max_abs}"
-        );
+        let max_abs = generic.iter().zip(sep).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max_abs < 1e-4, "separable vs generic max abs diff {max_abs}");
     }
 
     #[test]
@@ -722,18 +670,9 @@ mod tests {
         .into_tensor();
 
         // generic zoned kernel (knob off by default)
-        let generic = op
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec![input.clone().into_tvalue()],
-            )
-            .unwrap();
-        let generic = generic[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec();
+        let generic =
+            op.eval(&EvalContext::out_of_plan(), tvec![input.clone().into_tvalue()]).unwrap();
+        let generic = generic[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
 
         // separable NHWC kernel, called directly
         let geo = op.geometry.to_concrete(input.shape()).unwrap();
@@ -747,14 +686,7 @@ mod tests {
         }
         let sep = out.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap();
 
-        let max_abs = generic
-            .iter()
-            .zip(sep)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            max_abs < 1e-4,
-            "separable NHWC vs generic max abs diff {max_abs}"
-        );
+        let max_abs = generic.iter().zip(sep).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max_abs < 1e-4, "separable NHWC vs generic max abs diff {max_abs}");
     }
 }

@@ -38,10 +38,8 @@ pub fn pull_downsample_over_axis_op(
     let mut patch = TypedModelPatch::default();
     let tap = patch.tap_model(model, axis_node.inputs[0])?;
     let mut new_down = down_op.clone();
-    new_down.axis = axis_op
-        .recip()
-        .transform_axis(down_op.axis)
-        .ok_or_else(|| format_err!("Invalid axis"))?;
+    new_down.axis =
+        axis_op.recip().transform_axis(down_op.axis).ok_or_else(|| format_err!("Invalid axis"))?;
     let wire = patch.wire_node(&*down_node.name, new_down, [tap].as_ref())?;
     let wire = patch.wire_node(&*axis_node.name, axis_op.clone(), &wire)?[0];
     patch.shunt_outside(model, OutletId::new(down_node.id, 0), wire)?;
@@ -58,21 +56,10 @@ mod tests {
     fn crop_then_down_strat() -> BoxedStrategy<(usize, usize, usize, usize, usize)> {
         (1usize..5, 1usize..5)
             .prop_flat_map(|(cropped, stride)| {
-                (
-                    Just(cropped),
-                    0..=cropped,
-                    Just(stride),
-                    (cropped + 15)..=(cropped + 15),
-                )
+                (Just(cropped), 0..=cropped, Just(stride), (cropped + 15)..=(cropped + 15))
             })
             .prop_flat_map(|(cropped, left, stride, len)| {
-                (
-                    Just(len),
-                    Just(left),
-                    Just(cropped - left),
-                    Just(stride),
-                    0..stride,
-                )
+                (Just(len), Just(left), Just(cropped - left), Just(stride), 0..stride)
             })
             .boxed()
     }
@@ -102,16 +89,10 @@ mod tests {
             model
         };
         trace!("{model:#?}");
-        prop_assert!(
-            model
-                .node(model.output_outlets().unwrap()[0].node)
-                .op_is::<Downsample>()
-        );
+        prop_assert!(model.node(model.output_outlets().unwrap()[0].node).op_is::<Downsample>());
         let input = tensor1(&(0i32..len as _).collect::<Vec<_>>());
-        let expected = SimplePlan::new(model.clone())
-            .unwrap()
-            .run(tvec!(input.clone().into()))
-            .unwrap();
+        let expected =
+            SimplePlan::new(model.clone()).unwrap().run(tvec!(input.clone().into())).unwrap();
 
         info!("Decluttering");
         model.declutter().unwrap();
@@ -121,10 +102,7 @@ mod tests {
             model.node(order[1]).op_is::<Downsample>()
                 || !model.nodes().iter().any(|n| n.op_is::<Downsample>())
         );
-        let found = SimplePlan::new(model)
-            .unwrap()
-            .run(tvec!(input.into()))
-            .unwrap();
+        let found = SimplePlan::new(model).unwrap().run(tvec!(input.into())).unwrap();
         prop_assert_eq!(found, expected);
         Ok(())
     }

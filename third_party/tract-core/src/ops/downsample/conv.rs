@@ -12,10 +12,7 @@ pub fn fuse_downsample_into_conv(
 ) -> TractResult<Option<TypedModelPatch>> {
     rule_if!(down_op.stride >= 0);
     let input_fact = model.outlet_fact(conv_node.inputs[0])?;
-    let input_shape = conv_op
-        .pool_spec
-        .data_format
-        .shape(input_fact.shape.to_tvec())?;
+    let input_shape = conv_op.pool_spec.data_format.shape(input_fact.shape.to_tvec())?;
     rule_if!(down_op.axis >= input_shape.h_axis());
     let geo_axis = down_op.axis - input_shape.h_axis();
     rule_if!(geo_axis < input_shape.rank());

@@ -43,10 +43,7 @@ impl Op for Downsample {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "axis:{} stride:{} modulo:{}",
-            self.axis, self.stride, self.modulo
-        )])
+        Ok(vec![format!("axis:{} stride:{} modulo:{}", self.axis, self.stride, self.modulo)])
     }
 
     op_as_typed_op!();

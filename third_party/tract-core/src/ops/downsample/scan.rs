@@ -48,12 +48,8 @@ pub fn pull_downsample_over_scan(
         let node = &mut downsampled_body.node_mut(input.node);
         let fact = &mut node.outputs[0].fact;
         *fact = down_op.transform_fact(fact)?;
-        node.op_as_mut::<crate::ops::source::TypedSource>()
-            .unwrap()
-            .fact = fact.clone();
-        let downsamples = downsampled_body.node(input.node).outputs[0]
-            .successors
-            .clone();
+        node.op_as_mut::<crate::ops::source::TypedSource>().unwrap().fact = fact.clone();
+        let downsamples = downsampled_body.node(input.node).outputs[0].successors.clone();
         for ds in downsamples {
             TypedModelPatch::replace_single_op(
                 &downsampled_body,

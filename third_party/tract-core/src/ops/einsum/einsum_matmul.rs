@@ -40,14 +40,7 @@ fn merge_same_role_axes_rule(
         .axes
         .iter_all_axes()
         .map(|a| {
-            (
-                a.repr,
-                (
-                    !a.inputs[0].is_empty(),
-                    !a.inputs[1].is_empty(),
-                    !a.outputs[0].is_empty(),
-                ),
-            )
+            (a.repr, (!a.inputs[0].is_empty(), !a.inputs[1].is_empty(), !a.outputs[0].is_empty()))
         })
         .collect();
 
@@ -71,12 +64,7 @@ fn merge_same_role_axes_rule(
             .iter()
             .position(|x| x == c)
             .map(|p| &input_shapes[0][p])
-            .or_else(|| {
-                b_order
-                    .iter()
-                    .position(|x| x == c)
-                    .map(|p| &input_shapes[1][p])
-            });
+            .or_else(|| b_order.iter().position(|x| x == c).map(|p| &input_shapes[1][p]));
         dim.is_none_or(|d| d.as_i64() != Some(1))
     };
 
@@ -138,10 +126,7 @@ fn merge_same_role_axes_rule(
         // broadcast structure into a non-broadcast dim mismatch that downstream
         // OptMatMul codegen / kernels cannot handle.
         let dims_match = group.iter().all(|c| {
-            match (
-                a_order.iter().position(|x| x == c),
-                b_order.iter().position(|x| x == c),
-            ) {
+            match (a_order.iter().position(|x| x == c), b_order.iter().position(|x| x == c)) {
                 (Some(p0), Some(p1)) => input_shapes[0][p0] == input_shapes[1][p1],
                 _ => true,
             }
@@ -165,18 +150,14 @@ fn merge_same_role_axes_rule(
 
         // Reshape each input to merge the group
         for (slot, order) in [(0, &a_order), (1, &b_order)] {
-            let positions: Vec<usize> = group
-                .iter()
-                .filter_map(|c| order.iter().position(|x| x == c))
-                .collect();
+            let positions: Vec<usize> =
+                group.iter().filter_map(|c| order.iter().position(|x| x == c)).collect();
             if positions.len() < 2 {
                 continue;
             }
             let start = positions[0];
-            let from_dims: TVec<TDim> = positions
-                .iter()
-                .map(|&p| input_shapes[slot][p].clone())
-                .collect();
+            let from_dims: TVec<TDim> =
+                positions.iter().map(|&p| input_shapes[slot][p].clone()).collect();
             let merged: TDim = from_dims.iter().product();
             wires[slot] = patch.wire_node(
                 format!("{node_name}.merge_in{slot}"),
@@ -186,10 +167,8 @@ fn merge_same_role_axes_rule(
         }
 
         // If group axes aren't consecutive in C, reorder the EinSum output
-        let c_positions: Vec<usize> = group
-            .iter()
-            .filter_map(|c| c_order.iter().position(|x| x == c))
-            .collect();
+        let c_positions: Vec<usize> =
+            group.iter().filter_map(|c| c_order.iter().position(|x| x == c)).collect();
         let c_needs_reorder = c_positions.len() >= 2 && {
             let mut sorted = c_positions.clone();
             sorted.sort();
@@ -200,22 +179,12 @@ fn merge_same_role_axes_rule(
         if c_needs_reorder {
             // Move group axes together (put second next to first)
             for k in 1..c_positions.len() {
-                let cur_pos = adjusted_c_order
-                    .iter()
-                    .position(|&c| c == group[k])
-                    .unwrap();
-                let target_pos = adjusted_c_order
-                    .iter()
-                    .position(|&c| c == group[k - 1])
-                    .unwrap()
-                    + 1;
+                let cur_pos = adjusted_c_order.iter().position(|&c| c == group[k]).unwrap();
+                let target_pos =
+                    adjusted_c_order.iter().position(|&c| c == group[k - 1]).unwrap() + 1;
                 if cur_pos != target_pos {
                     let removed = adjusted_c_order.remove(cur_pos);
-                    let insert_at = if cur_pos < target_pos {
-                        target_pos - 1
-                    } else {
-                        target_pos
-                    };
+                    let insert_at = if cur_pos < target_pos { target_pos - 1 } else { target_pos };
                     adjusted_c_order.insert(insert_at, removed);
                 }
             }
@@ -230,29 +199,20 @@ fn merge_same_role_axes_rule(
         for &drop in &drop_set {
             new_axes = new_axes.remove_axis(drop)?;
         }
-        let new_op = EinSum {
-            axes: new_axes,
-            operating_dt: op.operating_dt,
-            q_params: op.q_params,
-        };
+        let new_op =
+            EinSum { axes: new_axes, operating_dt: op.operating_dt, q_params: op.q_params };
         let mut result = patch.wire_node(node_name, new_op, &wires)?;
 
         // Reshape output to split the merged axis back
-        let merged_c_positions: Vec<usize> = group
-            .iter()
-            .filter_map(|c| adjusted_c_order.iter().position(|x| x == c))
-            .collect();
+        let merged_c_positions: Vec<usize> =
+            group.iter().filter_map(|c| adjusted_c_order.iter().position(|x| x == c)).collect();
         if merged_c_positions.len() >= 2 {
             let start = merged_c_positions[0];
             // Use original output dims for the group axes
-            let original_c_positions: Vec<usize> = group
-                .iter()
-                .filter_map(|c| c_order.iter().position(|x| x == c))
-                .collect();
-            let original_dims: TVec<TDim> = original_c_positions
-                .iter()
-                .map(|&p| output_shape[p].clone())
-                .collect();
+            let original_c_positions: Vec<usize> =
+                group.iter().filter_map(|c| c_order.iter().position(|x| x == c)).collect();
+            let original_dims: TVec<TDim> =
+                original_c_positions.iter().map(|&p| output_shape[p].clone()).collect();
             let merged: TDim = original_dims.iter().product();
             result[0] = patch.wire_node(
                 format!("{node_name}.unmerge_out"),
@@ -357,11 +317,7 @@ fn merge_same_role_axes_rule(
                 .map_err(|_| anyhow!("expected EinSum"))?;
 
             // Also make left,right adjacent in the output if needed
-            let new_c: Vec<char> = current_op
-                .axes
-                .axes(InOut::Out(0))
-                .map(|a| a.repr)
-                .collect();
+            let new_c: Vec<char> = current_op.axes.axes(InOut::Out(0)).map(|a| a.repr).collect();
             let left_c = new_c.iter().position(|&c| c == left);
             let right_c = new_c.iter().position(|&c| c == right);
             let need_output_fix = matches!((left_c, right_c), (Some(l), Some(r)) if r != l + 1);
@@ -385,17 +341,11 @@ fn merge_same_role_axes_rule(
             let mut patch = TypedModelPatch::default();
             let mut wires: TVec<OutletId> = patch.taps(model, &node.inputs)?;
 
-            wires[slot] = patch.wire_node(
-                format!("{node_name}.move_k_in{slot}"),
-                move_op,
-                &[wires[slot]],
-            )?[0];
+            wires[slot] =
+                patch.wire_node(format!("{node_name}.move_k_in{slot}"), move_op, &[wires[slot]])?
+                    [0];
 
-            let final_c: Vec<char> = current_op
-                .axes
-                .axes(InOut::Out(0))
-                .map(|a| a.repr)
-                .collect();
+            let final_c: Vec<char> = current_op.axes.axes(InOut::Out(0)).map(|a| a.repr).collect();
             let mut result = patch.wire_node(node_name, current_op, &wires)?;
 
             // Restore original output order
@@ -437,9 +387,7 @@ fn push_reshape_below_binop_rule(
     node_name: &str,
     op: &AxisOp,
 ) -> TractResult<Option<TypedModelPatch>> {
-    let AxisOp::Reshape(at, from_dims, to_dims) = op else {
-        return Ok(None);
-    };
+    let AxisOp::Reshape(at, from_dims, to_dims) = op else { return Ok(None) };
     rule_if!(node.outputs.len() == 1);
     rule_if!(node.outputs[0].successors.len() == 1);
     rule_if!(!model.output_outlets()?.contains(&node.id.into()));
@@ -464,21 +412,14 @@ fn push_reshape_below_binop_rule(
         new_shape.extend(std::iter::repeat_n(1, from_len));
         new_shape.extend(kshape[at + to_len..].iter().copied());
         let k = k.as_ref().clone().into_shape(&new_shape)?;
-        patch.add_const(
-            format!("{}.through_reshape", model.node(other.node).name),
-            k,
-        )?
+        patch.add_const(format!("{}.through_reshape", model.node(other.node).name), k)?
     } else {
         let other_node = model.node(other.node);
         rule_if!(other_node.op_as::<AxisOp>() == Some(op));
         patch.tap_model(model, other_node.inputs[0])?
     };
 
-    let operands = if inlet.slot == 0 {
-        [act, sibling]
-    } else {
-        [sibling, act]
-    };
+    let operands = if inlet.slot == 0 { [act, sibling] } else { [sibling, act] };
     let applied = crate::ops::change_axes::wire_with_rank_broadcast(
         format!("{}.prefused", succ.name),
         &mut patch,
@@ -491,15 +432,11 @@ fn push_reshape_below_binop_rule(
 }
 
 pub fn detect_all(model: &mut TypedModel) -> TractResult<()> {
-    Rewriter::default()
-        .with_rule_for("detect-matmul-einsum", detect_rule)
-        .rewrite(&(), model)
+    Rewriter::default().with_rule_for("detect-matmul-einsum", detect_rule).rewrite(&(), model)
 }
 
 pub fn flatten_all(model: &mut TypedModel) -> TractResult<()> {
-    Rewriter::default()
-        .with_rule_for("flatten-matmul-einsum", flatten_rule)
-        .rewrite(&(), model)
+    Rewriter::default().with_rule_for("flatten-matmul-einsum", flatten_rule).rewrite(&(), model)
 }
 
 #[derive(Clone, Hash, PartialEq, Eq)]
@@ -543,9 +480,7 @@ impl EinSumMatMul {
     /// m = channels). `None` leaves the choice to the size rule. Only for concrete m, n >= 8, so
     /// matrix-vector products keep their kernels.
     fn store_orientation(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<bool>> {
-        let (Some(m), Some(n)) = (self.m.as_i64(), self.n.as_i64()) else {
-            return Ok(None);
-        };
+        let (Some(m), Some(n)) = (self.m.as_i64(), self.n.as_i64()) else { return Ok(None) };
         if m.min(n) < 8 {
             return Ok(None);
         }
@@ -576,15 +511,7 @@ impl EinSumMatMul {
         k: TDim,
         n: TDim,
     ) -> Self {
-        Self {
-            op,
-            m_axis,
-            k_axis,
-            n_axis,
-            m,
-            k,
-            n,
-        }
+        Self { op, m_axis, k_axis, n_axis, m, k, n }
     }
 }
 
@@ -643,11 +570,7 @@ impl TypedOp for EinSumMatMul {
             return dequant(model, node, self).map(Some);
         }
         ensure!(node.inputs.len() == 2);
-        let (a, b) = model
-            .node_input_facts(node.id)?
-            .into_iter()
-            .collect_tuple()
-            .unwrap();
+        let (a, b) = model.node_input_facts(node.id)?.into_iter().collect_tuple().unwrap();
         // at this stage a and b must NOT be packed yet. if they are exotic, we can assume it's just compression
         let must_transpose = if let Some(of) = a.exotic_fact() {
             ensure!(of.is::<BlockQuantFact>());
@@ -669,10 +592,7 @@ impl TypedOp for EinSumMatMul {
         };
         if must_transpose {
             let mut op = self.clone();
-            op.op
-                .axes
-                .iter_all_axes_mut()
-                .for_each(|axis| axis.inputs.swap(0, 1));
+            op.op.axes.iter_all_axes_mut().for_each(|axis| axis.inputs.swap(0, 1));
             std::mem::swap(&mut op.m_axis, &mut op.n_axis);
             std::mem::swap(&mut op.m, &mut op.n);
             return TypedModelPatch::replace_single_op(
@@ -723,14 +643,9 @@ pub(crate) fn detect_rule(
     let k_axis = if non_trivial_k_axis.len() > 1 {
         return regroup_k_axes(op, model, node, non_trivial_k_axis);
     } else {
-        non_trivial_k_axis
-            .first()
-            .or_else(|| k_axes.first())
-            .copied()
+        non_trivial_k_axis.first().or_else(|| k_axes.first()).copied()
     };
-    let Some(k_axis) = k_axis else {
-        return inject_k_axis(op, model, node).map(Some);
-    };
+    let Some(k_axis) = k_axis else { return inject_k_axis(op, model, node).map(Some) };
 
     let mut possible_m_axes: Vec<_> = op
         .axes
@@ -771,21 +686,11 @@ pub(crate) fn detect_rule(
     };
     for axis in op.axes.iter_all_axes() {
         let one = TDim::one();
-        let in_left = axis.inputs[0]
-            .first()
-            .map(|pos| &input_shapes[0][*pos])
-            .unwrap_or(&one)
-            != &one;
-        let in_right = axis.inputs[1]
-            .first()
-            .map(|pos| &input_shapes[1][*pos])
-            .unwrap_or(&one)
-            != &one;
-        let in_out = axis.outputs[0]
-            .first()
-            .map(|pos| &output_shape[*pos])
-            .unwrap_or(&one)
-            != &one;
+        let in_left =
+            axis.inputs[0].first().map(|pos| &input_shapes[0][*pos]).unwrap_or(&one) != &one;
+        let in_right =
+            axis.inputs[1].first().map(|pos| &input_shapes[1][*pos]).unwrap_or(&one) != &one;
+        let in_out = axis.outputs[0].first().map(|pos| &output_shape[*pos]).unwrap_or(&one) != &one;
         if (in_left ^ in_right) && !in_out {
             return Ok(None);
             // return Ok(AxesOrPatch::NotAMatMul(
@@ -816,19 +721,14 @@ pub(super) fn inject_k_axis(
     let mut patch = TypedModelPatch::new("inject k axis");
     let mut wire = patch.taps(model, &node.inputs)?;
     let repr = new_axes.available_label();
-    new_axes = new_axes
-        .with_extra_axis(repr, InOut::In(0), 0)?
-        .with_extra_axis_occurency(repr, InOut::In(1), 0)?;
+    new_axes = new_axes.with_extra_axis(repr, InOut::In(0), 0)?.with_extra_axis_occurency(
+        repr,
+        InOut::In(1),
+        0,
+    )?;
     wire[0] = patch.wire_node(format!("{name}.add_k.0"), AxisOp::Add(0), &[wire[0]])?[0];
     wire[1] = patch.wire_node(format!("{name}.add_k.1"), AxisOp::Add(0), &[wire[1]])?[0];
-    wire = patch.wire_node(
-        &node.name,
-        EinSum {
-            axes: new_axes,
-            ..op.clone()
-        },
-        &wire,
-    )?;
+    wire = patch.wire_node(&node.name, EinSum { axes: new_axes, ..op.clone() }, &wire)?;
     patch.shunt_outside(model, node.id.into(), wire[0])?;
     Ok(patch)
 }
@@ -852,23 +752,15 @@ pub(super) fn regroup_k_axes(
     } else {
         k_axes.sort_by_key(|ax| ax.inputs[1][0]);
     }
-    let k_dims: TVec<_> = k_axes
-        .iter()
-        .map(|ax| input_shapes[0][ax.inputs[0][0]].clone())
-        .collect();
+    let k_dims: TVec<_> =
+        k_axes.iter().map(|ax| input_shapes[0][ax.inputs[0][0]].clone()).collect();
     let k: TDim = k_dims.iter().product();
     let mut patch = TypedModelPatch::default();
     let mut wires = patch.taps(model, &node.inputs)?;
-    let mut exprs: Vec<String> = (0..2)
-        .map(|slot| op.axes.axes(InOut::In(slot)).map(|ax| ax.repr).join(""))
-        .collect();
+    let mut exprs: Vec<String> =
+        (0..2).map(|slot| op.axes.axes(InOut::In(slot)).map(|ax| ax.repr).join("")).collect();
     for slot in 0..2 {
-        if k_axes
-            .iter()
-            .map(|ax| ax.inputs[slot][0])
-            .tuple_windows()
-            .any(|(a, b)| a + 1 != b)
-        {
+        if k_axes.iter().map(|ax| ax.inputs[slot][0]).tuple_windows().any(|(a, b)| a + 1 != b) {
             let after = op
                 .axes
                 .axes(InOut::In(slot))
@@ -887,19 +779,14 @@ pub(super) fn regroup_k_axes(
             }
             exprs[slot] = after;
         }
-        let pos = exprs[slot]
-            .chars()
-            .position(|c| k_axes[0].repr == c)
-            .unwrap();
+        let pos = exprs[slot].chars().position(|c| k_axes[0].repr == c).unwrap();
         wires[slot] = patch.wire_node(
             format!("{}.fold_k_in_input_{}", node.name, slot),
             AxisOp::Reshape(pos, k_dims.clone(), tvec!(k.clone())),
             &[wires[slot]],
         )?[0];
-        exprs[slot] = exprs[slot]
-            .chars()
-            .filter(|c| !k_axes.iter().any(|k| k.repr == *c))
-            .collect();
+        exprs[slot] =
+            exprs[slot].chars().filter(|c| !k_axes.iter().any(|k| k.repr == *c)).collect();
         exprs[slot].insert(pos, k_axes[0].repr);
     }
     let old = op.axes.to_string();
@@ -911,10 +798,7 @@ pub(super) fn regroup_k_axes(
     expr = expr + "->" + oexpr;
     let wire = patch.wire_node(
         &node.name,
-        EinSum {
-            axes: expr.parse().unwrap(),
-            ..op.clone()
-        },
+        EinSum { axes: expr.parse().unwrap(), ..op.clone() },
         &wires,
     )?[0];
     patch.shunt_outside(model, node.id.into(), wire)?;
@@ -938,19 +822,9 @@ pub(super) fn inject_m_or_n_axis(
         .clone()
         .with_extra_axis(repr, InOut::In(input_to_fix), 0)?
         .with_extra_axis_occurency(repr, InOut::Out(0), 0)?;
-    wire[input_to_fix] = patch.wire_node(
-        format!("{name}.add_{label}"),
-        AxisOp::Add(0),
-        &[wire[input_to_fix]],
-    )?[0];
-    wire = patch.wire_node(
-        name,
-        EinSum {
-            axes: new_axes,
-            ..op.clone()
-        },
-        &wire,
-    )?;
+    wire[input_to_fix] =
+        patch.wire_node(format!("{name}.add_{label}"), AxisOp::Add(0), &[wire[input_to_fix]])?[0];
+    wire = patch.wire_node(name, EinSum { axes: new_axes, ..op.clone() }, &wire)?;
     wire = patch.wire_node(&node.name, AxisOp::Rm(0), &wire)?;
     patch.shunt_outside(model, node.id.into(), wire[0])?;
     Ok(patch)
@@ -990,37 +864,12 @@ fn dequant(
         )?[0];
     }
 
-    let [
-        mut a,
-        mut b,
-        bias,
-        mut a0,
-        a_scale,
-        mut b0,
-        b_scale,
-        c0,
-        c_scale,
-    ] = *taps
-    else {
+    let [mut a, mut b, bias, mut a0, a_scale, mut b0, b_scale, c0, c_scale] = *taps else {
         bail!("Expect exactly 9 inputs")
     };
 
-    wire_ensure_q8_flavour(
-        &mut patch,
-        &node.name,
-        &mut a,
-        "a",
-        &mut a0,
-        i8::datum_type(),
-    )?;
-    wire_ensure_q8_flavour(
-        &mut patch,
-        &node.name,
-        &mut b,
-        "b",
-        &mut b0,
-        i8::datum_type(),
-    )?;
+    wire_ensure_q8_flavour(&mut patch, &node.name, &mut a, "a", &mut a0, i8::datum_type())?;
+    wire_ensure_q8_flavour(&mut patch, &node.name, &mut b, "b", &mut b0, i8::datum_type())?;
 
     let mut output = patch.wire_node(
         &node.name,
@@ -1045,28 +894,13 @@ fn dequant(
         &[b_i32],
     )?;
 
-    let sum_a = wire_axes_fix(
-        &mut patch,
-        name,
-        "sum_a",
-        &op.axes.extract_sub_mapping(&[0], &[0])?,
-        sum_a,
-    )?;
-    let sum_b = wire_axes_fix(
-        &mut patch,
-        name,
-        "sum_b",
-        &op.axes.extract_sub_mapping(&[1], &[0])?,
-        sum_b,
-    )?;
+    let sum_a =
+        wire_axes_fix(&mut patch, name, "sum_a", &op.axes.extract_sub_mapping(&[0], &[0])?, sum_a)?;
+    let sum_b =
+        wire_axes_fix(&mut patch, name, "sum_b", &op.axes.extract_sub_mapping(&[1], &[0])?, sum_b)?;
     let bias = tvec!(bias);
-    let bias = wire_axes_fix(
-        &mut patch,
-        name,
-        "bias",
-        &op.axes.extract_sub_mapping(&[2], &[0])?,
-        bias,
-    )?;
+    let bias =
+        wire_axes_fix(&mut patch, name, "bias", &op.axes.extract_sub_mapping(&[2], &[0])?, bias)?;
 
     let abc_scale = combine_scales(&mut patch, name, a_scale, b_scale, c_scale)?;
 
@@ -1075,14 +909,7 @@ fn dequant(
     let k = model.outlet_fact(node.inputs[0])?.shape[k_axis.inputs[0][0]].clone();
     let output = compensate_zero_points(&mut patch, name, output[0], k, a0, b0, sum_a[0], sum_b[0])
         .context("Zero point compensation")?;
-    let output = requant(
-        &mut patch,
-        name,
-        output,
-        op.q_params.unwrap(),
-        abc_scale,
-        c0,
-    )?;
+    let output = requant(&mut patch, name, output, op.q_params.unwrap(), abc_scale, c0)?;
     patch.shunt_outside(model, node.id.into(), output)?;
     Ok(patch)
 }
@@ -1141,9 +968,7 @@ fn optimized_mat_mul(
         }
     } else if strided_a {
         Box::new(OptMatMulPack {
-            packers: vec![Box::new(tract_linalg::strided_panel::StridedKMajor::new(
-                32,
-            ))],
+            packers: vec![Box::new(tract_linalg::strided_panel::StridedKMajor::new(32))],
             mode_picker: mode_picker.clone(),
             k_axis: op.a_k(),
             mn_axis: op.a_m(),
@@ -1170,10 +995,7 @@ fn optimized_mat_mul(
         OptMatMulPack {
             k_axis: op.b_k(),
             mn_axis: op.b_n(),
-            packers: impls
-                .iter()
-                .map(|(mmm, p, _)| mmm.packings()[*p].1.clone())
-                .collect(),
+            packers: impls.iter().map(|(mmm, p, _)| mmm.packings()[*p].1.clone()).collect(),
             mode_picker: mode_picker.clone(),
         },
         &[taps[1]],
@@ -1211,10 +1033,7 @@ fn optimized_mat_mul(
     if strided_a {
         packings[0] = 1;
     }
-    let outputs = mmms
-        .iter()
-        .map(|mmm| unsafe { mmm.c_view(op.c_m(), op.c_n()) })
-        .collect();
+    let outputs = mmms.iter().map(|mmm| unsafe { mmm.c_view(op.c_m(), op.c_n()) }).collect();
     let trivial_packing = mmms.len() == 1
         && (packings[0] == 0 || strided_a)
         && extractor[0].is_none()

@@ -19,9 +19,7 @@ pub fn output_shape<D: DimLike>(
                 .iter()
                 .enumerate()
                 .flat_map(|(input_id, positions)| {
-                    positions
-                        .iter()
-                        .map(move |p| inputs[input_id].as_ref()[*p].clone())
+                    positions.iter().map(move |p| inputs[input_id].as_ref()[*p].clone())
                 })
                 .find(|x| x != &1.into())
                 .unwrap_or_else(|| 1.into())
@@ -39,11 +37,8 @@ pub fn dequant_inputs(acc: DatumType, input: TVec<TValue>) -> TractResult<TVec<T
                 let s = i.shape();
                 let k = *s.last().unwrap();
                 // Leading dims are group/batch dims; last two are [M, K]
-                let num_groups: usize = if s.len() > 2 {
-                    s[..s.len() - 2].iter().product()
-                } else {
-                    1
-                };
+                let num_groups: usize =
+                    if s.len() > 2 { s[..s.len() - 2].iter().product() } else { 1 };
                 let m_per_group: usize = if s.len() >= 2 { s[s.len() - 2] } else { 1 };
                 let bqs = i.try_storage_as::<BlockQuantStorage>()?;
                 let mut unpacked: Vec<Tensor> = if acc.is::<f16>() {
@@ -86,14 +81,10 @@ pub fn eval_t<Acc: Datum + Zero + One>(
     let inputs = dequant_inputs(Acc::datum_type(), inputs)?;
     let shapes: TVec<_> = inputs.iter().map(|t| t.shape()).collect();
     let output_shape = output_shape(expr, &shapes)?;
-    let inputs: TVec<Cow<Tensor>> = inputs
-        .iter()
-        .map(|t| t.cast_to::<Acc>())
-        .collect::<TractResult<_>>()?;
-    let inputs: TVec<tract_ndarray::ArrayViewD<Acc>> = inputs
-        .iter()
-        .map(|t| t.to_plain_array_view::<Acc>())
-        .collect::<TractResult<_>>()?;
+    let inputs: TVec<Cow<Tensor>> =
+        inputs.iter().map(|t| t.cast_to::<Acc>()).collect::<TractResult<_>>()?;
+    let inputs: TVec<tract_ndarray::ArrayViewD<Acc>> =
+        inputs.iter().map(|t| t.to_plain_array_view::<Acc>()).collect::<TractResult<_>>()?;
     let summing_axes: TVec<_> = expr
         .iter_all_axes()
         .filter(|a| {
@@ -129,11 +120,7 @@ pub fn eval_t<Acc: Datum + Zero + One>(
             for (input_id, input_axis_positions) in axis.inputs[0..inputs.len()].iter().enumerate()
             {
                 for position in input_axis_positions {
-                    let x = if views[input_id].shape()[*position] == 1 {
-                        0
-                    } else {
-                        *x
-                    };
+                    let x = if views[input_id].shape()[*position] == 1 { 0 } else { *x };
                     views[input_id]
                         .slice_axis_inplace(tract_ndarray::Axis(*position), (x..=x).into());
                 }
@@ -177,19 +164,12 @@ pub fn eval_q(expr: &AxesMapping, qp: DatumType, inputs: TVec<TValue>) -> TractR
             let data_rank = expr.rank(data_slot);
 
             // Handle case where axis is not present in input (qp.len is necessarily 1)
-            let pos_in_input = expr
-                .axis((qp_slot, 0))?
-                .interface(data_slot)
-                .first()
-                .cloned()
-                .unwrap_or(0);
+            let pos_in_input =
+                expr.axis((qp_slot, 0))?.interface(data_slot).first().cloned().unwrap_or(0);
 
             let mut shape = vec![1; data_rank];
             shape[pos_in_input] = qp.len();
-            Ok(qp
-                .try_as_plain_ram()?
-                .to_array_view()?
-                .into_shape_with_order(shape)?)
+            Ok(qp.try_as_plain_ram()?.to_array_view()?.into_shape_with_order(shape)?)
         }
     }
     let [a, b, bias, a0, a_scale, b0, b_scale, c0, c_scale] = &*inputs else {
@@ -242,9 +222,5 @@ pub fn eval_q(expr: &AxesMapping, qp: DatumType, inputs: TVec<TValue>) -> TractR
     } else if qp.unquantized() == u8::datum_type() {
         output.mapv_inplace(|x| x.clamp(u8::MIN as _, u8::MAX as _))
     }
-    Ok(output
-        .into_tensor()
-        .cast_to::<i32>()?
-        .cast_to_dt(qp)?
-        .into_owned())
+    Ok(output.into_tensor().cast_to::<i32>()?.cast_to_dt(qp)?.into_owned())
 }

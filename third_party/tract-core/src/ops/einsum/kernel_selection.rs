@@ -15,11 +15,7 @@ pub type Impl = Suitable;
 pub type Strat = (ModePicker, Box<dyn MMMInputFormat>, Vec<Impl>);
 
 fn single_strat(it: Impl) -> Strat {
-    (
-        ModePicker::Single,
-        it.0.packings()[it.1].0.clone(),
-        vec![it],
-    )
+    (ModePicker::Single, it.0.packings()[it.1].0.clone(), vec![it])
 }
 
 /// True when C's n axis is the innermost non-unit axis, so a row-major SME
@@ -104,10 +100,8 @@ pub fn strategize(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> Tr
     }
     let mut grouped_by_left_packing = Vec::<(&dyn MMMInputFormat, Vec<_>)>::new();
     'mmm: for (m, p, pe) in &suitable {
-        let left_packing: &dyn MMMInputFormat = pe
-            .as_ref()
-            .map(|pe| &*pe.from)
-            .unwrap_or(&*m.packings()[*p].0);
+        let left_packing: &dyn MMMInputFormat =
+            pe.as_ref().map(|pe| &*pe.from).unwrap_or(&*m.packings()[*p].0);
         for group in &mut grouped_by_left_packing {
             if let Some(merged) = group.0.merge_with(left_packing) {
                 group.0 = merged;
@@ -120,10 +114,8 @@ pub fn strategize(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> Tr
     let (p, mmv, mmm) = grouped_by_left_packing
         .iter()
         .map(|(p, group)| {
-            let best_for_mmv = group
-                .iter()
-                .max_by_key(|(m, _, pe)| (m.nr() == 1, pe.is_none()))
-                .unwrap();
+            let best_for_mmv =
+                group.iter().max_by_key(|(m, _, pe)| (m.nr() == 1, pe.is_none())).unwrap();
             let best_for_mmm = group.iter().max_by_key(|(m, _, _)| m.nr()).unwrap();
             (p, best_for_mmv, best_for_mmm)
         })
@@ -147,19 +139,12 @@ pub fn strategize(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> Tr
         .unwrap();
 
     if mmm == mmv {
-        Ok((
-            ModePicker::Single,
-            clone_box(*p),
-            vec![(mmv.0.clone(), *mmv.1, mmv.2.clone())],
-        ))
+        Ok((ModePicker::Single, clone_box(*p), vec![(mmv.0.clone(), *mmv.1, mmv.2.clone())]))
     } else {
         Ok((
             ModePicker::VecVsMat,
             clone_box(*p),
-            vec![
-                (mmv.0.clone(), *mmv.1, mmv.2.clone()),
-                (mmm.0.clone(), *mmm.1, mmm.2.clone()),
-            ],
+            vec![(mmv.0.clone(), *mmv.1, mmv.2.clone()), (mmm.0.clone(), *mmm.1, mmm.2.clone())],
         ))
     }
 }
@@ -167,11 +152,7 @@ pub fn strategize(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> Tr
 /// The node's matmul as kernel selection sees it: operand types from the input facts, dims
 /// wherever they are already concrete.
 pub fn query(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> TractResult<Query> {
-    let (a_fact, b_fact) = model
-        .node_input_facts(node.id)?
-        .into_iter()
-        .collect_tuple()
-        .unwrap();
+    let (a_fact, b_fact) = model.node_input_facts(node.id)?.into_iter().collect_tuple().unwrap();
     let a_dt = a_fact.datum_type;
     let b_dt = b_fact.datum_type;
 
@@ -234,21 +215,14 @@ mod sme_strided_store {
             return;
         }
         let model = optimize_mn(64, 64, 160);
-        let mm = model
-            .nodes
-            .iter()
-            .find_map(|n| n.op_as::<OptMatMul>())
-            .expect("OptMatMul");
+        let mm = model.nodes.iter().find_map(|n| n.op_as::<OptMatMul>()).expect("OptMatMul");
         let name = mm.mmm[0].name();
         let sme_f32 = tract_linalg::MmmDispatch::native()
             .runnable()
             .iter()
             .any(|k| k.name() == "sme_mmm_f32_32x32");
         if sme_f32 {
-            assert_eq!(
-                name, "sme_mmm_f32_32x32",
-                "m-contiguous GEMM selected {name}"
-            );
+            assert_eq!(name, "sme_mmm_f32_32x32", "m-contiguous GEMM selected {name}");
         } else {
             assert!(
                 !tile_store_needs_n_contiguous(name, mm.mmm[0].nr()),
@@ -264,11 +238,7 @@ mod sme_strided_store {
             return;
         }
         let model = optimize_mn(160, 64, 64);
-        let mm = model
-            .nodes
-            .iter()
-            .find_map(|n| n.op_as::<OptMatMul>())
-            .expect("OptMatMul");
+        let mm = model.nodes.iter().find_map(|n| n.op_as::<OptMatMul>()).expect("OptMatMul");
         assert!(
             tile_store_needs_n_contiguous(mm.mmm[0].name(), mm.mmm[0].nr()),
             "contiguous-n GEMM selected {}",
@@ -290,16 +260,9 @@ mod sme_strided_store {
             return;
         }
         let model = optimize_mn(64, 64, 160);
-        let mm = model
-            .nodes
-            .iter()
-            .find_map(|n| n.op_as::<OptMatMul>())
-            .expect("OptMatMul");
+        let mm = model.nodes.iter().find_map(|n| n.op_as::<OptMatMul>()).expect("OptMatMul");
         let name = mm.mmm[0].name();
-        assert!(
-            !name.starts_with("apple_amx"),
-            "short-K strided-n GEMM selected {name}"
-        );
+        assert!(!name.starts_with("apple_amx"), "short-K strided-n GEMM selected {name}");
     }
 
     /// With a long K the AMX arithmetic outweighs its scatter, so AMX stays.
@@ -309,15 +272,8 @@ mod sme_strided_store {
             return;
         }
         let model = optimize_mn(64, 512, 160);
-        let mm = model
-            .nodes
-            .iter()
-            .find_map(|n| n.op_as::<OptMatMul>())
-            .expect("OptMatMul");
+        let mm = model.nodes.iter().find_map(|n| n.op_as::<OptMatMul>()).expect("OptMatMul");
         let name = mm.mmm[0].name();
-        assert!(
-            name.starts_with("apple_amx"),
-            "long-K strided-n GEMM selected {name}"
-        );
+        assert!(name.starts_with("apple_amx"), "long-K strided-n GEMM selected {name}");
     }
 }

@@ -29,19 +29,11 @@ pub fn block_quant_aware_input_shape(fact: &TypedFact) -> TractResult<Cow<'_, [T
         Ok(Cow::Borrowed(&*fact.shape))
     } else if let Some(pof) = exotic_fact.downcast_ref::<PackedBlockQuantFact>() {
         Ok(Cow::Owned(
-            fact.shape
-                .iter()
-                .cloned()
-                .chain(pof.shape.iter().map(|i| i.to_dim()))
-                .collect_vec(),
+            fact.shape.iter().cloned().chain(pof.shape.iter().map(|i| i.to_dim())).collect_vec(),
         ))
     } else if let Some(pof) = exotic_fact.downcast_ref::<PackedExoticFact>() {
         Ok(Cow::Owned(
-            fact.shape
-                .iter()
-                .cloned()
-                .chain([pof.mn.clone(), pof.k.to_dim()])
-                .collect_vec(),
+            fact.shape.iter().cloned().chain([pof.mn.clone(), pof.k.to_dim()]).collect_vec(),
         ))
     } else {
         bail!("Unsupported exotic fact {exotic_fact:?}")
@@ -59,19 +51,11 @@ pub struct EinSum {
 
 impl EinSum {
     pub fn new(axes: AxesMapping, operating_dt: DatumType) -> EinSum {
-        EinSum {
-            axes,
-            operating_dt,
-            q_params: None,
-        }
+        EinSum { axes, operating_dt, q_params: None }
     }
 
     pub fn newq(axes: AxesMapping, operating_dt: DatumType, output_type: DatumType) -> EinSum {
-        EinSum {
-            axes,
-            operating_dt,
-            q_params: Some(output_type),
-        }
+        EinSum { axes, operating_dt, q_params: Some(output_type) }
     }
 
     pub fn actual_input_shapes_from_facts<'m>(
@@ -84,10 +68,7 @@ impl EinSum {
             .map(|t| block_quant_aware_input_shape(t.borrow()))
             .collect::<TractResult<_>>()?;
         ensure!(
-            shapes
-                .iter()
-                .enumerate()
-                .all(|(ix, fact)| fact.len() == self.axes.rank(InOut::In(ix)))
+            shapes.iter().enumerate().all(|(ix, fact)| fact.len() == self.axes.rank(InOut::In(ix)))
         );
         Ok(shapes)
     }
@@ -128,23 +109,10 @@ impl EinSum {
         let new_expr = self
             .axes
             .iter_all_axes()
-            .map(|it| {
-                if it.repr == new_axis.repr {
-                    new_axis.clone()
-                } else {
-                    it.clone()
-                }
-            })
+            .map(|it| if it.repr == new_axis.repr { new_axis.clone() } else { it.clone() })
             .collect_vec();
         let axes = AxesMapping::new(node.inputs.len(), 1, new_expr)?;
-        let mut wire = patch.wire_node(
-            &node.name,
-            Self {
-                axes,
-                ..self.clone()
-            },
-            &taps,
-        )?;
+        let mut wire = patch.wire_node(&node.name, Self { axes, ..self.clone() }, &taps)?;
         if let Some(position) = must_rm_axis {
             wire = patch.wire_node(
                 format!("{}.prop_axis.{}.output", node.name, repr),
@@ -193,10 +161,7 @@ impl EvalOp for EinSum {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        if inputs
-            .iter()
-            .all(|i| i.datum_type().is_number() && i.is_plain())
-        {
+        if inputs.iter().all(|i| i.datum_type().is_number() && i.is_plain()) {
             let mut adhoc_model = TypedModel::default();
             let mut wires = tvec!();
             for (ix, input) in inputs.iter().enumerate() {
@@ -239,9 +204,7 @@ impl TypedOp for EinSum {
         }
         if let Some(qp) = self.q_params {
             ensure!(inputs.len() == 9);
-            Ok(tvec!(
-                qp.fact(eval::output_shape(&self.axes, &shapes[0..2])?)
-            ))
+            Ok(tvec!(qp.fact(eval::output_shape(&self.axes, &shapes[0..2])?)))
         } else {
             Ok(tvec!(TypedFact::dt_shape(
                 self.operating_dt,
@@ -262,14 +225,9 @@ impl TypedOp for EinSum {
         // which yields a constant band on the input's kept axis after
         // existentially quantifying the projected axes.
         let output_fact = model.outlet_fact(OutletId::new(node.id, 0))?;
-        let Some(roi) = &output_fact.region_of_interest else {
-            return Ok(None);
-        };
-        let input_facts: TVec<&TypedFact> = node
-            .inputs
-            .iter()
-            .map(|i| model.outlet_fact(*i))
-            .collect::<TractResult<_>>()?;
+        let Some(roi) = &output_fact.region_of_interest else { return Ok(None) };
+        let input_facts: TVec<&TypedFact> =
+            node.inputs.iter().map(|i| model.outlet_fact(*i)).collect::<TractResult<_>>()?;
         let output_facts = tvec![output_fact];
         let inputs_ref: Vec<&TypedFact> = input_facts.iter().copied().collect();
         let outputs_ref: Vec<&TypedFact> = output_facts.iter().copied().collect();
@@ -380,10 +338,7 @@ impl TypedOp for EinSum {
                     .unwrap_or_else(|| 1.to_dim())
             })
             .product::<TDim>();
-        Ok(tvec!((
-            Cost::FMA(self.operating_dt),
-            oshape.iter().product::<TDim>() * ks
-        )))
+        Ok(tvec!((Cost::FMA(self.operating_dt), oshape.iter().product::<TDim>() * ks)))
     }
 
     fn slice(
@@ -440,10 +395,7 @@ impl TypedOp for EinSum {
         *interface = axes.into_iter().collect();
         let axes = AxesMapping::from_strs(&inputs, &outputs)?;
         Ok(Some(AxisChangeConsequence {
-            substitute_op: Some(Box::new(EinSum {
-                axes,
-                ..self.clone()
-            })),
+            substitute_op: Some(Box::new(EinSum { axes, ..self.clone() })),
             wire_changes: tvec!((io, change.clone())),
         }))
     }
@@ -496,9 +448,7 @@ fn declutter_reshape_folding_input_axis(
     node: &TypedNode,
 ) -> TractResult<Option<TypedModelPatch>> {
     for (slot, prec) in node.inputs.iter().map(|n| model.node(n.node)).enumerate() {
-        let Some(&AxisOp::Reshape(at, ref from, ref to)) = prec.op_as() else {
-            continue;
-        };
+        let Some(&AxisOp::Reshape(at, ref from, ref to)) = prec.op_as() else { continue };
         if to.len() > 1 {
             continue;
         }
@@ -615,9 +565,7 @@ fn unit_k_to_broadcast_mul(
     // backend-specific pipelines (Metal SDPA fusion, MetalMul rank-4 broadcast-segment limit,
     // …) pattern-match on the matmul shape and break when we substitute a Mul.
     let has_deconv_sum_consumer = node.outputs.first().is_some_and(|o| {
-        o.successors
-            .iter()
-            .any(|inlet| model.node(inlet.node).op.name() == "DeconvSum")
+        o.successors.iter().any(|inlet| model.node(inlet.node).op.name() == "DeconvSum")
     });
     if !has_deconv_sum_consumer {
         return Ok(None);
@@ -626,16 +574,10 @@ fn unit_k_to_broadcast_mul(
     let one = TDim::one();
     // Reject "non-trivial single-side disappearing" axes — those need a real reduction.
     for axis in op.axes.iter_all_axes() {
-        let in_left = axis.inputs[0]
-            .first()
-            .map(|pos| &input_shapes[0][*pos])
-            .unwrap_or(&one)
-            != &one;
-        let in_right = axis.inputs[1]
-            .first()
-            .map(|pos| &input_shapes[1][*pos])
-            .unwrap_or(&one)
-            != &one;
+        let in_left =
+            axis.inputs[0].first().map(|pos| &input_shapes[0][*pos]).unwrap_or(&one) != &one;
+        let in_right =
+            axis.inputs[1].first().map(|pos| &input_shapes[1][*pos]).unwrap_or(&one) != &one;
         let in_out = !axis.outputs[0].is_empty();
         if (in_left ^ in_right) && !in_out {
             return Ok(None);
@@ -668,11 +610,8 @@ fn unit_k_to_broadcast_mul(
         let mut k_positions: Vec<usize> = k_axes.iter().map(|a| a.inputs[slot][0]).collect();
         k_positions.sort_by(|a, b| b.cmp(a));
         for (i, pos) in k_positions.into_iter().enumerate() {
-            *wire = patch.wire_node(
-                format!("{name}.rm_k_in{slot}.{i}"),
-                AxisOp::Rm(pos),
-                &[*wire],
-            )?[0];
+            *wire =
+                patch.wire_node(format!("{name}.rm_k_in{slot}.{i}"), AxisOp::Rm(pos), &[*wire])?[0];
         }
 
         let mut current: Vec<char> = op

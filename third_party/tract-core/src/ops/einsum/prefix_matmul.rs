@@ -19,12 +19,8 @@ pub fn rewrite_einsum_to_prefix_matmul(
 ) -> TractResult<()> {
     super::einsum_matmul::merge_consecutive_same_role_axes(model)?;
     super::einsum_matmul::detect_all(model)?;
-    let ctx = EinSumToPrefixMatmulCtx {
-        ensure_strict_matmul_semantic,
-    };
-    Rewriter::default()
-        .with_rule_for("einsum-to-prefix-matmul", rule)
-        .rewrite(&ctx, model)
+    let ctx = EinSumToPrefixMatmulCtx { ensure_strict_matmul_semantic };
+    Rewriter::default().with_rule_for("einsum-to-prefix-matmul", rule).rewrite(&ctx, model)
 }
 
 fn rule(
@@ -50,18 +46,12 @@ fn rule(
     let a_order_es: String = op.axes.axes(InOut::In(0)).map(|a| a.repr).collect();
     let a_order_mm = format!("{prefix}{m}{k}");
     let a_order_mm_t = format!("{prefix}{k}{m}");
-    let a_transform = format!("{a_order_es}->{a_order_mm}")
-        .parse::<AxesMapping>()?
-        .translate_to_axis_ops()?;
-    let a_transform_t = format!("{a_order_es}->{a_order_mm_t}")
-        .parse::<AxesMapping>()?
-        .translate_to_axis_ops()?;
+    let a_transform =
+        format!("{a_order_es}->{a_order_mm}").parse::<AxesMapping>()?.translate_to_axis_ops()?;
+    let a_transform_t =
+        format!("{a_order_es}->{a_order_mm_t}").parse::<AxesMapping>()?.translate_to_axis_ops()?;
     let transpose_a = a_transform.len() > a_transform_t.len();
-    let a_transform = if transpose_a {
-        a_transform_t
-    } else {
-        a_transform
-    };
+    let a_transform = if transpose_a { a_transform_t } else { a_transform };
     let name = format!("{node_name}.fix_a");
     for op in a_transform {
         wire[0] = patch.wire_node(&name, op, &[wire[0]])?[0];
@@ -83,18 +73,12 @@ fn rule(
     let b_order_es: String = op.axes.axes(InOut::In(1)).map(|a| a.repr).collect();
     let b_order_mm = format!("{prefix}{k}{n}");
     let b_order_mm_t = format!("{prefix}{n}{k}");
-    let b_transform = format!("{b_order_es}->{b_order_mm}")
-        .parse::<AxesMapping>()?
-        .translate_to_axis_ops()?;
-    let b_transform_t = format!("{b_order_es}->{b_order_mm_t}")
-        .parse::<AxesMapping>()?
-        .translate_to_axis_ops()?;
+    let b_transform =
+        format!("{b_order_es}->{b_order_mm}").parse::<AxesMapping>()?.translate_to_axis_ops()?;
+    let b_transform_t =
+        format!("{b_order_es}->{b_order_mm_t}").parse::<AxesMapping>()?.translate_to_axis_ops()?;
     let transpose_b = b_transform.len() > b_transform_t.len();
-    let b_transform = if transpose_b {
-        b_transform_t
-    } else {
-        b_transform
-    };
+    let b_transform = if transpose_b { b_transform_t } else { b_transform };
     let name = format!("{node_name}.fix_b");
     for op in b_transform {
         wire[1] = patch.wire_node(&name, op, &[wire[1]])?[0];
@@ -103,18 +87,12 @@ fn rule(
     let c_order_es: String = op.axes.axes(InOut::Out(0)).map(|a| a.repr).collect();
     let c_order_mm = format!("{prefix}{m}{n}");
     let c_order_mm_t = format!("{prefix}{n}{m}");
-    let c_transform = format!("{c_order_mm}->{c_order_es}")
-        .parse::<AxesMapping>()?
-        .translate_to_axis_ops()?;
-    let c_transform_t = format!("{c_order_mm_t}->{c_order_es}")
-        .parse::<AxesMapping>()?
-        .translate_to_axis_ops()?;
+    let c_transform =
+        format!("{c_order_mm}->{c_order_es}").parse::<AxesMapping>()?.translate_to_axis_ops()?;
+    let c_transform_t =
+        format!("{c_order_mm_t}->{c_order_es}").parse::<AxesMapping>()?.translate_to_axis_ops()?;
     let transpose_c = c_transform.len() > c_transform_t.len();
-    let c_transform = if transpose_c {
-        c_transform_t
-    } else {
-        c_transform
-    };
+    let c_transform = if transpose_c { c_transform_t } else { c_transform };
 
     let operating_dt = if ctx.ensure_strict_matmul_semantic {
         let input_facts = model.node_input_facts(node.id)?;
@@ -141,13 +119,7 @@ fn rule(
 
     wire = patch.wire_node(
         node_name,
-        PrefixMatMul {
-            transpose_a,
-            transpose_b,
-            transpose_c,
-            quantize_output: None,
-            operating_dt,
-        },
+        PrefixMatMul { transpose_a, transpose_b, transpose_c, quantize_output: None, operating_dt },
         &wire,
     )?;
 
@@ -190,13 +162,7 @@ impl PrefixMatMul {
     fn output_shape<D: DimLike + One>(&self, a: &[D], b: &[D]) -> TVec<D> {
         let rank = a.len();
         let mut output: TVec<D> = (0..rank - 2)
-            .map(|ix| {
-                if a[ix].is_one() {
-                    b[ix].clone()
-                } else {
-                    a[ix].clone()
-                }
-            })
+            .map(|ix| if a[ix].is_one() { b[ix].clone() } else { a[ix].clone() })
             .collect();
         output.push(a[rank - 2 + self.transpose_a as usize].clone());
         output.push(b[rank - 2 + !self.transpose_b as usize].clone());
@@ -233,11 +199,7 @@ impl PrefixMatMul {
             let mut c = c.into_dimensionality::<Ix2>().unwrap();
             let a = if self.transpose_a { a.t() } else { a };
             let b = if self.transpose_b { b.t() } else { b };
-            if self.transpose_c {
-                c.assign(&b.t().dot(&a.t()))
-            } else {
-                c.assign(&a.dot(&b))
-            }
+            if self.transpose_c { c.assign(&b.t().dot(&a.t())) } else { c.assign(&a.dot(&b)) }
         }
         Ok(())
     }
@@ -290,9 +252,7 @@ impl EvalOp for PrefixMatMul {
             let scale = inputs[0].datum_type().zp_scale().1 * inputs[1].datum_type().zp_scale().1
                 / qp.zp_scale().1;
             let scaler = Scaler::new(scale, tract_linalg::mmm::RoundingPolicy::Even);
-            acc.to_plain_array_view_mut::<i32>()?
-                .iter_mut()
-                .for_each(|x| *x = *x * scaler);
+            acc.to_plain_array_view_mut::<i32>()?.iter_mut().for_each(|x| *x = *x * scaler);
             let mut c: Tensor = acc.cast_to_dt(qp.unquantized())?.into_owned();
             unsafe { c.set_datum_type(qp) };
             Ok(tvec!(c.into_tvalue()))
@@ -311,15 +271,12 @@ impl TypedOp for PrefixMatMul {
         };
         let a_shape = block_quant_aware_input_shape(a)?;
         let b_shape = block_quant_aware_input_shape(b)?;
-        let dt = self
-            .quantize_output
-            .or(self.operating_dt)
-            .unwrap_or(matmul_semantic_output_dt(
-                &a.datum_type,
-                a.is_plain(),
-                &b.datum_type,
-                b.is_plain(),
-            ));
+        let dt = self.quantize_output.or(self.operating_dt).unwrap_or(matmul_semantic_output_dt(
+            &a.datum_type,
+            a.is_plain(),
+            &b.datum_type,
+            b.is_plain(),
+        ));
         Ok(tvec!(dt.fact(self.output_shape(&a_shape, &b_shape))))
     }
 
@@ -408,14 +365,8 @@ mod test {
                 )
             })
             .prop_flat_map(|(a_shape, b_shape)| (tensor(&a_shape), tensor(&b_shape)))
-            .prop_map(|(a, b)| EinSumProblem {
-                expr: expr.clone(),
-                a,
-                b,
-            });
-        runner.run(&cases, |pb| {
-            pb.check().map_err(|e| TestCaseError::fail(e.to_string()))
-        })?;
+            .prop_map(|(a, b)| EinSumProblem { expr: expr.clone(), a, b });
+        runner.run(&cases, |pb| pb.check().map_err(|e| TestCaseError::fail(e.to_string())))?;
         Ok(())
     }
 
@@ -440,9 +391,7 @@ mod test {
             let a = self.a.clone().into_tvalue();
             let b = self.b.clone().into_tvalue();
             let inputs = tvec!(a, b);
-            let reference = TypedRunnableModel::new(model.clone())?
-                .run(inputs.clone())?
-                .remove(0);
+            let reference = TypedRunnableModel::new(model.clone())?.run(inputs.clone())?.remove(0);
             rewrite_einsum_to_prefix_matmul(&mut model, true)?;
             assert!(model.nodes.iter().all(|n| !n.op_is::<EinSum>()));
             let test = TypedRunnableModel::new(model)?.run(inputs)?.remove(0);
@@ -555,18 +504,12 @@ mod test {
     fn check_k1(expr: &str, a_shape: &[usize], b_shape: &[usize]) -> TractResult<()> {
         let a_len = a_shape.iter().product::<usize>();
         let b_len = b_shape.iter().product::<usize>();
-        let a = tensor1(&(0..a_len).map(|i| (i + 1) as f32).collect_vec())
-            .into_shape(a_shape)
-            .unwrap();
+        let a =
+            tensor1(&(0..a_len).map(|i| (i + 1) as f32).collect_vec()).into_shape(a_shape).unwrap();
         let b = tensor1(&(0..b_len).map(|i| (i + 7) as f32 * 0.5).collect_vec())
             .into_shape(b_shape)
             .unwrap();
-        EinSumProblem {
-            expr: expr.to_string(),
-            a,
-            b,
-        }
-        .check()
+        EinSumProblem { expr: expr.to_string(), a, b }.check()
     }
 
     // K=1 means the einsum's contraction degenerates to broadcast-mul. detect_rule
@@ -616,10 +559,7 @@ mod test {
 
     #[test]
     fn q() -> TractResult<()> {
-        let qp = QParams::ZpScale {
-            zero_point: 0,
-            scale: 0.1,
-        };
+        let qp = QParams::ZpScale { zero_point: 0, scale: 0.1 };
         let op = EinSum {
             axes: "mk,kn,m,,,,,,->mn".parse()?,
             operating_dt: i32::datum_type(),

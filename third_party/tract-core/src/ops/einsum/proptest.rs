@@ -54,10 +54,7 @@ impl Arbitrary for BinEinsumProblem {
             })
             .prop_flat_map(|expr| {
                 let dims = expr.iter_all_axes().count();
-                (
-                    Just(expr),
-                    proptest::collection::vec(1..4usize, dims..=dims),
-                )
+                (Just(expr), proptest::collection::vec(1..4usize, dims..=dims))
             })
             .prop_flat_map(|(expr, axis_dims)| {
                 let shape_a: TVec<usize> = expr
@@ -76,25 +73,12 @@ impl Arbitrary for BinEinsumProblem {
                     .map(|dim| axis_dims[dim])
                     .collect();
                 let unicast_add_constant = proptest::option::of(tensor(&shape_output));
-                (
-                    Just(expr),
-                    tensor(&shape_a),
-                    tensor(&shape_b),
-                    0..3usize,
-                    unicast_add_constant,
-                )
+                (Just(expr), tensor(&shape_a), tensor(&shape_b), 0..3usize, unicast_add_constant)
             })
             .prop_map(|(expr, a, b, a_b_constant, unicast_add_constant)| {
                 let a_constant = (a_b_constant & 0x1) != 0;
                 let b_constant = (a_b_constant & 0x2) != 0;
-                BinEinsumProblem {
-                    expr,
-                    a,
-                    b,
-                    a_constant,
-                    b_constant,
-                    unicast_add_constant,
-                }
+                BinEinsumProblem { expr, a, b, a_constant, b_constant, unicast_add_constant }
             })
             .boxed()
     }
@@ -104,11 +88,7 @@ pub fn tensor(shape: &[usize]) -> BoxedStrategy<Tensor> {
     let len = shape.iter().product::<usize>();
     let shape: Vec<usize> = shape.into();
     proptest::collection::vec((-10i8..=10i8).prop_map(|i| i as f32), len..=len)
-        .prop_map(move |vec| {
-            ArrayD::from_shape_vec(shape.clone(), vec)
-                .unwrap()
-                .into_tensor()
-        })
+        .prop_map(move |vec| ArrayD::from_shape_vec(shape.clone(), vec).unwrap().into_tensor())
         .boxed()
 }
 
@@ -130,11 +110,7 @@ impl BinEinsumProblem {
         };
         let mut output = model.wire_node(
             "einsum",
-            EinSum {
-                axes: self.expr.clone(),
-                operating_dt: f32::datum_type(),
-                q_params: None,
-            },
+            EinSum { axes: self.expr.clone(), operating_dt: f32::datum_type(), q_params: None },
             &[a, b],
         )?;
         if let Some(c) = &self.unicast_add_constant {
@@ -143,11 +119,7 @@ impl BinEinsumProblem {
         }
         model.select_output_outlets(&output)?;
         model = model.into_decluttered()?;
-        let expected = model
-            .clone()
-            .into_runnable()?
-            .run(inputs.clone())?
-            .remove(0);
+        let expected = model.clone().into_runnable()?.run(inputs.clone())?.remove(0);
         let optimised = model.clone().into_optimized()?;
         let found = optimised.into_runnable()?.run(inputs.clone())?.remove(0);
         found.close_enough(&expected, Approximation::Close)

@@ -17,10 +17,7 @@ fn eval_comp_oop<T: Datum + PartialOrd>(
     let mut c = unsafe { Tensor::uninitialized::<bool>(&shape)? };
     let mut c_plain = c.try_as_plain_ram_mut()?;
     let mut view = c_plain.to_array_view_mut::<bool>()?;
-    Zip::from(&mut view)
-        .and_broadcast(&a)
-        .and_broadcast(&b)
-        .for_each(|c, a, b| *c = f(a, b));
+    Zip::from(&mut view).and_broadcast(&a).and_broadcast(&b).for_each(|c, a, b| *c = f(a, b));
     Ok(c)
 }
 
@@ -37,10 +34,7 @@ fn eval_tdim_symbolic(
     // a dynamic Range yields i64 while a TDim konst stays TDim: cast the
     // integer side up so the pair goes through the symbolic path
     let to_tdim = |t: &TValue| -> TractResult<Tensor> {
-        Ok(t.clone()
-            .into_tensor()
-            .cast_to_dt(TDim::datum_type())?
-            .into_owned())
+        Ok(t.clone().into_tensor().cast_to_dt(TDim::datum_type())?.into_owned())
     };
     let mut a = to_tdim(&inputs[0])?;
     let mut b = to_tdim(&inputs[1])?;
@@ -256,11 +250,8 @@ mod tests {
             crate::ops::konst::Const::new(tensor0(TDim::Sym(s.clone())).into_arc_tensor())?,
             &[],
         )?;
-        let t_unsq = model.wire_node(
-            "t_unsq",
-            crate::ops::change_axes::AxisOp::Add(0),
-            &[t_const[0]],
-        )?;
+        let t_unsq =
+            model.wire_node("t_unsq", crate::ops::change_axes::AxisOp::Add(0), &[t_const[0]])?;
         let lt = model.wire_node("lt", TypedBinOp(comp_lt(), None), &[range[0], t_unsq[0]])?;
         model.select_output_outlets(&[lt[0], definer])?;
         let found = crate::internal::TypedSimplePlan::new(model)?

@@ -62,12 +62,8 @@ impl TypedOp for IfThenElse {
                 if Graph::is_source(&body.node(node).op) {
                     continue;
                 }
-                let node_inputs = body
-                    .node(node)
-                    .inputs
-                    .iter()
-                    .map(|o| inner_mapping[o])
-                    .collect::<TVec<_>>();
+                let node_inputs =
+                    body.node(node).inputs.iter().map(|o| inner_mapping[o]).collect::<TVec<_>>();
                 let node_outputs =
                     patch.wire_node(&body.node(node).name, &body.node(node).op, &node_inputs)?;
                 for (slot_ix, outlet) in node_outputs.iter().enumerate() {

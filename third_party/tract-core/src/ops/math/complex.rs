@@ -17,9 +17,7 @@ impl EvalOp for InnerDimToComplex {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        Ok(tvec!(
-            reinterpret_inner_dim_as_complex(inputs.remove(0).into_tensor())?.into_tvalue()
-        ))
+        Ok(tvec!(reinterpret_inner_dim_as_complex(inputs.remove(0).into_tensor())?.into_tvalue()))
     }
 }
 
@@ -53,9 +51,7 @@ impl EvalOp for ComplexToInnerDim {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        Ok(tvec!(
-            reinterpret_complex_as_inner_dim(inputs.remove(0).into_tensor())?.into_tvalue()
-        ))
+        Ok(tvec!(reinterpret_complex_as_inner_dim(inputs.remove(0).into_tensor())?.into_tvalue()))
     }
 }
 

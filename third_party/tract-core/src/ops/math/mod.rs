@@ -349,14 +349,10 @@ fn declutter_mul(
     if let Some(uniform) = crate::ops::binary::one_input_is_uniform(model, node)? {
         let var_fact = model.outlet_fact(uniform.var)?;
         if uniform.uni.cast_to_scalar::<f64>()? == 0.0 {
-            let shapes = model
-                .node_input_facts(node.id)?
-                .iter()
-                .map(|f| &f.shape)
-                .collect::<TVec<_>>();
-            let shape: ShapeFact = crate::broadcast::multi_broadcast(&shapes)
-                .context("Failed to broadcast")?
-                .into();
+            let shapes =
+                model.node_input_facts(node.id)?.iter().map(|f| &f.shape).collect::<TVec<_>>();
+            let shape: ShapeFact =
+                crate::broadcast::multi_broadcast(&shapes).context("Failed to broadcast")?.into();
             return Ok(Some(TypedModelPatch::rewire(
                 model,
                 &[],
@@ -457,10 +453,7 @@ fn declutter_div(
         let dt = q.datum_type;
         if let Some(q) = &q.uniform
             && let Ok(integer) = q.cast_to_scalar::<i64>()
-            && tensor0(integer)
-                .cast_to_dt(dt)?
-                .close_enough(q, false)
-                .is_ok()
+            && tensor0(integer).cast_to_dt(dt)?.close_enough(q, false).is_ok()
             && dt.is_unsigned()
             && q.cast_to_scalar::<i64>()?.count_ones() == 1
         {
@@ -741,18 +734,15 @@ element_wise!(tanh, Tanh,
 fn erf_f16_lut() -> &'static [u16; 1 << 16] {
     static LUT: std::sync::OnceLock<Box<[u16; 1 << 16]>> = std::sync::OnceLock::new();
     LUT.get_or_init(|| {
-        let mut values: Vec<f32> = (0..=u16::MAX)
-            .map(|bits| f16::from_bits(bits).to_f32())
-            .collect();
+        let mut values: Vec<f32> =
+            (0..=u16::MAX).map(|bits| f16::from_bits(bits).to_f32()).collect();
         Func::Erf
             .ew_f32()
             .expect("no erf kernel to build the f16 lookup table with")
             .run(&mut values)
             .expect("erf kernel failed on the lookup table domain");
         let mut lut = Box::new([0u16; 1 << 16]);
-        lut.iter_mut()
-            .zip(values)
-            .for_each(|(slot, v)| *slot = f16::from_f32(v).to_bits());
+        lut.iter_mut().zip(values).for_each(|(slot, v)| *slot = f16::from_f32(v).to_bits());
         lut
     })
 }
@@ -841,33 +831,21 @@ mod tests {
         assert_eq!(
             div()
                 .0
-                .eval(
-                    tensor1(&[i32::MIN]).into(),
-                    tensor1(&[-1i32]).into(),
-                    i32::datum_type()
-                )
+                .eval(tensor1(&[i32::MIN]).into(), tensor1(&[-1i32]).into(), i32::datum_type())
                 .unwrap(),
             tensor1(&[i32::MIN])
         );
         assert_eq!(
             div()
                 .0
-                .eval(
-                    tensor1(&[i8::MIN]).into(),
-                    tensor1(&[-1i8]).into(),
-                    i8::datum_type()
-                )
+                .eval(tensor1(&[i8::MIN]).into(), tensor1(&[-1i8]).into(), i8::datum_type())
                 .unwrap(),
             tensor1(&[i8::MIN])
         );
         assert_eq!(
             div()
                 .0
-                .eval(
-                    tensor1(&[i64::MIN]).into(),
-                    tensor1(&[-1i64]).into(),
-                    i64::datum_type()
-                )
+                .eval(tensor1(&[i64::MIN]).into(), tensor1(&[-1i64]).into(), i64::datum_type())
                 .unwrap(),
             tensor1(&[i64::MIN])
         );
@@ -878,22 +856,14 @@ mod tests {
         assert_eq!(
             rem()
                 .0
-                .eval(
-                    tensor1(&[i32::MIN]).into(),
-                    tensor1(&[-1i32]).into(),
-                    i32::datum_type()
-                )
+                .eval(tensor1(&[i32::MIN]).into(), tensor1(&[-1i32]).into(), i32::datum_type())
                 .unwrap(),
             tensor1(&[0i32])
         );
         assert_eq!(
             rem()
                 .0
-                .eval(
-                    tensor1(&[i16::MIN]).into(),
-                    tensor1(&[-1i16]).into(),
-                    i16::datum_type()
-                )
+                .eval(tensor1(&[i16::MIN]).into(), tensor1(&[-1i16]).into(), i16::datum_type())
                 .unwrap(),
             tensor1(&[0i16])
         );
@@ -927,11 +897,7 @@ mod tests {
         assert_eq!(
             div()
                 .0
-                .eval(
-                    tensor1(&[255u8]).into(),
-                    tensor1(&[2u8]).into(),
-                    u8::datum_type()
-                )
+                .eval(tensor1(&[255u8]).into(), tensor1(&[2u8]).into(), u8::datum_type())
                 .unwrap(),
             tensor1(&[127u8])
         );
@@ -956,10 +922,7 @@ mod tests {
         erf().0.eval_in_place(&mut lut, None).unwrap();
 
         let lut = lut.to_plain_array_view::<f16>().unwrap();
-        let mismatch = lut
-            .iter()
-            .zip(&reference)
-            .position(|(a, b)| a.to_bits() != b.to_bits());
+        let mismatch = lut.iter().zip(&reference).position(|(a, b)| a.to_bits() != b.to_bits());
         assert_eq!(mismatch, None);
     }
 

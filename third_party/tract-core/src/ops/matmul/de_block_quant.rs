@@ -32,9 +32,7 @@ fn block_quant_einsum_weights(
 ) -> TractResult<Option<TypedModelPatch>> {
     rule_if!(node.inputs.len() == 2);
     for (slot, fact) in model.node_input_facts(node.id)?.iter().enumerate() {
-        let Some(a) = fact.konst.as_ref() else {
-            continue;
-        };
+        let Some(a) = fact.konst.as_ref() else { continue };
         if a.rank() != 2 {
             continue;
         };
@@ -69,10 +67,8 @@ fn block_quant_einsum_weights(
         let m = a.shape()[0];
         let k = a.shape()[1];
         let bqs = BlockQuantStorage::new(Box::new(format), m, k, Arc::new(weights))?;
-        let fact = Box::new(BlockQuantFact::new(
-            dyn_clone::clone_box(bqs.format()),
-            tvec!(1, m, k),
-        ));
+        let fact =
+            Box::new(BlockQuantFact::new(dyn_clone::clone_box(bqs.format()), tvec!(1, m, k)));
         let weights = patch.wire_node(
             format!("{name}.bq"),
             Const::new_with_exotic_fact(
@@ -85,11 +81,7 @@ fn block_quant_einsum_weights(
         // Block-quant tensor is rank 3 [G=1, M, K]; add a group dim to the weight's axes
         let mut new_op = op.op.clone();
         new_op.axes = new_op.axes.with_extra_axis('G', InOut::In(slot), 0)?;
-        let inputs = if slot == 0 {
-            [weights[0], tap]
-        } else {
-            [tap, weights[0]]
-        };
+        let inputs = if slot == 0 { [weights[0], tap] } else { [tap, weights[0]] };
         let wire = patch.wire_node(prefix, new_op, &inputs)?;
         patch.shunt_outside(model, node.id.into(), wire[0])?;
         return Ok(Some(patch));
@@ -105,9 +97,8 @@ mod test {
     // Deterministic varied fill so quantization is actually exercised.
     fn fill(shape: &[usize], seed: usize) -> Tensor {
         let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n)
-            .map(|i| (((i * 13 + seed * 7) % 29) as f32 - 14.0) / 14.0)
-            .collect();
+        let data: Vec<f32> =
+            (0..n).map(|i| (((i * 13 + seed * 7) % 29) as f32 - 14.0) / 14.0).collect();
         Tensor::from_shape(shape, &data).unwrap()
     }
 
@@ -117,11 +108,7 @@ mod test {
         let w = model.wire_node("w", Const::new(w.clone().into_arc_tensor())?, &[])?[0];
         let out = model.wire_node(
             "mm",
-            EinSum {
-                axes: axes.parse()?,
-                operating_dt: f32::datum_type(),
-                q_params: None,
-            },
+            EinSum { axes: axes.parse()?, operating_dt: f32::datum_type(), q_params: None },
             &[x, w],
         )?;
         model.select_output_outlets(&out)?;

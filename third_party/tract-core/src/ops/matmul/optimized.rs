@@ -82,11 +82,7 @@ impl ProtoFusedSpec {
     pub fn format(&self, mmm: &dyn MatMatMul, mode: usize) -> String {
         use ProtoFusedSpec::*;
         match self {
-            AddMatMul {
-                geo,
-                packings: packing,
-                ..
-            } => {
+            AddMatMul { geo, packings: packing, .. } => {
                 let (a, b) = &mmm.packings()[packing[mode].0];
                 format!("matmul(k={}, {a:?}•{b:?})", geo.k)
             }
@@ -111,12 +107,7 @@ impl ProtoFusedSpec {
     ) -> FusedSpec<'t> {
         #[allow(clippy::let_and_return)]
         let fs = match self {
-            ProtoFusedSpec::AddMatMul {
-                geo,
-                a,
-                b,
-                packings,
-            } => {
+            ProtoFusedSpec::AddMatMul { geo, a, b, packings } => {
                 let resolve =
                     |operand: &'t MatMulOperand, mapping: &MapOutputAxisToInput| match operand {
                         MatMulOperand::Input(i) => {
@@ -405,14 +396,8 @@ impl Op for OptMatMul {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let m = self
-            .c_m_axis
-            .map(|ix| &self.c_fact.shape[ix])
-            .unwrap_or(&TDim::Val(1));
-        let n = self
-            .c_n_axis
-            .map(|ix| &self.c_fact.shape[ix])
-            .unwrap_or(&TDim::Val(1));
+        let m = self.c_m_axis.map(|ix| &self.c_fact.shape[ix]).unwrap_or(&TDim::Val(1));
+        let n = self.c_n_axis.map(|ix| &self.c_fact.shape[ix]).unwrap_or(&TDim::Val(1));
         let mut infos = vec![format!(
             "c_shape:{:?}, c_m_axis:{:?} c_n_axis:{:?} m:{} n:{}",
             self.c_fact, self.c_m_axis, self.c_n_axis, m, n,
@@ -425,10 +410,7 @@ impl Op for OptMatMul {
         for (mode, mmm) in self.mmm.iter().enumerate() {
             infos.push(format!(
                 "Ops: {}",
-                self.micro_ops
-                    .iter()
-                    .map(|o| o.format(&**mmm, mode))
-                    .join(" >>> ")
+                self.micro_ops.iter().map(|o| o.format(&**mmm, mode)).join(" >>> ")
             ));
         }
         Ok(infos)
@@ -476,12 +458,10 @@ impl EvalOp for OptMatMul {
 
     fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         MMM_SCRATCH.with_borrow_mut(|per_session| {
-            let scratch = per_session
-                .entry(ctx.session)
-                .or_insert_with(|| MmmScratch {
-                    space: SPARE_SPACE.take(),
-                    stores: HashMap::new(),
-                });
+            let scratch = per_session.entry(ctx.session).or_insert_with(|| MmmScratch {
+                space: SPARE_SPACE.take(),
+                stores: HashMap::new(),
+            });
             self.eval_with_scratch(ctx, inputs, scratch)
         })
     }
@@ -509,10 +489,7 @@ impl OptMatMul {
             let mode = self.mode_picker.pick(n)?;
             let mmm = &*self.mmm[mode];
             let MmmScratch { space, stores } = scratch;
-            if !space
-                .as_ref()
-                .is_some_and(|s| mmm.can_use_scratch_space(&**s))
-            {
+            if !space.as_ref().is_some_and(|s| mmm.can_use_scratch_space(&**s)) {
                 *space = Some(mmm.allocate_scratch_space());
             }
             let scratch = space.as_mut().unwrap();
@@ -571,16 +548,8 @@ impl OptMatMul {
 
 impl TypedOp for OptMatMul {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            self.c_m_axis
-                .map(|ax| ax < self.c_fact.rank())
-                .unwrap_or(true)
-        );
-        ensure!(
-            self.c_n_axis
-                .map(|ax| ax < self.c_fact.rank())
-                .unwrap_or(true)
-        );
+        ensure!(self.c_m_axis.map(|ax| ax < self.c_fact.rank()).unwrap_or(true));
+        ensure!(self.c_n_axis.map(|ax| ax < self.c_fact.rank()).unwrap_or(true));
         ensure!(self.trivial_path == self.can_use_trivial_path());
         ensure!(self.mmm.iter().map(|mmm| mmm.internal_type()).all_equal());
         for op in &self.micro_ops {
@@ -645,10 +614,7 @@ impl TypedOp for OptMatMul {
             return self.fuse_binary(model, node, patch, other_outlet, binop);
         }
 
-        if let Some(op) = succ
-            .op_as::<ops::element_wise::ElementWiseOp>()
-            .map(|ew| ew.0.as_ref())
-        {
+        if let Some(op) = succ.op_as::<ops::element_wise::ElementWiseOp>().map(|ew| ew.0.as_ref()) {
             if let Some(op) = op.downcast_ref::<ops::math::QScale>() {
                 return self.fuse_op(
                     model,
@@ -666,9 +632,7 @@ impl TypedOp for OptMatMul {
                 );
                 let alpha = patch.add_const(
                     node.name.to_string() + ".alpha",
-                    tensor0(op.alpha)
-                        .cast_to_dt(self.mmm[0].internal_type())?
-                        .into_owned(),
+                    tensor0(op.alpha).cast_to_dt(self.mmm[0].internal_type())?.into_owned(),
                 )?;
                 return self.fuse_op(
                     model,
@@ -686,20 +650,10 @@ impl TypedOp for OptMatMul {
                 || self.mmm.iter().all(|m| m.stores().contains(&cast_to)))
             && let Some(ProtoFusedSpec::Store(stores)) = self.micro_ops.last()
         {
-            rule_if!(
-                stores
-                    .iter()
-                    .all(|s| !matches!(s, OutputStoreSpec::Strides { .. }))
-            );
+            rule_if!(stores.iter().all(|s| !matches!(s, OutputStoreSpec::Strides { .. })));
             let c_fact = cast_to.fact(self.c_fact.shape.clone());
-            let mut patch = TypedModelPatch::fuse_with_next(
-                model,
-                node,
-                Self {
-                    c_fact,
-                    ..self.clone()
-                },
-            )?;
+            let mut patch =
+                TypedModelPatch::fuse_with_next(model, node, Self { c_fact, ..self.clone() })?;
             patch.dont_apply_twice = Some(format!("Fuse {succ} into {node}"));
             return Ok(Some(patch));
         }
@@ -776,11 +730,7 @@ impl TypedOp for OptMatMul {
                         &next_node.name,
                         &mut patch,
                         op.clone(),
-                        &if flipped {
-                            [output, cst]
-                        } else {
-                            [cst, output]
-                        },
+                        &if flipped { [output, cst] } else { [cst, output] },
                     )?;
                     let wire = patch.wire_node(&succ.name, succ.op.clone(), &wire)?[0];
                     patch.shunt_outside(model, next_node.id.into(), wire)?;
@@ -808,11 +758,7 @@ impl TypedOp for OptMatMul {
                         model,
                         node,
                         patch,
-                        vec![ProtoFusedSpec::AddUnicast(
-                            other_storage,
-                            node.inputs.len(),
-                            mapping,
-                        )],
+                        vec![ProtoFusedSpec::AddUnicast(other_storage, node.inputs.len(), mapping)],
                         &[other_input],
                     );
                 }
@@ -866,28 +812,22 @@ impl OptMatMul {
     pub fn guess_k(&self) -> Option<TDim> {
         self.micro_ops
             .iter()
-            .find_map(|o| {
-                if let ProtoFusedSpec::AddMatMul { geo, .. } = o {
-                    Some(geo)
-                } else {
-                    None
-                }
-            })
+            .find_map(
+                |o| {
+                    if let ProtoFusedSpec::AddMatMul { geo, .. } = o { Some(geo) } else { None }
+                },
+            )
             .map(|geo| geo.k.clone())
     }
 
     #[inline]
     pub fn m(&self) -> &TDim {
-        self.c_m_axis
-            .map(|ax| &self.c_fact.shape[ax])
-            .unwrap_or(&TDim::Val(1))
+        self.c_m_axis.map(|ax| &self.c_fact.shape[ax]).unwrap_or(&TDim::Val(1))
     }
 
     #[inline]
     pub fn n(&self) -> &TDim {
-        self.c_n_axis
-            .map(|ax| &self.c_fact.shape[ax])
-            .unwrap_or(&TDim::Val(1))
+        self.c_n_axis.map(|ax| &self.c_fact.shape[ax]).unwrap_or(&TDim::Val(1))
     }
 
     fn update_trivial_path(&mut self) {
@@ -903,23 +843,15 @@ impl OptMatMul {
         }
         let old = self.c_fact.shape.as_concrete()?;
         let removed = pure_squeeze_removed(old, &into.dims)?;
-        if removed
-            .iter()
-            .any(|ax| Some(*ax) == self.c_m_axis || Some(*ax) == self.c_n_axis)
-        {
+        if removed.iter().any(|ax| Some(*ax) == self.c_m_axis || Some(*ax) == self.c_n_axis) {
             return None;
         }
         // A non-unit matmul batch axis (e.g. grouped conv) makes the packed
         // inputs per-batch; folding any axis then desyncs that batch indexing.
         // Only fuse when every batch axis is trivial (size 1).
         let mut batch_axes: TVec<usize> = tvec!();
-        self.micro_ops
-            .iter()
-            .for_each(|uop| uop.push_mapped_c_axes(&mut batch_axes));
-        if batch_axes
-            .iter()
-            .any(|ax| old.get(*ax).copied().unwrap_or(1) > 1)
-        {
+        self.micro_ops.iter().for_each(|uop| uop.push_mapped_c_axes(&mut batch_axes));
+        if batch_axes.iter().any(|ax| old.get(*ax).copied().unwrap_or(1) > 1) {
             return None;
         }
         let mut new_op = self.clone();
@@ -974,15 +906,11 @@ impl OptMatMul {
         for op in &self.micro_ops {
             if let ProtoFusedSpec::AddMatMul { geo, a, b, .. } = op {
                 if bakeable(a, &geo.c_to_a_axis_mapping) {
-                    let MatMulOperand::Input(i) = a else {
-                        unreachable!()
-                    };
+                    let MatMulOperand::Input(i) = a else { unreachable!() };
                     baked.push(*i);
                 }
                 if bakeable(b, &geo.c_to_b_axis_mapping) {
-                    let MatMulOperand::Input(i) = b else {
-                        unreachable!()
-                    };
+                    let MatMulOperand::Input(i) = b else { unreachable!() };
                     baked.push(*i);
                 }
             }
@@ -1006,9 +934,7 @@ impl OptMatMul {
         };
         let const_value = |i: usize| -> TractResult<Box<dyn MMMInputValue>> {
             let konst = model.outlet_fact(node.inputs[i])?.konst.clone().unwrap();
-            Ok(dyn_clone::clone_box(
-                konst.try_storage_as::<PackedMatrixStorage>()?.value(),
-            ))
+            Ok(dyn_clone::clone_box(konst.try_storage_as::<PackedMatrixStorage>()?.value()))
         };
         let map_operand = |operand: &MatMulOperand| -> TractResult<MatMulOperand> {
             Ok(match operand {
@@ -1025,12 +951,7 @@ impl OptMatMul {
             .map(|op| -> TractResult<ProtoFusedSpec> {
                 use ProtoFusedSpec::*;
                 Ok(match op {
-                    AddMatMul {
-                        geo,
-                        a,
-                        b,
-                        packings,
-                    } => AddMatMul {
+                    AddMatMul { geo, a, b, packings } => AddMatMul {
                         geo: geo.clone(),
                         a: map_operand(a)?,
                         b: map_operand(b)?,
@@ -1049,14 +970,9 @@ impl OptMatMul {
                 })
             })
             .collect::<TractResult<Vec<_>>>()?;
-        let new_op = OptMatMul {
-            micro_ops,
-            ..self.clone()
-        };
-        let kept: TVec<OutletId> = (0..node.inputs.len())
-            .filter(|i| !baked.contains(i))
-            .map(|i| node.inputs[i])
-            .collect();
+        let new_op = OptMatMul { micro_ops, ..self.clone() };
+        let kept: TVec<OutletId> =
+            (0..node.inputs.len()).filter(|i| !baked.contains(i)).map(|i| node.inputs[i]).collect();
         let mut patch = TypedModelPatch::new(format!("bake const operands into {}", node.name));
         let taps = patch.taps(model, &kept)?;
         let output = patch.wire_node(&node.name, new_op, &taps)?;

@@ -22,10 +22,7 @@ impl Op for OptMatMulPack {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?}. k axis: {}, mn axis: {}",
-            self.packers, self.k_axis, self.mn_axis
-        )])
+        Ok(vec![format!("{:?}. k axis: {}, mn axis: {}", self.packers, self.k_axis, self.mn_axis)])
     }
 
     op_as_typed_op!();
@@ -47,11 +44,7 @@ impl TypedOp for OptMatMulPack {
         }
         let k = inputs[0].shape[self.k_axis].clone();
         let mn = inputs[0].shape[self.mn_axis].clone();
-        let exotic_fact = DynPackedExoticFact {
-            k,
-            mn,
-            packers: self.packers.clone(),
-        };
+        let exotic_fact = DynPackedExoticFact { k, mn, packers: self.packers.clone() };
         Ok(tvec!(
             inputs[0]
                 .datum_type
@@ -194,9 +187,7 @@ impl EvalOp for OptSimpleMatMulPack {
         let input = args_1!(inputs);
         let bqs = input.try_storage_as::<BlockQuantStorage>()?;
         // Leading dims before the last 2 (M, K) are batch/group dims
-        let num_groups: usize = input.shape()[..input.rank().saturating_sub(2)]
-            .iter()
-            .product();
+        let num_groups: usize = input.shape()[..input.rank().saturating_sub(2)].iter().product();
         let m_per_group = input.shape()[input.rank() - 2];
         let k = *input.shape().last().unwrap();
         let values = (0..num_groups)
@@ -223,13 +214,10 @@ impl TypedOp for OptSimpleMatMulPack {
             tvec!()
         };
         let fact =
-            inputs[0]
-                .datum_type
-                .fact(&*output_shape)
-                .with_exotic_fact(PackedBlockQuantFact {
-                    format: self.packed_format.clone(),
-                    shape: tvec!(self.m, self.k),
-                });
+            inputs[0].datum_type.fact(&*output_shape).with_exotic_fact(PackedBlockQuantFact {
+                format: self.packed_format.clone(),
+                shape: tvec!(self.m, self.k),
+            });
         Ok(tvec!(fact))
     }
 

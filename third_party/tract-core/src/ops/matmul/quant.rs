@@ -99,24 +99,14 @@ pub(crate) fn compensate_zero_points(
     ensure!(model.outlet_fact(sum_a)?.rank() == output_rank);
     ensure!(model.outlet_fact(sum_b)?.rank() == output_rank);
 
-    let a0 = model.wire_node(
-        format!("{name}.cast_a0"),
-        ops::cast::cast(i32::datum_type()),
-        &[a0],
-    )?[0];
+    let a0 =
+        model.wire_node(format!("{name}.cast_a0"), ops::cast::cast(i32::datum_type()), &[a0])?[0];
 
-    let b0 = model.wire_node(
-        format!("{name}.cast_b0"),
-        ops::cast::cast(i32::datum_type()),
-        &[b0],
-    )?[0];
+    let b0 =
+        model.wire_node(format!("{name}.cast_b0"), ops::cast::cast(i32::datum_type()), &[b0])?[0];
 
     let k = model.add_const(format!("{name}.k"), rctensor0(k))?;
-    let k = model.wire_node(
-        format!("{name}.cast_k"),
-        ops::cast::cast(i32::datum_type()),
-        &[k],
-    )?[0];
+    let k = model.wire_node(format!("{name}.cast_k"), ops::cast::cast(i32::datum_type()), &[k])?[0];
 
     let a0_sum_b = wire_with_rank_broadcast(
         format!("{name}.a0_sum_b"),
@@ -135,12 +125,9 @@ pub(crate) fn compensate_zero_points(
     let a0_k =
         wire_with_rank_broadcast(format!("{name}.a0_k"), model, ops::math::mul(), &[a0, k])?[0];
 
-    let a0_k_b0 = wire_with_rank_broadcast(
-        format!("{name}.a0_k_b0"),
-        model,
-        ops::math::mul(),
-        &[a0_k, b0],
-    )?[0];
+    let a0_k_b0 =
+        wire_with_rank_broadcast(format!("{name}.a0_k_b0"), model, ops::math::mul(), &[a0_k, b0])?
+            [0];
 
     let result = wire_with_rank_broadcast(
         format!("{}.minus_a0_B", name),
@@ -593,11 +580,7 @@ mod test {
     fn test_qmmp_i8_i8_i8_0() {
         QMatMulProblemI8I8I8 {
             a: arr2(&[[76, 76, 76], [127, -127, 102]]),
-            b: arr2(&[
-                [25, 51, 76, 102, 127],
-                [-51, -25, 0, 25, 51],
-                [-25, -51, -76, -102, -127],
-            ]),
+            b: arr2(&[[25, 51, 76, 102, 127], [-51, -25, 0, 25, 51], [-25, -51, -76, -102, -127]]),
             bias: tensor0(0i32),
             a0: 51,
             b0: 0,
@@ -629,11 +612,7 @@ mod test {
     fn test_qmmp_i8_i8_u8() {
         QMatMulProblemI8I8U8 {
             a: arr2(&[[76, 76, 76], [127, -127, 102]]),
-            b: arr2(&[
-                [25, 51, 76, 102, 127],
-                [-51, -25, 0, 25, 51],
-                [-25, -51, -76, -102, -127],
-            ]),
+            b: arr2(&[[25, 51, 76, 102, 127], [-51, -25, 0, 25, 51], [-25, -51, -76, -102, -127]]),
             bias: tensor0(0i32),
             a0: 51,
             b0: 0,
@@ -649,11 +628,7 @@ mod test {
     fn test_qmmp_i8_u8_i8() {
         QMatMulProblemI8U8I8 {
             a: arr2(&[[76, 76, 76], [127, -127, 102]]),
-            b: arr2(&[
-                [152, 178, 203, 229, 254],
-                [76, 102, 127, 152, 178],
-                [102, 76, 51, 25, 0],
-            ]),
+            b: arr2(&[[152, 178, 203, 229, 254], [76, 102, 127, 152, 178], [102, 76, 51, 25, 0]]),
             bias: tensor0(0i32),
             a0: 51,
             b0: 127,
@@ -669,11 +644,7 @@ mod test {
     fn test_qmmp_u8_i8_i8() {
         QMatMulProblemU8I8I8 {
             a: arr2(&[[204, 204, 204], [255, 1, 230]]),
-            b: arr2(&[
-                [25, 51, 76, 102, 127],
-                [-51, -25, 0, 25, 51],
-                [-25, -51, -76, -102, -127],
-            ]),
+            b: arr2(&[[25, 51, 76, 102, 127], [-51, -25, 0, 25, 51], [-25, -51, -76, -102, -127]]),
             bias: tensor0(0i32),
             a0: 179,
             b0: 0,
@@ -689,11 +660,7 @@ mod test {
     fn test_qmmp_i8_u8_u8() {
         QMatMulProblemI8U8U8 {
             a: arr2(&[[76, 76, 76], [127, -127, 102]]),
-            b: arr2(&[
-                [152, 178, 203, 229, 254],
-                [76, 102, 127, 152, 178],
-                [102, 76, 51, 25, 0],
-            ]),
+            b: arr2(&[[152, 178, 203, 229, 254], [76, 102, 127, 152, 178], [102, 76, 51, 25, 0]]),
             bias: tensor0(0i32),
             a0: 51,
             b0: 127,
@@ -709,11 +676,7 @@ mod test {
     fn test_qmmp_u8_i8_u8() {
         QMatMulProblemU8I8U8 {
             a: arr2(&[[204, 204, 204], [255, 1, 230]]),
-            b: arr2(&[
-                [25, 51, 76, 102, 127],
-                [-51, -25, 0, 25, 51],
-                [-25, -51, -76, -102, -127],
-            ]),
+            b: arr2(&[[25, 51, 76, 102, 127], [-51, -25, 0, 25, 51], [-25, -51, -76, -102, -127]]),
             bias: tensor0(0i32),
             a0: 179,
             b0: 0,
@@ -729,11 +692,7 @@ mod test {
     fn test_qmmp_u8_u8_i8() {
         QMatMulProblemU8U8I8 {
             a: arr2(&[[204, 204, 204], [255, 1, 230]]),
-            b: arr2(&[
-                [152, 178, 203, 229, 254],
-                [76, 102, 127, 152, 178],
-                [102, 76, 51, 25, 0],
-            ]),
+            b: arr2(&[[152, 178, 203, 229, 254], [76, 102, 127, 152, 178], [102, 76, 51, 25, 0]]),
             bias: tensor0(0i32),
             a0: 179,
             b0: 127,
@@ -749,11 +708,7 @@ mod test {
     fn test_qmmp_u8_u8_u8() {
         QMatMulProblemU8U8U8 {
             a: arr2(&[[204, 204, 204], [255, 1, 230]]),
-            b: arr2(&[
-                [152, 178, 203, 229, 254],
-                [76, 102, 127, 152, 178],
-                [102, 76, 51, 25, 0],
-            ]),
+            b: arr2(&[[152, 178, 203, 229, 254], [76, 102, 127, 152, 178], [102, 76, 51, 25, 0]]),
             bias: tensor0(0i32),
             a0: 179,
             b0: 127,

@@ -37,18 +37,10 @@ impl EvalOp for ClampedSwiGlu {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         self.validate()?;
+        ensure!(inputs.len() == 2, "ClampedSwiGlu expects gate and up inputs");
+        ensure!(inputs[0].shape() == inputs[1].shape(), "ClampedSwiGlu gate/up shape mismatch");
         ensure!(
-            inputs.len() == 2,
-            "ClampedSwiGlu expects gate and up inputs"
-        );
-        ensure!(
-            inputs[0].shape() == inputs[1].shape(),
-            "ClampedSwiGlu gate/up shape mismatch"
-        );
-        ensure!(
-            inputs
-                .iter()
-                .all(|t| matches!(t.datum_type(), DatumType::F16 | DatumType::F32)),
+            inputs.iter().all(|t| matches!(t.datum_type(), DatumType::F16 | DatumType::F32)),
             "ClampedSwiGlu inputs must be f16 or f32"
         );
         let mut output = Tensor::zero_dt(f32::datum_type(), inputs[0].shape())?;
@@ -77,18 +69,10 @@ impl EvalOp for ClampedSwiGlu {
 impl TypedOp for ClampedSwiGlu {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         self.validate()?;
+        ensure!(inputs.len() == 2, "ClampedSwiGlu expects gate and up inputs");
+        ensure!(inputs[0].shape == inputs[1].shape, "ClampedSwiGlu gate/up shape mismatch");
         ensure!(
-            inputs.len() == 2,
-            "ClampedSwiGlu expects gate and up inputs"
-        );
-        ensure!(
-            inputs[0].shape == inputs[1].shape,
-            "ClampedSwiGlu gate/up shape mismatch"
-        );
-        ensure!(
-            inputs
-                .iter()
-                .all(|f| matches!(f.datum_type, DatumType::F16 | DatumType::F32)),
+            inputs.iter().all(|f| matches!(f.datum_type, DatumType::F16 | DatumType::F32)),
             "ClampedSwiGlu inputs must be f16 or f32"
         );
         Ok(tvec![f32::datum_type().fact(inputs[0].shape.clone())])

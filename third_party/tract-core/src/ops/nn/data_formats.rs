@@ -31,11 +31,7 @@ impl DataFormat {
             strides.push(previous * dim)
         }
         strides.reverse();
-        Ok(BaseDataShape {
-            fmt: *self,
-            shape,
-            strides,
-        })
+        Ok(BaseDataShape { fmt: *self, shape, strides })
     }
 
     pub fn from_n_c_hw<D, S>(&self, n: D, c: D, shape: S) -> TractResult<BaseDataShape<D, TVec<D>>>
@@ -171,10 +167,7 @@ where
 
     #[inline]
     pub fn n(&self) -> Option<&D> {
-        unsafe {
-            self.n_axis()
-                .map(|axis| self.shape.as_ref().get_unchecked(axis))
-        }
+        unsafe { self.n_axis().map(|axis| self.shape.as_ref().get_unchecked(axis)) }
     }
 
     #[inline]

@@ -62,10 +62,7 @@ pub fn detect_gelu_exact(
         x = scale
             .inputs
             .iter()
-            .find(|o| model
-                .outlet_fact(**o)
-                .map(|f| f.konst.is_none())
-                .unwrap_or(false))
+            .find(|o| model.outlet_fact(**o).map(|f| f.konst.is_none()).unwrap_or(false))
             .copied()
     );
 
@@ -98,11 +95,8 @@ pub fn detect_gelu_exact(
 
     let mut patch = TypedModelPatch::default();
     let tap = patch.taps(model, &[x])?;
-    let wired = patch.wire_node(
-        format!("{}.gelu_exact", erf_node.name),
-        gelu_exact(),
-        &[tap[0]],
-    )?;
+    let wired =
+        patch.wire_node(format!("{}.gelu_exact", erf_node.name), gelu_exact(), &[tap[0]])?;
     patch.shunt_outside(model, last.id.into(), wired[0])?;
     Ok(Some(patch))
 }
@@ -144,9 +138,7 @@ mod tests {
     }
 
     fn is_mini<T: crate::ops::element_wise::ElementWiseMiniOp>(n: &TypedNode) -> bool {
-        n.op_as::<ElementWiseOp>()
-            .map(|e| e.0.is::<T>())
-            .unwrap_or(false)
+        n.op_as::<ElementWiseOp>().map(|e| e.0.is::<T>()).unwrap_or(false)
     }
 
     fn input(dt: DatumType, len: usize) -> TractResult<TValue> {
@@ -168,10 +160,7 @@ mod tests {
                     fused.nodes().iter().any(is_mini::<GeluExact>),
                     "{dt:?}: no GeluExact after declutter"
                 );
-                assert!(
-                    !fused.nodes().iter().any(is_mini::<Erf>),
-                    "{dt:?}: Erf survived"
-                );
+                assert!(!fused.nodes().iter().any(is_mini::<Erf>), "{dt:?}: Erf survived");
 
                 let got = fused.into_runnable()?.run(tvec!(input(dt, len)?))?;
                 assert_eq!(

@@ -75,11 +75,7 @@ impl GridSample {
     }
 
     fn bounds(&self, size: usize) -> (f32, f32) {
-        if self.align_corners {
-            (0.0, size as f32 - 1.0)
-        } else {
-            (-0.5, size as f32 - 0.5)
-        }
+        if self.align_corners { (0.0, size as f32 - 1.0) } else { (-0.5, size as f32 - 0.5) }
     }
 
     fn pixel_at_nd(
@@ -128,10 +124,7 @@ impl GridSample {
     }
 
     fn is_oob(&self, coords: &[f32], bounds: &[(f32, f32)]) -> bool {
-        coords
-            .iter()
-            .zip(bounds.iter())
-            .any(|(&c, &(lo, hi))| c < lo || c > hi)
+        coords.iter().zip(bounds.iter()).any(|(&c, &(lo, hi))| c < lo || c > hi)
     }
 
     fn pad_coords(&self, coords: &mut [f32], bounds: &[(f32, f32)]) {
@@ -153,10 +146,8 @@ impl GridSample {
 
         match self.mode {
             InterpolationMode::Nearest => {
-                let mut coords: Vec<f32> = pixel_coords
-                    .iter()
-                    .map(|&c| round_ties_to_even(c))
-                    .collect();
+                let mut coords: Vec<f32> =
+                    pixel_coords.iter().map(|&c| round_ties_to_even(c)).collect();
                 if self.is_oob(&coords, &bounds) {
                     self.pad_coords(&mut coords, &bounds);
                 }
@@ -188,10 +179,7 @@ impl GridSample {
                 result
             }
             InterpolationMode::Bicubic => {
-                assert!(
-                    ndim == 2,
-                    "Bicubic interpolation only supports 2D spatial dimensions"
-                );
+                assert!(ndim == 2, "Bicubic interpolation only supports 2D spatial dimensions");
                 let (mut px, mut py) = (pixel_coords[0], pixel_coords[1]);
                 if self.is_oob(&[px, py], &bounds) {
                     px = self.apply_padding(px, bounds[0].0, bounds[0].1);
@@ -315,13 +303,7 @@ impl EvalOp for GridSample {
             self.sample_nd(&x, batch, channel, &pixel_coords, &spatial_sizes)
         });
 
-        Ok(tvec!(
-            output
-                .into_tensor()
-                .cast_to_dt(input_dt)?
-                .into_owned()
-                .into_tvalue()
-        ))
+        Ok(tvec!(output.into_tensor().cast_to_dt(input_dt)?.into_owned().into_tvalue()))
     }
 }
 

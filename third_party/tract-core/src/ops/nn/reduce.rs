@@ -76,41 +76,13 @@ impl Reducer {
         unsafe {
             let mut t = match self {
                 ArgMax(last) => {
-                    r!(Self::reduce_t(dt)(
-                        self,
-                        axes,
-                        &output_shape,
-                        input,
-                        argmax_t,
-                        *last
-                    ))
+                    r!(Self::reduce_t(dt)(self, axes, &output_shape, input, argmax_t, *last))
                 }
                 ArgMin(last) => {
-                    r!(Self::reduce_t(dt)(
-                        self,
-                        axes,
-                        &output_shape,
-                        input,
-                        argmin_t,
-                        *last
-                    ))
+                    r!(Self::reduce_t(dt)(self, axes, &output_shape, input, argmin_t, *last))
                 }
-                Min => r!(Self::reduce_t(dt)(
-                    self,
-                    axes,
-                    &output_shape,
-                    input,
-                    min_t,
-                    ()
-                )),
-                Max => r!(Self::reduce_t(dt)(
-                    self,
-                    axes,
-                    &output_shape,
-                    input,
-                    max_t,
-                    ()
-                )),
+                Min => r!(Self::reduce_t(dt)(self, axes, &output_shape, input, min_t, ())),
+                Max => r!(Self::reduce_t(dt)(self, axes, &output_shape, input, max_t, ())),
                 Prod => {
                     r!(Self::reduce_t(dt)(self, axes, &output_shape, input, prod_t, ()); Self::reduce_t(self, axes, &output_shape, input, q_prod_t, (zp, scale)))
                 }
@@ -162,13 +134,7 @@ impl Reducer {
                 .slice()
                 .iter()
                 .enumerate()
-                .map(|(ax, &d)| {
-                    if axes.contains(&ax) {
-                        (..).into()
-                    } else {
-                        d.into()
-                    }
-                })
+                .map(|(ax, &d)| if axes.contains(&ax) { (..).into() } else { d.into() })
                 .collect();
             let slice_info = SliceInfo::<_, IxDyn, IxDyn>::try_from(slice_spec).unwrap();
             let slice = input.slice(&slice_info);
@@ -234,9 +200,7 @@ impl Reducer {
                     }
                     let mut out_shape: Vec<usize> = vec![1; k];
                     out_shape.extend_from_slice(&input.shape()[k..]);
-                    return ArrayD::from_shape_vec(IxDyn(&out_shape), out)
-                        .unwrap()
-                        .into_tensor();
+                    return ArrayD::from_shape_vec(IxDyn(&out_shape), out).unwrap().into_tensor();
                 }
             }
             let mut operative_axes = vec![];
@@ -348,18 +312,10 @@ impl Reducer {
     fn mean_of_squares(&self, axis: &[usize], input: &Tensor) -> TractResult<Tensor> {
         let dt = input.datum_type();
         let mut input = input.cast_to::<f32>()?.into_owned();
-        input
-            .try_as_plain_ram_mut()?
-            .as_slice_mut::<f32>()?
-            .iter_mut()
-            .for_each(|x| *x = *x * *x);
+        input.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.iter_mut().for_each(|x| *x = *x * *x);
         let mut output = unsafe { self.sum::<f32>(axis, &input) };
         let norm = output.len() as f32 / input.len() as f32;
-        output
-            .try_as_plain_ram_mut()?
-            .as_slice_mut::<f32>()?
-            .iter_mut()
-            .for_each(|x| *x *= norm);
+        output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.iter_mut().for_each(|x| *x *= norm);
         Ok(output.cast_to_dt(dt)?.into_owned())
     }
 }
@@ -371,13 +327,12 @@ where
     v.iter()
         .copied()
         .enumerate()
-        .fold((0usize, T::min_value()), |acc, v| {
-            if v.1 > acc.1 || (last && acc.1 == v.1) {
-                v
-            } else {
-                acc
-            }
-        })
+        .fold(
+            (0usize, T::min_value()),
+            |acc, v| {
+                if v.1 > acc.1 || (last && acc.1 == v.1) { v } else { acc }
+            },
+        )
         .0 as i64
 }
 
@@ -388,13 +343,12 @@ where
     v.iter()
         .copied()
         .enumerate()
-        .fold((0usize, T::max_value()), |acc, v| {
-            if v.1 < acc.1 || (last && acc.1 == v.1) {
-                v
-            } else {
-                acc
-            }
-        })
+        .fold(
+            (0usize, T::max_value()),
+            |acc, v| {
+                if v.1 < acc.1 || (last && acc.1 == v.1) { v } else { acc }
+            },
+        )
         .0 as i64
 }
 
@@ -591,10 +545,7 @@ impl TypedOp for Reduce {
             axes.push(axis);
         }
         axes.sort();
-        let op = Some(Box::new(Self {
-            axes,
-            ..self.clone()
-        }) as _);
+        let op = Some(Box::new(Self { axes, ..self.clone() }) as _);
         Ok(Some(AxisChangeConsequence::new(model, node, op, change)))
     }
 
@@ -691,18 +642,11 @@ impl Reduce {
             rule_if!(succ_bin.0.is::<Mul>());
             let other = succ.inputs[1 - our_inlet.slot];
             rule_if_some!(other_konst = model.outlet_fact(other)?.uniform.as_ref());
-            let norm: TDim = self
-                .axes
-                .iter()
-                .map(|&ax| &prec.outputs[0].fact.shape[ax])
-                .product();
+            let norm: TDim = self.axes.iter().map(|&ax| &prec.outputs[0].fact.shape[ax]).product();
             rule_if_some!(norm = norm.as_i64());
             rule_if!(norm > 0);
             let norm = tensor0((norm as f32).recip());
-            if other_konst
-                .close_enough(&norm, Approximation::Close)
-                .is_ok()
-            {
+            if other_konst.close_enough(&norm, Approximation::Close).is_ok() {
                 let mut patch = TypedModelPatch::default();
                 let wire = patch.tap_model(model, prec.inputs[0])?;
                 let wire = patch.wire_node(
@@ -747,18 +691,10 @@ pub fn expand_mean_of_squares(
         .map(|(_ix, dim)| dim)
         .product::<TDim>();
     let card = patch.add_const(format!("{name}.card"), tensor0(card))?;
-    let card = patch.wire_node(
-        format!("{name}.card_to_f32"),
-        cast(f32::datum_type()),
-        &[card],
-    )?;
+    let card = patch.wire_node(format!("{name}.card_to_f32"), cast(f32::datum_type()), &[card])?;
 
-    wire = wire_with_rank_broadcast(
-        format!("{name}.norm"),
-        &mut patch,
-        div(),
-        &[wire[0], card[0]],
-    )?;
+    wire =
+        wire_with_rank_broadcast(format!("{name}.norm"), &mut patch, div(), &[wire[0], card[0]])?;
     if dt != f32::datum_type() {
         wire = patch.wire_node(format!("{name}.from_f32"), cast(dt), &wire)?;
     }
@@ -782,24 +718,15 @@ mod tests {
         // axis 1: per-row max — contiguous slices -> SIMD path.
         let got = Reducer::Max.reduce(&[1], &t).unwrap();
         assert_eq!(got.shape(), &[r, 1]);
-        for (i, &g) in unsafe { got.as_slice_unchecked::<f32>() }
-            .iter()
-            .enumerate()
-        {
-            let want = data[i * c..(i + 1) * c]
-                .iter()
-                .copied()
-                .fold(f32::MIN, f32::max);
+        for (i, &g) in unsafe { got.as_slice_unchecked::<f32>() }.iter().enumerate() {
+            let want = data[i * c..(i + 1) * c].iter().copied().fold(f32::MIN, f32::max);
             assert_eq!(g, want, "row {i}");
         }
 
         // axis 0: per-col max — strided slices -> scalar fold.
         let got = Reducer::Max.reduce(&[0], &t).unwrap();
         assert_eq!(got.shape(), &[1, c]);
-        for (j, &g) in unsafe { got.as_slice_unchecked::<f32>() }
-            .iter()
-            .enumerate()
-        {
+        for (j, &g) in unsafe { got.as_slice_unchecked::<f32>() }.iter().enumerate() {
             let want = (0..r).map(|i| data[i * c + j]).fold(f32::MIN, f32::max);
             assert_eq!(g, want, "col {j}");
         }
@@ -807,10 +734,7 @@ mod tests {
         // k == 1 (single-element reduction) exercises the SIMD-path length guard.
         let t1 = Tensor::from_shape(&[3, 1], &[1.0f32, -2.0, 3.0]).unwrap();
         let got = Reducer::Max.reduce(&[1], &t1).unwrap();
-        assert_eq!(
-            unsafe { got.as_slice_unchecked::<f32>() },
-            &[1.0, -2.0, 3.0]
-        );
+        assert_eq!(unsafe { got.as_slice_unchecked::<f32>() }, &[1.0, -2.0, 3.0]);
     }
 
     // The leading-axes column-sum path sums in a different order than the
@@ -863,24 +787,15 @@ mod tests {
         // axis 1: per-row min — contiguous slices -> SIMD path.
         let got = Reducer::Min.reduce(&[1], &t).unwrap();
         assert_eq!(got.shape(), &[r, 1]);
-        for (i, &g) in unsafe { got.as_slice_unchecked::<f32>() }
-            .iter()
-            .enumerate()
-        {
-            let want = data[i * c..(i + 1) * c]
-                .iter()
-                .copied()
-                .fold(f32::MAX, f32::min);
+        for (i, &g) in unsafe { got.as_slice_unchecked::<f32>() }.iter().enumerate() {
+            let want = data[i * c..(i + 1) * c].iter().copied().fold(f32::MAX, f32::min);
             assert_eq!(g, want, "row {i}");
         }
 
         // axis 0: per-col min — strided slices -> scalar fold.
         let got = Reducer::Min.reduce(&[0], &t).unwrap();
         assert_eq!(got.shape(), &[1, c]);
-        for (j, &g) in unsafe { got.as_slice_unchecked::<f32>() }
-            .iter()
-            .enumerate()
-        {
+        for (j, &g) in unsafe { got.as_slice_unchecked::<f32>() }.iter().enumerate() {
             let want = (0..r).map(|i| data[i * c + j]).fold(f32::MAX, f32::min);
             assert_eq!(g, want, "col {j}");
         }

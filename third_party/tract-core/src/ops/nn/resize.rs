@@ -252,8 +252,7 @@ pub fn is_pixel_replication(plan: &AxisPlan, scale: usize) -> bool {
             .enumerate()
             .all(|(x, (indices, weights))| {
                 let mut taps = indices.iter().zip(weights).filter(|(_, w)| **w != 0.0);
-                taps.next()
-                    .is_some_and(|(i, w)| *w == 1.0 && *i == x / scale)
+                taps.next().is_some_and(|(i, w)| *w == 1.0 && *i == x / scale)
                     && taps.next().is_none()
             })
 }
@@ -275,9 +274,8 @@ pub fn resample_axis(
     if len_in * inner == 0 || len_out * inner == 0 {
         return;
     }
-    for (src, dst) in input
-        .chunks_exact(len_in * inner)
-        .zip(output.chunks_exact_mut(len_out * inner))
+    for (src, dst) in
+        input.chunks_exact(len_in * inner).zip(output.chunks_exact_mut(len_out * inner))
     {
         for (x, dst) in dst.chunks_exact_mut(inner).enumerate() {
             if plan.extrapolated[x] {
@@ -323,13 +321,10 @@ impl Resize {
             && scale.len() == input_shape.len()
         {
             let mut shape = tvec!();
-            for (i, s) in input_shape.iter().zip(
-                scale
-                    .cast_to::<f32>()?
-                    .try_as_plain_ram()?
-                    .as_slice::<f32>()?
-                    .iter(),
-            ) {
+            for (i, s) in input_shape
+                .iter()
+                .zip(scale.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.iter())
+            {
                 if s.round() == *s {
                     shape.push(i.clone() * (*s as usize));
                 } else if let Ok(i) = i.to_usize() {
@@ -393,14 +388,8 @@ impl EvalOp for Resize {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let scales = self
-            .optional_scales_input
-            .and_then(|ix| inputs.get(ix))
-            .cloned();
-        let sizes = self
-            .optional_sizes_input
-            .and_then(|ix| inputs.get(ix))
-            .cloned();
+        let scales = self.optional_scales_input.and_then(|ix| inputs.get(ix)).cloned();
+        let sizes = self.optional_sizes_input.and_then(|ix| inputs.get(ix)).cloned();
         let input = inputs.remove(0);
         self.resample(input, scales.as_deref(), sizes.as_deref())
     }
@@ -422,11 +411,7 @@ impl Resize {
         {
             scales.try_as_plain_ram()?.as_slice::<f32>()?.into()
         } else {
-            output_shape
-                .iter()
-                .zip(inputs[0].shape())
-                .map(|(o, i)| *o as f32 / *i as f32)
-                .collect()
+            output_shape.iter().zip(inputs[0].shape()).map(|(o, i)| *o as f32 / *i as f32).collect()
         };
         let input = inputs.remove(0).into_tensor();
         let input = input.cast_to::<f32>()?;
@@ -444,11 +429,8 @@ impl Resize {
             shape[axis] = len_out;
         }
         let out = tract_ndarray::ArrayD::from_shape_vec(&*shape, data)?.into_tensor();
-        let out = if out.datum_type() == input_dt {
-            out
-        } else {
-            out.cast_to_dt(input_dt)?.into_owned()
-        };
+        let out =
+            if out.datum_type() == input_dt { out } else { out.cast_to_dt(input_dt)?.into_owned() };
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -489,17 +471,11 @@ impl Resize {
         rule_if_some!(scales_input = self.optional_scales_input);
         let scales_fact = model.outlet_fact(node.inputs[scales_input])?;
         rule_if_some!(scales_tensor = &scales_fact.konst);
-        let scales: Vec<f32> = scales_tensor
-            .cast_to::<f32>()?
-            .try_as_plain_ram()?
-            .as_slice::<f32>()?
-            .to_vec();
+        let scales: Vec<f32> =
+            scales_tensor.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         let int_scales: Vec<usize> = scales.iter().map(|&s| s.round() as usize).collect();
         rule_if!(
-            scales
-                .iter()
-                .zip(&int_scales)
-                .all(|(&s, &i)| (s - i as f32).abs() <= 1e-5 && i != 0)
+            scales.iter().zip(&int_scales).all(|(&s, &i)| (s - i as f32).abs() <= 1e-5 && i != 0)
         );
         rule_if!(int_scales.iter().any(|&s| s != 1));
         let input_shape = &model.outlet_fact(node.inputs[0])?.shape;
@@ -529,10 +505,7 @@ impl Resize {
         rule_if_some!(scales = model.outlet_fact(node.inputs[1])?.konst.clone());
         rule_if!(scales.len() == model.outlet_fact(node.inputs[0])?.rank());
         let scales = scales.cast_to::<f32>()?.into_owned();
-        let op = ResizeConst {
-            resize: self.clone(),
-            scales: scales.into_arc_tensor(),
-        };
+        let op = ResizeConst { resize: self.clone(), scales: scales.into_arc_tensor() };
         let mut patch = TypedModelPatch::default();
         let input = patch.tap_model(model, node.inputs[0])?;
         let wire = patch.wire_node(&node.name, op, &[input])?;
@@ -556,10 +529,7 @@ impl Op for ResizeConst {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} scales {:?}",
-            self.resize.interpolator, self.scales
-        )])
+        Ok(vec![format!("{:?} scales {:?}", self.resize.interpolator, self.scales)])
     }
 
     op_as_typed_op!();
@@ -578,9 +548,7 @@ impl TypedOp for ResizeConst {
     as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = self
-            .resize
-            .compute_output_shape(&inputs[0].shape, Some(&self.scales), None)?;
+        let shape = self.resize.compute_output_shape(&inputs[0].shape, Some(&self.scales), None)?;
         Ok(tvec!(inputs[0].datum_type.fact(&shape)))
     }
 
@@ -599,16 +567,11 @@ impl TypedOp for ResizeConst {
         rule_if!(*from < scales.len() && *to < scales.len());
         let moved = scales.remove(*from);
         scales.insert(*to, moved);
-        let op = ResizeConst {
-            resize: self.resize.clone(),
-            scales: tensor1(&scales).into_arc_tensor(),
-        };
+        let op =
+            ResizeConst { resize: self.resize.clone(), scales: tensor1(&scales).into_arc_tensor() };
         Ok(Some(AxisChangeConsequence {
             substitute_op: Some(Box::new(op)),
-            wire_changes: tvec!(
-                (InOut::In(0), change.clone()),
-                (InOut::Out(0), change.clone())
-            ),
+            wire_changes: tvec!((InOut::In(0), change.clone()), (InOut::Out(0), change.clone())),
         }))
     }
 }
@@ -638,34 +601,22 @@ impl EvalOp for NearestUpsample {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         ensure!(input.rank() == self.scales.len());
-        let out_shape: TVec<usize> = input
-            .shape()
-            .iter()
-            .zip(self.scales.iter())
-            .map(|(d, s)| d * s)
-            .collect();
+        let out_shape: TVec<usize> =
+            input.shape().iter().zip(self.scales.iter()).map(|(d, s)| d * s).collect();
         if input.datum_type() == f32::datum_type()
             && let Some(out) = nearest_hw_f32(&input, &self.scales, &out_shape)?
         {
             return Ok(tvec!(out.into_tvalue()));
         }
-        dispatch_copy!(nearest_generic(input.datum_type())(
-            &input,
-            &self.scales,
-            &out_shape
-        ))
+        dispatch_copy!(nearest_generic(input.datum_type())(&input, &self.scales, &out_shape))
     }
 }
 
 impl TypedOp for NearestUpsample {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].rank() == self.scales.len());
-        let shape: TVec<TDim> = inputs[0]
-            .shape
-            .iter()
-            .zip(self.scales.iter())
-            .map(|(d, s)| d.clone() * *s)
-            .collect();
+        let shape: TVec<TDim> =
+            inputs[0].shape.iter().zip(self.scales.iter()).map(|(d, s)| d.clone() * *s).collect();
         Ok(tvec!(inputs[0].datum_type.fact(shape)))
     }
 
@@ -798,9 +749,7 @@ pub fn lower_nearest_integer_upsample(
     node: &TypedNode,
     int_scales: &[usize],
 ) -> TractResult<Option<TypedModelPatch>> {
-    let op = NearestUpsample {
-        scales: int_scales.iter().cloned().collect(),
-    };
+    let op = NearestUpsample { scales: int_scales.iter().cloned().collect() };
     TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op).map(Some)
 }
 
@@ -835,9 +784,7 @@ pub fn rewrite_nearest_upsample_to_broadcast(
         }
     }
 
-    let Some(first) = first_upsampled else {
-        return Ok(None);
-    };
+    let Some(first) = first_upsampled else { return Ok(None) };
 
     wire = patch.wire_node(
         format!("{}.reshape_pre", node.name),
@@ -847,19 +794,13 @@ pub fn rewrite_nearest_upsample_to_broadcast(
 
     let tiled_shape: TVec<TDim> = to_dims
         .iter()
-        .zip(
-            op.scales
-                .iter()
-                .flat_map(|&s| if s > 1 { vec![1usize, s] } else { vec![1] }),
-        )
+        .zip(op.scales.iter().flat_map(|&s| if s > 1 { vec![1usize, s] } else { vec![1] }))
         .map(|(d, s)| d.clone() * s)
         .collect();
 
     wire = patch.wire_node(
         format!("{}.broadcast", node.name),
-        MultiBroadcastTo {
-            shape: tiled_shape.clone().into(),
-        },
+        MultiBroadcastTo { shape: tiled_shape.clone().into() },
         &[wire],
     )?[0];
     let mut final_dims: TVec<TDim> = tvec![];
@@ -876,11 +817,7 @@ pub fn rewrite_nearest_upsample_to_broadcast(
 
     wire = patch.wire_node(
         format!("{}.reshape_post", node.name),
-        AxisOp::Reshape(
-            first,
-            tiled_shape[first..].into(),
-            final_dims[first..].into(),
-        ),
+        AxisOp::Reshape(first, tiled_shape[first..].into(), final_dims[first..].into()),
         &[wire],
     )?[0];
 
@@ -905,10 +842,7 @@ mod tests {
                 + cubic_kernel(t, a)
                 + cubic_kernel(1.0 - t, a)
                 + cubic_kernel(2.0 - t, a);
-            assert!(
-                (sum - 1.0).abs() < 1e-5,
-                "kernel weights must sum to 1.0, got {sum} at t={t}"
-            );
+            assert!((sum - 1.0).abs() < 1e-5, "kernel weights must sum to 1.0, got {sum} at t={t}");
         }
     }
 
@@ -930,19 +864,11 @@ mod tests {
         };
         let mut model = TypedModel::default();
         let source = model.add_source("x", f32::fact(shape)).unwrap();
-        let scales = model
-            .add_const("scales", tensor1(&[1.0f32, 1.0, 2.0, 2.0]))
-            .unwrap();
-        let out = model
-            .wire_node("resize", resize.clone(), &[source, scales])
-            .unwrap();
+        let scales = model.add_const("scales", tensor1(&[1.0f32, 1.0, 2.0, 2.0])).unwrap();
+        let out = model.wire_node("resize", resize.clone(), &[source, scales]).unwrap();
         model.select_output_outlets(&out).unwrap();
-        let plain = model
-            .clone()
-            .into_runnable()
-            .unwrap()
-            .run(tvec!(input.clone().into_tvalue()))
-            .unwrap();
+        let plain =
+            model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap();
         let decluttered = model.into_decluttered().unwrap();
         let node = decluttered
             .nodes
@@ -963,10 +889,7 @@ mod tests {
             .as_op()
             .downcast_ref::<ResizeConst>()
             .unwrap()
-            .eval(
-                &EvalContext::out_of_plan(),
-                tvec!(input.move_axis(1, 3).unwrap().into_tvalue()),
-            )
+            .eval(&EvalContext::out_of_plan(), tvec!(input.move_axis(1, 3).unwrap().into_tvalue()))
             .unwrap();
         let expected = plain[0].clone().into_tensor().move_axis(1, 3).unwrap();
         assert_eq!(*moved_out[0], expected);
@@ -975,13 +898,8 @@ mod tests {
     #[test]
     fn nearest_upsample_2x2_replicates_pixels() {
         let src = Tensor::from_shape(&[1, 1, 2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
-        let op = NearestUpsample {
-            scales: tvec![1, 1, 2, 2],
-        };
-        let out = op
-            .eval(&EvalContext::out_of_plan(), tvec!(src.into_tvalue()))
-            .unwrap()
-            .remove(0);
+        let op = NearestUpsample { scales: tvec![1, 1, 2, 2] };
+        let out = op.eval(&EvalContext::out_of_plan(), tvec!(src.into_tvalue())).unwrap().remove(0);
         let v = out.to_plain_array_view::<f32>().unwrap();
         assert_eq!(v.shape(), &[1, 1, 4, 4]);
         assert_eq!(v[[0, 0, 0, 0]], 1.0);
@@ -1003,29 +921,19 @@ mod tests {
             optional_scales_input: Some(1),
             optional_sizes_input: None,
         };
-        op.eval(
-            &EvalContext::out_of_plan(),
-            tvec!(input.into_tvalue(), scales.into_tvalue()),
-        )
-        .unwrap()
-        .remove(0)
-        .into_tensor()
+        op.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue(), scales.into_tvalue()))
+            .unwrap()
+            .remove(0)
+            .into_tensor()
     }
 
     #[test]
     fn cubic_resize_1d_upsample() {
-        let out = cubic_resize(
-            tract_ndarray::arr1(&[0.0f32, 1.0, 2.0, 3.0]).into_tensor(),
-            &[2.0],
-        );
+        let out = cubic_resize(tract_ndarray::arr1(&[0.0f32, 1.0, 2.0, 3.0]).into_tensor(), &[2.0]);
         let plain = out.try_as_plain_ram().unwrap();
         let output = plain.as_slice::<f32>().unwrap();
         assert_eq!(output.len(), 8);
-        assert!(
-            (output[0] - (-0.10546875)).abs() < 1e-4,
-            "got {}",
-            output[0]
-        );
+        assert!((output[0] - (-0.10546875)).abs() < 1e-4, "got {}", output[0]);
     }
 
     #[test]
@@ -1051,21 +959,9 @@ mod tests {
     #[test]
     fn only_some_nearest_modes_replicate_pixels() {
         assert!(replicates(CoordTransformer::Asymmetric, Nearest::Floor, 2));
-        assert!(replicates(
-            CoordTransformer::HalfPixel,
-            Nearest::RoundPreferCeil,
-            2
-        ));
-        assert!(replicates(
-            CoordTransformer::HalfPixel,
-            Nearest::RoundPreferCeil,
-            3
-        ));
+        assert!(replicates(CoordTransformer::HalfPixel, Nearest::RoundPreferCeil, 2));
+        assert!(replicates(CoordTransformer::HalfPixel, Nearest::RoundPreferCeil, 3));
         assert!(!replicates(CoordTransformer::HalfPixel, Nearest::Floor, 2));
-        assert!(!replicates(
-            CoordTransformer::Asymmetric,
-            Nearest::RoundPreferCeil,
-            2
-        ));
+        assert!(!replicates(CoordTransformer::Asymmetric, Nearest::RoundPreferCeil, 2));
     }
 }

@@ -65,11 +65,8 @@ impl EvalOp for RmsNorm {
 
         // Slow path: original 4-call composition (kept for non-contiguous axes).
         let already_f32 = in_dt == DatumType::F32;
-        let input_f32 = if already_f32 {
-            input.into_tensor()
-        } else {
-            input.cast_to::<f32>()?.into_owned()
-        };
+        let input_f32 =
+            if already_f32 { input.into_tensor() } else { input.cast_to::<f32>()?.into_owned() };
         // eps inherits the input dtype from the declutter pattern (F16 when the
         // surrounding LayerNorm chain is F16). The MeanOfSquares + Add + Rsqrt
         // + Mul chain below all runs at F32, so eps must be cast to match —
@@ -119,9 +116,7 @@ impl TypedOp for RmsNorm {
         let mut letters = 'a'..;
         let axes = (0..rank)
             .map(|ix| {
-                Axis::new(letters.next().unwrap(), inputs.len(), 1)
-                    .input(0, ix)
-                    .output(0, ix)
+                Axis::new(letters.next().unwrap(), inputs.len(), 1).input(0, ix).output(0, ix)
             })
             .collect_vec();
         AxesMapping::new(1, 1, axes)
@@ -135,10 +130,7 @@ impl TypedOp for RmsNorm {
         change: &AxisOp,
     ) -> TractResult<Option<AxisChangeConsequence>> {
         if let Some(axis) = change.transform_axis(self.axis) {
-            let op = Some(Box::new(RmsNorm {
-                axis,
-                eps: self.eps.clone(),
-            }) as _);
+            let op = Some(Box::new(RmsNorm { axis, eps: self.eps.clone() }) as _);
             Ok(Some(AxisChangeConsequence::new(model, node, op, change)))
         } else {
             Ok(None)
@@ -225,19 +217,12 @@ impl EvalOp for ScaledRmsNorm {
         let (input, scale) = args_2!(inputs);
         let in_dt = input.datum_type();
         let input = input.cast_to::<f32>()?.into_owned().into_tvalue();
-        let normed = RmsNorm {
-            axis: self.axis,
-            eps: self.eps.clone(),
-        }
-        .eval(ctx, tvec!(input))?
-        .remove(0);
+        let normed =
+            RmsNorm { axis: self.axis, eps: self.eps.clone() }.eval(ctx, tvec!(input))?.remove(0);
         let normed = match self.scale_dt {
-            Some(dt) if dt != DatumType::F32 => normed
-                .cast_to_dt(dt)?
-                .into_owned()
-                .cast_to::<f32>()?
-                .into_owned()
-                .into_tvalue(),
+            Some(dt) if dt != DatumType::F32 => {
+                normed.cast_to_dt(dt)?.into_owned().cast_to::<f32>()?.into_owned().into_tvalue()
+            }
             _ => normed,
         };
         let mut buf = normed.into_tensor();
@@ -245,12 +230,7 @@ impl EvalOp for ScaledRmsNorm {
         let scale = unsafe { scale.as_slice_unchecked::<f32>() };
         let shape = buf.shape().to_vec();
         let dim = shape[self.axis];
-        ensure!(
-            scale.len() == dim,
-            "ScaledRmsNorm: scale len {} != axis dim {}",
-            scale.len(),
-            dim
-        );
+        ensure!(scale.len() == dim, "ScaledRmsNorm: scale len {} != axis dim {}", scale.len(), dim);
         let inner: usize = shape[self.axis + 1..].iter().product();
         let data = unsafe { buf.as_slice_mut_unchecked::<f32>() };
         for chunk in data.chunks_mut(dim * inner) {
@@ -270,14 +250,8 @@ impl EvalOp for ScaledRmsNorm {
 
 impl TypedOp for ScaledRmsNorm {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            self.eps.rank() == 0,
-            "ScaledRmsNorm: eps must be a rank-0 tensor"
-        );
-        ensure!(
-            inputs.len() == 2,
-            "ScaledRmsNorm expects 2 inputs (input, scale)"
-        );
+        ensure!(self.eps.rank() == 0, "ScaledRmsNorm: eps must be a rank-0 tensor");
+        ensure!(inputs.len() == 2, "ScaledRmsNorm expects 2 inputs (input, scale)");
         ensure!(
             self.axis < inputs[0].rank(),
             "ScaledRmsNorm: axis {} is out of bounds for input rank {}",
@@ -285,10 +259,9 @@ impl TypedOp for ScaledRmsNorm {
             inputs[0].rank()
         );
         ensure!(inputs[1].rank() == 1, "ScaledRmsNorm: scale must be rank 1");
-        if let (Ok(axis_dim), Ok(scale_dim)) = (
-            inputs[0].shape[self.axis].to_usize(),
-            inputs[1].shape[0].to_usize(),
-        ) {
+        if let (Ok(axis_dim), Ok(scale_dim)) =
+            (inputs[0].shape[self.axis].to_usize(), inputs[1].shape[0].to_usize())
+        {
             ensure!(
                 axis_dim == scale_dim,
                 "ScaledRmsNorm: scale len {} != axis dim {}",
@@ -297,16 +270,10 @@ impl TypedOp for ScaledRmsNorm {
             );
         }
         if let Some(out_dt) = self.out_dt {
-            ensure!(
-                out_dt.is_float(),
-                "ScaledRmsNorm: out_dt must be a float type"
-            );
+            ensure!(out_dt.is_float(), "ScaledRmsNorm: out_dt must be a float type");
         }
         if let Some(scale_dt) = self.scale_dt {
-            ensure!(
-                scale_dt.is_float(),
-                "ScaledRmsNorm: scale_dt must be a float type"
-            );
+            ensure!(scale_dt.is_float(), "ScaledRmsNorm: scale_dt must be a float type");
         }
         let dt = self.out_dt.unwrap_or(inputs[0].datum_type);
         let fact = dt.fact(inputs[0].shape.clone());
@@ -361,11 +328,8 @@ pub fn detect_rms_norm(
 
     let mut patch = TypedModelPatch::default();
     let rsm_input = patch.taps(model, &node.inputs)?;
-    let out = patch.wire_node(
-        format!("{}.rms_norm", node.name),
-        RmsNorm { axis, eps },
-        &rsm_input,
-    )?;
+    let out =
+        patch.wire_node(format!("{}.rms_norm", node.name), RmsNorm { axis, eps }, &rsm_input)?;
 
     patch.shunt_outside(model, mul_succ.id.into(), out[0])?;
     Ok(Some(patch))

@@ -15,10 +15,7 @@ element_wise!(silu, Silu,
 
 /// Search pattern => A = A * SIGMOID(A)
 pub fn detect_silu(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-    rule_if!(
-        node.op_as::<ElementWiseOp>()
-            .is_some_and(|op| op.0.is::<Sigmoid>())
-    );
+    rule_if!(node.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<Sigmoid>()));
 
     let in_fact = model.node_input_facts(node.id)?[0];
     let dt = in_fact.datum_type;

@@ -41,15 +41,10 @@ impl Op for OptScan {
     fn required_bound_symbols(&self, inputs: &[&TypedFact]) -> TVec<Symbol> {
         let mut syms = super::decluttered::scan_required_bound_symbols(&self.0.plan.model);
         for fact in inputs {
-            for t in [fact.konst.as_deref(), fact.uniform.as_deref()]
-                .into_iter()
-                .flatten()
-            {
+            for t in [fact.konst.as_deref(), fact.uniform.as_deref()].into_iter().flatten() {
                 if t.datum_type() == TDim::datum_type()
-                    && let Some(slice) = t
-                        .try_as_plain_ram()
-                        .ok()
-                        .and_then(|v| v.as_slice::<TDim>().ok())
+                    && let Some(slice) =
+                        t.try_as_plain_ram().ok().and_then(|v| v.as_slice::<TDim>().ok())
                 {
                     syms.extend(slice.iter().flat_map(|d| d.symbols()));
                 }
@@ -173,12 +168,8 @@ impl OpState for State {
     ) -> TractResult<TVec<TValue>> {
         let iters = self.iteration_count(&inputs);
 
-        let &mut State {
-            ref op,
-            ref mut hidden_state,
-            ref mut position,
-            ref mut model_state,
-        } = self;
+        let &mut State { ref op, ref mut hidden_state, ref mut position, ref mut model_state } =
+            self;
 
         // initialize state at first pass, or when forced
         if op.reset_every_turn {
@@ -263,16 +254,12 @@ impl OpState for State {
             // Lighter equivalent of `model_state.run(iter_inputs)`: resolve body
             // symbols only on the first iteration, and reset between iters without
             // discarding them.
-            model_state
-                .set_inputs_drain(&mut iter_inputs)
-                .context("Setting body inputs")?;
+            model_state.set_inputs_drain(&mut iter_inputs).context("Setting body inputs")?;
             if !symbols_resolved {
                 model_state.resolve_symbols_with_states()?;
                 symbols_resolved = true;
             }
-            model_state
-                .exec()
-                .with_context(|| "Evaluating inner body")?;
+            model_state.exec().with_context(|| "Evaluating inner body")?;
             let iter_outputs = model_state.outputs()?;
             model_state.reset_turn_keep_symbols();
             trace!("iter_outputs #{i}: {iter_outputs:?}");
@@ -320,10 +307,8 @@ impl TypedOp for OptScan {
             }
             if let Some((slot, info)) = output.scan {
                 let mut shape = fact.shape.clone();
-                let scanning_dim = output
-                    .full_dim_hint
-                    .clone()
-                    .unwrap_or(shape[info.axis].clone() * &iters);
+                let scanning_dim =
+                    output.full_dim_hint.clone().unwrap_or(shape[info.axis].clone() * &iters);
                 shape.set(info.axis, scanning_dim);
                 outputs.push((slot, fact.datum_type.fact(shape)));
             }

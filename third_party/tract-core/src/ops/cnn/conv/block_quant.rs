@@ -27,10 +27,7 @@ impl EvalOp for BlockQuantIntoShape {
         let bqs = input.try_storage_as::<BlockQuantStorage>()?.clone();
         let new_m = self.shape[0];
         let new_k: usize = self.shape[1..].iter().product();
-        Ok(tvec!(
-            bqs.into_tensor_with_shape(input.datum_type(), &[g, new_m, new_k])
-                .into_tvalue()
-        ))
+        Ok(tvec!(bqs.into_tensor_with_shape(input.datum_type(), &[g, new_m, new_k]).into_tvalue()))
     }
 }
 
@@ -81,10 +78,7 @@ impl EvalOp for SplitGroupBlockQuant {
         let o = new_shape[0];
         new_shape[0] = o / self.group;
         new_shape.insert(0, self.group);
-        Ok(tvec!(
-            bqs.into_tensor_with_shape(input.datum_type(), &new_shape)
-                .into_tvalue()
-        ))
+        Ok(tvec!(bqs.into_tensor_with_shape(input.datum_type(), &new_shape).into_tvalue()))
     }
 }
 
@@ -98,11 +92,8 @@ impl TypedOp for SplitGroupBlockQuant {
             .context("Expect BlockQuantFact")?;
         let o: usize = input.shape[0].to_usize()?;
         ensure!(o % self.group == 0);
-        let mut new_shape: TVec<usize> = input
-            .shape
-            .iter()
-            .map(|d| d.to_usize())
-            .collect::<Result<_, _>>()?;
+        let mut new_shape: TVec<usize> =
+            input.shape.iter().map(|d| d.to_usize()).collect::<Result<_, _>>()?;
         new_shape[0] = o / self.group;
         new_shape.insert(0, self.group);
         let exotic_fact = BlockQuantFact::new(bqf.format.clone(), new_shape.clone());

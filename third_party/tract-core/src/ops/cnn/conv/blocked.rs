@@ -151,11 +151,8 @@ impl BlockedConv {
     #[allow(dead_code)]
     fn run<const OCG: usize>(&self, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
         let (icg, w, h_in, h_out, kh) = (self.icg(), self.w, self.h_in, self.h_out, self.kh);
-        let (sh, dh, pb) = (
-            self.stride_h as isize,
-            self.dil_h as isize,
-            self.pad_before_h as isize,
-        );
+        let (sh, dh, pb) =
+            (self.stride_h as isize, self.dil_h as isize, self.pad_before_h as isize);
         let kstride_oc = icg * kh; // weights row stride per output channel
         let n_full = w / WB; // full WB-wide blocks; remainder handled after
         for ni in 0..self.n {
@@ -242,19 +239,10 @@ impl BlockedConv {
     #[allow(clippy::needless_range_loop)]
     #[allow(dead_code)]
     fn run_generic(&self, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
-        let (icg, ocg, w, h_in, h_out, kh) = (
-            self.icg(),
-            self.ocg(),
-            self.w,
-            self.h_in,
-            self.h_out,
-            self.kh,
-        );
-        let (sh, dh, pb) = (
-            self.stride_h as isize,
-            self.dil_h as isize,
-            self.pad_before_h as isize,
-        );
+        let (icg, ocg, w, h_in, h_out, kh) =
+            (self.icg(), self.ocg(), self.w, self.h_in, self.h_out, self.kh);
+        let (sh, dh, pb) =
+            (self.stride_h as isize, self.dil_h as isize, self.pad_before_h as isize);
         let kstride_oc = icg * kh;
         let mut acc = vec![0f32; ocg * w];
         for ni in 0..self.n {
@@ -310,11 +298,8 @@ impl BlockedConv {
         use std::arch::wasm32::*;
 
         let (icg, w, h_in, h_out, kh) = (self.icg(), self.w, self.h_in, self.h_out, self.kh);
-        let (sh, dh, pb) = (
-            self.stride_h as isize,
-            self.dil_h as isize,
-            self.pad_before_h as isize,
-        );
+        let (sh, dh, pb) =
+            (self.stride_h as isize, self.dil_h as isize, self.pad_before_h as isize);
         let kstride_oc = icg * kh;
         let n_full = w / WB;
         for ni in 0..self.n {
@@ -427,19 +412,10 @@ impl BlockedConv {
     fn run_simd_generic(&self, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
         use std::arch::wasm32::*;
 
-        let (icg, ocg, w, h_in, h_out, kh) = (
-            self.icg(),
-            self.ocg(),
-            self.w,
-            self.h_in,
-            self.h_out,
-            self.kh,
-        );
-        let (sh, dh, pb) = (
-            self.stride_h as isize,
-            self.dil_h as isize,
-            self.pad_before_h as isize,
-        );
+        let (icg, ocg, w, h_in, h_out, kh) =
+            (self.icg(), self.ocg(), self.w, self.h_in, self.h_out, self.kh);
+        let (sh, dh, pb) =
+            (self.stride_h as isize, self.dil_h as isize, self.pad_before_h as isize);
         let kstride_oc = icg * kh;
         let mut acc = vec![0f32; ocg * w];
         for ni in 0..self.n {
@@ -505,13 +481,8 @@ impl BlockedConv {
 
 impl TypedOp for BlockedConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            inputs.len() == 3,
-            "BlockedConv expects 3 inputs (X, kernel, bias)"
-        );
-        Ok(tvec!(
-            f32::datum_type().fact([self.n, self.oc, self.h_out, self.w])
-        ))
+        ensure!(inputs.len() == 3, "BlockedConv expects 3 inputs (X, kernel, bias)");
+        Ok(tvec!(f32::datum_type().fact([self.n, self.oc, self.h_out, self.w])))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -533,11 +504,7 @@ mod tests {
     fn reference(op: &BlockedConv, x: &[f32], kernel: &[f32], bias: &[f32]) -> Vec<f32> {
         let (icg, ocg) = (op.icg(), op.ocg());
         let (h_in, w, kh) = (op.h_in, op.w, op.kh);
-        let (sh, dh, pb) = (
-            op.stride_h as isize,
-            op.dil_h as isize,
-            op.pad_before_h as isize,
-        );
+        let (sh, dh, pb) = (op.stride_h as isize, op.dil_h as isize, op.pad_before_h as isize);
         let mut out = vec![0f32; op.n * op.oc * op.h_out * w];
         for ni in 0..op.n {
             for oc in 0..op.oc {
@@ -581,12 +548,9 @@ mod tests {
             pad_before_h: pb,
             h_out,
         };
-        let x: Vec<f32> = (0..c_in * h_in * w)
-            .map(|i| ((i as f32 * 0.137).sin()) * 0.7)
-            .collect();
-        let kernel: Vec<f32> = (0..oc * icg * kh)
-            .map(|i| ((i as f32 * 0.091).cos()) * 0.3)
-            .collect();
+        let x: Vec<f32> = (0..c_in * h_in * w).map(|i| ((i as f32 * 0.137).sin()) * 0.7).collect();
+        let kernel: Vec<f32> =
+            (0..oc * icg * kh).map(|i| ((i as f32 * 0.091).cos()) * 0.3).collect();
         let bias: Vec<f32> = (0..oc).map(|i| (i as f32 * 0.05) - 0.1).collect();
 
         let want = reference(&op, &x, &kernel, &bias);
@@ -594,12 +558,8 @@ mod tests {
             .eval(
                 &EvalContext::out_of_plan(),
                 tvec![
-                    Tensor::from_shape(&[1, c_in, h_in, w], &x)
-                        .unwrap()
-                        .into_tvalue(),
-                    Tensor::from_shape(&[oc, icg * kh], &kernel)
-                        .unwrap()
-                        .into_tvalue(),
+                    Tensor::from_shape(&[1, c_in, h_in, w], &x).unwrap().into_tvalue(),
+                    Tensor::from_shape(&[oc, icg * kh], &kernel).unwrap().into_tvalue(),
                     Tensor::from_shape(&[oc], &bias).unwrap().into_tvalue(),
                 ],
             )
@@ -607,11 +567,7 @@ mod tests {
         let got_view = got[0].to_plain_array_view::<f32>().unwrap();
         let got = got_view.as_slice().unwrap();
         assert_eq!(got.len(), want.len());
-        let max_abs = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let max_abs = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(
             max_abs < 1e-5,
             "BlockedConv mismatch (c_in={c_in} oc={oc} g={group} kh={kh} h={h_in} w={w} pb={pb}): max_abs={max_abs}"

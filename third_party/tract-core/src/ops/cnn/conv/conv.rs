@@ -176,17 +176,7 @@ impl Conv {
         use crate::ops::matmul::quant as qmm;
 
         let c_dt = self.q_params.unwrap();
-        let &[
-            mut x,
-            mut kernel,
-            bias,
-            mut x0,
-            x_scale,
-            mut k0,
-            mut k_scale,
-            y0,
-            y_scale,
-        ] = wires
+        let &[mut x, mut kernel, bias, mut x0, x_scale, mut k0, mut k_scale, y0, y_scale] = wires
         else {
             bail!("Wrong number of inputs")
         };
@@ -207,10 +197,7 @@ impl Conv {
                 AxisOp::Reshape(
                     0,
                     k0_fact.shape.to_tvec(),
-                    tvec!(
-                        self.group.to_dim(),
-                        (self.output_channels() / self.group).to_dim(),
-                    ),
+                    tvec!(self.group.to_dim(), (self.output_channels() / self.group).to_dim(),),
                 ),
                 &[k0],
             )?[0];
@@ -247,11 +234,8 @@ impl Conv {
         )?[0];
 
         let g_o_ihw = self.wire_kernel_as_g_o_ihw(model, name, kernel)?;
-        let g_o_ihw_as_i32 = model.wire_node(
-            format!("{name}.kernel_as_i32"),
-            cast(i32::datum_type()),
-            &g_o_ihw,
-        )?;
+        let g_o_ihw_as_i32 =
+            model.wire_node(format!("{name}.kernel_as_i32"), cast(i32::datum_type()), &g_o_ihw)?;
         let sum_ker_g_c_k = model.wire_node(
             format!("{name}.sum_ker_g_c_k"),
             Reduce::new(tvec!(2), ops::nn::Reducer::Sum),
@@ -265,11 +249,7 @@ impl Conv {
             AxisOp::Add(0),
             &sum_ker_a_g_c,
         )?;
-        let hw_position = if self.pool_spec.data_format.c_is_last() {
-            1
-        } else {
-            3
-        };
+        let hw_position = if self.pool_spec.data_format.c_is_last() { 1 } else { 3 };
         let sum_ker = model.wire_node(
             format!("{name}.sum_ker_n_g_c"),
             AxisOp::Add(hw_position),
@@ -277,43 +257,26 @@ impl Conv {
         )?;
 
         ensure!(
-            mmm.packings()[packing]
-                .1
-                .downcast_ref::<PackedFormat>()
-                .is_some()
-                || mmm.packings()[packing]
-                    .1
-                    .downcast_ref::<PackedI8K4>()
-                    .is_some(),
+            mmm.packings()[packing].1.downcast_ref::<PackedFormat>().is_some()
+                || mmm.packings()[packing].1.downcast_ref::<PackedI8K4>().is_some(),
             "Im2Col/QSumB support PackedFormat or PackedI8K4 activation packings"
         );
         let mut sum_x = model.wire_node(
             format!("{name}.sum_x"),
-            super::QSumB {
-                dt: b_fact.datum_type,
-                n,
-                r: mmm.nr(),
-                k,
-            },
+            super::QSumB { dt: b_fact.datum_type, n, r: mmm.nr(), k },
             &[im2col],
         )?;
         // sum_b is N,G,HW. make it N,HW,G,C or N,G,C,HW
         sum_x = model.wire_node(format!("{name}.add_c"), AxisOp::Add(2), &sum_x)?;
         if self.pool_spec.data_format.c_is_last() {
-            sum_x = model.wire_node(
-                format!("{name}.transpose_sum_b"),
-                AxisOp::Move(3, 1),
-                &sum_x,
-            )?;
+            sum_x =
+                model.wire_node(format!("{name}.transpose_sum_b"), AxisOp::Move(3, 1), &sum_x)?;
         }
 
         let (mmm_output_shape, c_axis, h_axis) = self.mmm_output_shape(&output_shape)?;
         let bias_name = &model.node(bias.node).name;
-        let bias = model.wire_node(
-            format!("{bias_name}.cast"),
-            cast(mmm.internal_type()),
-            &[bias],
-        )?[0];
+        let bias =
+            model.wire_node(format!("{bias_name}.cast"), cast(mmm.internal_type()), &[bias])?[0];
         let wire = self.wire_mm_weights_bias(
             model,
             name,
@@ -373,9 +336,7 @@ impl Conv {
         name: &str,
         wire: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let &[x, w, bias] = wire else {
-            bail!("Wrong number of inputs")
-        };
+        let &[x, w, bias] = wire else { bail!("Wrong number of inputs") };
         let x_fact = model.outlet_fact(x)?.clone();
         let w_fact = model.outlet_fact(w)?.clone();
         let c_dt = crate::ops::matmul::output_type(x_fact.datum_type);
@@ -385,10 +346,8 @@ impl Conv {
         let geo_output_shape = self.pool_spec.output_shape(&x_fact.shape)?;
         let (mmm_output_shape, c_axis, h_axis) = self.mmm_output_shape(&geo_output_shape)?;
 
-        let padding = model.add_const(
-            format!("{name}.b0"),
-            Tensor::zero_scalar_dt(x_fact.datum_type)?,
-        )?;
+        let padding =
+            model.add_const(format!("{name}.b0"), Tensor::zero_scalar_dt(x_fact.datum_type)?)?;
 
         let mut wire: TVec<_> = wire.into();
         wire[0] = model.wire_node(
@@ -490,9 +449,7 @@ impl Conv {
         name: &str,
         wire: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let &[mut x, kernel, bias] = wire else {
-            bail!("Wrong number of inputs")
-        };
+        let &[mut x, kernel, bias] = wire else { bail!("Wrong number of inputs") };
         let mut x_fact = model.outlet_fact(x)?.clone();
         let w_fact = model.outlet_fact(kernel)?.clone();
         let (geo, m, k, n) = self.compute_geo(&x_fact)?;
@@ -502,10 +459,7 @@ impl Conv {
         let mut geo = geo.to_concrete(&input_shape)?.into_owned();
         let mut input_shape: DataShape = self.pool_spec.data_format.shape(input_shape.into())?;
         let padding = self.pool_spec.computed_padding(input_shape.hw_dims());
-        if padding
-            .iter()
-            .any(|axis| axis.pad_before != 0 || axis.pad_after != 0)
-        {
+        if padding.iter().any(|axis| axis.pad_before != 0 || axis.pad_after != 0) {
             let mut pads = vec![(0, 0); x_fact.rank()];
             for (ix, ax) in padding.iter().enumerate() {
                 pads[input_shape.h_axis() + ix] = (ax.pad_before, ax.pad_after);
@@ -517,10 +471,7 @@ impl Conv {
                 pads,
             };
             x = model.wire_node(format!("{name}.pad"), op, &[x])?[0];
-            let valid_pool_spec = PoolSpec {
-                padding: Valid,
-                ..self.pool_spec.clone()
-            };
+            let valid_pool_spec = PoolSpec { padding: Valid, ..self.pool_spec.clone() };
             x_fact = model.outlet_fact(x)?.clone();
             let concrete_shape = x_fact.shape.as_concrete().unwrap();
             input_shape = valid_pool_spec.data_format.shape(concrete_shape.into())?;
@@ -532,12 +483,8 @@ impl Conv {
         let c_dt = crate::ops::matmul::output_type(x_fact.datum_type);
         let c_stride = input_shape.c_stride();
         let size_of_b = x_fact.datum_type.size_of() as isize;
-        let n_byte_offsets: Vec<isize> = geo
-            .patch
-            .centers_offsets()
-            .into_iter()
-            .map(|x| x * size_of_b)
-            .collect();
+        let n_byte_offsets: Vec<isize> =
+            geo.patch.centers_offsets().into_iter().map(|x| x * size_of_b).collect();
         // For grouped convs, k offsets cover one group's input slice (ci_per_group channels);
         // each group reads from a different base offset (group_stride_bytes apart).
         let ci_per_group = self.input_channels() / self.group;
@@ -561,18 +508,10 @@ impl Conv {
                 )
             })?
             .clone();
-        let params = LazyIm2colParams {
-            packer,
-            n_byte_offsets,
-            k_byte_offsets,
-        };
+        let params = LazyIm2colParams { packer, n_byte_offsets, k_byte_offsets };
         let x = model.wire_node(
             format!("{name}.lazyIm2col"),
-            LazyIm2Col {
-                params: Arc::new(params),
-                group: self.group,
-                group_stride_bytes,
-            },
+            LazyIm2Col { params: Arc::new(params), group: self.group, group_stride_bytes },
             &[x],
         )?[0];
 
@@ -608,13 +547,8 @@ impl Conv {
         let m = self.output_channels() / self.group;
         let k = self.input_channels() * self.pool_spec.kernel_shape.iter().product::<usize>()
             / self.group;
-        let n: TDim = self
-            .pool_spec
-            .output_shape(&input_fact.shape)?
-            .hw_dims()
-            .iter()
-            .cloned()
-            .product();
+        let n: TDim =
+            self.pool_spec.output_shape(&input_fact.shape)?.hw_dims().iter().cloned().product();
         Ok((geo, m, k, n))
     }
 
@@ -629,11 +563,7 @@ impl Conv {
         let w_dt = weight_fact.datum_type;
         let x_dt = input_fact.datum_type;
 
-        let acc = if x_dt.is_float() {
-            x_dt
-        } else {
-            i32::datum_type()
-        };
+        let acc = if x_dt.is_float() { x_dt } else { i32::datum_type() };
         // The weights are packed once, ahead of time, so a kernel reached through a panel
         // extractor would pay it on every panel of every call.
         let query = Query {
@@ -664,9 +594,8 @@ impl Conv {
                 .max_by_key(|(mmm, _)| mmm.mr() * mmm.nr())
                 .context("No matmul found")
         } else {
-            let (mmm, packing, _) = tract_linalg::MmmDispatch::native()
-                .pick(&query)
-                .context("No matmul found")?;
+            let (mmm, packing, _) =
+                tract_linalg::MmmDispatch::native().pick(&query).context("No matmul found")?;
             Ok((mmm, packing))
         }
     }
@@ -740,30 +669,17 @@ impl Conv {
         name: &str,
         wire: &[OutletId],
     ) -> TractResult<OutletId> {
-        let &[x, kernel, mut bias] = wire else {
-            bail!("Wrong number of inputs")
-        };
+        let &[x, kernel, mut bias] = wire else { bail!("Wrong number of inputs") };
         let x_fact = model.outlet_fact(x)?.clone();
         let x_shape = x_fact.shape.as_concrete().unwrap();
-        let ConcretePoolGeometry {
-            input_shape,
-            patch,
-            output_shape,
-        } = self
-            .pool_spec
-            .compute_geo(&x_fact.shape)?
-            .to_concrete(x_shape)?
-            .into_owned();
+        let ConcretePoolGeometry { input_shape, patch, output_shape } =
+            self.pool_spec.compute_geo(&x_fact.shape)?.to_concrete(x_shape)?.into_owned();
         let kernel = self.wire_kernel_as_g_o_ihw(model, name, kernel)?;
         // Channel-last DepthWise reads the kernel tap-major, [G, HW, O]: one channel vector per tap.
         let kernel = if self.pool_spec.data_format.c_is_last()
             && !model.outlet_fact(kernel[0])?.is_exotic()
         {
-            model.wire_node(
-                format!("{name}.kernel_c_inner"),
-                AxisOp::Move(0, 2),
-                &kernel,
-            )?
+            model.wire_node(format!("{name}.kernel_c_inner"), AxisOp::Move(0, 2), &kernel)?
         } else {
             kernel
         };
@@ -810,22 +726,15 @@ impl Conv {
         };
         // Only padding wider than the kernel's reach makes the output row longer than the input
         // one, so the input row turns most candidates down before the output shape is computed.
-        let w_in = self
-            .pool_spec
-            .data_format
-            .shape(shape)
-            .ok()
-            .and_then(|s| s.hw_dims().last().copied());
+        let w_in =
+            self.pool_spec.data_format.shape(shape).ok().and_then(|s| s.hw_dims().last().copied());
         if w_in.is_some_and(|w| w < MIN_DIRECT_SPATIAL_W) {
             return false;
         }
         let Ok(output) = self.pool_spec.output_shape(shape) else {
             return false;
         };
-        output
-            .hw_dims()
-            .last()
-            .is_some_and(|w| *w >= MIN_DIRECT_SPATIAL_W)
+        output.hw_dims().last().is_some_and(|w| *w >= MIN_DIRECT_SPATIAL_W)
     }
 
     fn wire_as_direct_spatial(
@@ -834,20 +743,11 @@ impl Conv {
         name: &str,
         wire: &[OutletId],
     ) -> TractResult<OutletId> {
-        let &[x, kernel, mut bias] = wire else {
-            bail!("Wrong number of inputs")
-        };
+        let &[x, kernel, mut bias] = wire else { bail!("Wrong number of inputs") };
         let x_fact = model.outlet_fact(x)?.clone();
         let x_shape = x_fact.shape.as_concrete().unwrap();
-        let ConcretePoolGeometry {
-            input_shape,
-            patch,
-            output_shape,
-        } = self
-            .pool_spec
-            .compute_geo(&x_fact.shape)?
-            .to_concrete(x_shape)?
-            .into_owned();
+        let ConcretePoolGeometry { input_shape, patch, output_shape } =
+            self.pool_spec.compute_geo(&x_fact.shape)?.to_concrete(x_shape)?.into_owned();
         let kernel = self.wire_kernel_as_g_o_ihw(model, name, kernel)?;
         let c_axis = self.pool_spec.data_format.shape(x_shape)?.c_axis();
         bias = wire_reshape_bias_for_bin(
@@ -935,9 +835,7 @@ impl Conv {
         wire: &[OutletId],
         op: super::BlockedConv,
     ) -> TractResult<OutletId> {
-        let &[x, kernel, bias] = wire else {
-            bail!("Wrong number of inputs")
-        };
+        let &[x, kernel, bias] = wire else { bail!("Wrong number of inputs") };
         // Kernel → [group, ocg, icg·kh] (group-major, i-major/h-minor); its flat
         // layout is exactly the [oc, icg·kh] the op indexes.
         let g_o_ihw = self.wire_kernel_as_g_o_ihw(model, name, kernel)?;
@@ -952,15 +850,9 @@ impl Conv {
         let spatial_rank = self.pool_spec.rank();
         if let Some(axis) = (0..spatial_rank).find(|&ax| {
             self.pool_spec.stride(ax) > 1
-                && self
-                    .pool_spec
-                    .padding
-                    .valid_dim(ax, self.pool_spec.stride(ax) == 1)
+                && self.pool_spec.padding.valid_dim(ax, self.pool_spec.stride(ax) == 1)
                 && (self.pool_spec.kernel_shape[ax] == 1
-                    || self
-                        .pool_spec
-                        .dilation(ax)
-                        .is_multiple_of(self.pool_spec.stride(ax)))
+                    || self.pool_spec.dilation(ax).is_multiple_of(self.pool_spec.stride(ax)))
         }) {
             let input_fact = model.outlet_fact(node.inputs[0])?;
             let downsample_factor = self.pool_spec.stride(axis);
@@ -1010,11 +902,8 @@ impl Conv {
             let co = self.output_channels();
             taps[1] =
                 self.wire_kernel_as_g_o_ihw(&mut patch, &format!("{name}.filters"), taps[1])?[0];
-            taps[1] = patch.wire_node(
-                format!("{name}.filters_as_co_ci"),
-                AxisOp::Rm(0),
-                &[taps[1]],
-            )?[0];
+            taps[1] =
+                patch.wire_node(format!("{name}.filters_as_co_ci"), AxisOp::Rm(0), &[taps[1]])?[0];
 
             while axes.rank(InOut::In(1)) > 0 {
                 axes = axes.remove_axis_occurency(InOut::In(1), 0)?;
@@ -1028,33 +917,16 @@ impl Conv {
                 if bias_fact.rank() == 1 {
                     axes = axes.linking('O', (InOut::In(2), 0))?;
                 }
-                let op = EinSum {
-                    axes,
-                    operating_dt: i32::datum_type(),
-                    q_params: self.q_params,
-                };
+                let op = EinSum { axes, operating_dt: i32::datum_type(), q_params: self.q_params };
                 patch.wire_node(format!("{name}.einsum"), op, &taps)?[0]
             } else {
                 axes = axes.remove_slot(InOut::In(2))?;
-                let op = EinSum {
-                    axes,
-                    operating_dt: input_facts[0].datum_type,
-                    q_params: None,
-                };
+                let op = EinSum { axes, operating_dt: input_facts[0].datum_type, q_params: None };
                 let mut wire = patch.wire_node(format!("{name}.einsum"), op, &taps[0..2])?[0];
 
-                if !bias_fact
-                    .konst
-                    .as_ref()
-                    .map(|f| f.is_zero())
-                    .transpose()?
-                    .unwrap_or(false)
-                {
-                    let bias_current_shape = if bias_fact.rank() == 0 {
-                        tvec!()
-                    } else {
-                        tvec!(co.to_dim())
-                    };
+                if !bias_fact.konst.as_ref().map(|f| f.is_zero()).transpose()?.unwrap_or(false) {
+                    let bias_current_shape =
+                        if bias_fact.rank() == 0 { tvec!() } else { tvec!(co.to_dim()) };
                     let mut bias_shape = tvec!(1.to_dim(); input_shape.rank());
                     if bias_fact.rank() > 0 {
                         bias_shape[input_shape.c_axis()] = co.to_dim();
@@ -1091,23 +963,14 @@ impl Conv {
         let prec = model.node(node.inputs[0].node);
         rule_if_some!(pad = prec.op_as::<Pad>());
         rule_if_let!(PadMode::Constant(value) = &pad.mode);
-        let shape = self
-            .pool_spec
-            .data_format
-            .shape(&model.outlet_fact(node.inputs[0])?.shape)?;
+        let shape = self.pool_spec.data_format.shape(&model.outlet_fact(node.inputs[0])?.shape)?;
         rule_if!(value.is_zero()?);
         rule_if!(pad.pads[shape.c_axis()] == (0, 0));
         if self.pool_spec.data_format.has_n() {
             rule_if!(pad.pads[0] == (0, 0));
         }
-        let mut before: TVec<usize> = pad.pads[shape.hw_axes()]
-            .iter()
-            .map(|pair| pair.0)
-            .collect();
-        let mut after: TVec<usize> = pad.pads[shape.hw_axes()]
-            .iter()
-            .map(|pair| pair.1)
-            .collect();
+        let mut before: TVec<usize> = pad.pads[shape.hw_axes()].iter().map(|pair| pair.0).collect();
+        let mut after: TVec<usize> = pad.pads[shape.hw_axes()].iter().map(|pair| pair.1).collect();
         if let Explicit(bef, aft) = &self.pool_spec.padding {
             izip!(&mut before, bef).for_each(|(pad, cv)| *pad += cv);
             izip!(&mut after, aft).for_each(|(pad, cv)| *pad += cv);
@@ -1135,15 +998,12 @@ impl Conv {
         rule_if_some!(bin = succ.op_as::<TypedBinOp>());
         let other_input = succ.inputs[1 - succ_outlet.slot];
         let axes_mapping = model.node_axes_mapping(succ.id)?;
-        let input_shape = self
-            .pool_spec
-            .data_format
-            .shape(&model.outlet_fact(node.inputs[0])?.shape)?;
+        let input_shape =
+            self.pool_spec.data_format.shape(&model.outlet_fact(node.inputs[0])?.shape)?;
         let conv_c_axis = input_shape.c_axis();
         rule_if!(
-            axes_mapping
-                .axis((InOut::In(succ_outlet.slot), conv_c_axis))?
-                .inputs[1 - succ_outlet.slot]
+            axes_mapping.axis((InOut::In(succ_outlet.slot), conv_c_axis))?.inputs
+                [1 - succ_outlet.slot]
                 .len()
                 == 1
         );
@@ -1222,10 +1082,7 @@ impl Op for Conv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let mut info = self.pool_spec.info();
-        info.push(format!(
-            "Kernel {:?} (groups:{})",
-            self.kernel_fmt, self.group
-        ));
+        info.push(format!("Kernel {:?} (groups:{})", self.kernel_fmt, self.group));
         Ok(info)
     }
 
@@ -1264,11 +1121,7 @@ impl TypedOp for Conv {
         let q_inputs = if self.q_params.is_some() { 6 } else { 0 };
         ensure!(inputs[1].datum_type.is_number() || self.kernel_fmt == KernelFormat::OIHW);
         if inputs.len() != 3 + q_inputs {
-            bail!(
-                "Wrong number of inputs: expected {} got {}",
-                3 + q_inputs,
-                inputs.len()
-            );
+            bail!("Wrong number of inputs: expected {} got {}", 3 + q_inputs, inputs.len());
         }
         if self.q_params.is_some() {
             ensure!(inputs[2].datum_type == i32::datum_type());
@@ -1382,10 +1235,7 @@ impl TypedOp for Conv {
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let shape = self
-            .pool_spec
-            .data_format
-            .shape(inputs[0].shape.to_tvec())?;
+        let shape = self.pool_spec.data_format.shape(inputs[0].shape.to_tvec())?;
         let kernel_spatial_shape = &self.pool_spec.kernel_shape;
         let output_dims = self.pool_spec.padding.compute(
             shape.hw_dims(),
@@ -1395,16 +1245,10 @@ impl TypedOp for Conv {
                 .dilations
                 .clone()
                 .unwrap_or_else(|| tvec!(1; kernel_spatial_shape.len())),
-            &self
-                .pool_spec
-                .strides
-                .clone()
-                .unwrap_or_else(|| tvec!(1; kernel_spatial_shape.len())),
+            &self.pool_spec.strides.clone().unwrap_or_else(|| tvec!(1; kernel_spatial_shape.len())),
         );
-        let n_output_points: TDim = output_dims
-            .iter()
-            .map(|d| d.convoluted.clone())
-            .product::<TDim>();
+        let n_output_points: TDim =
+            output_dims.iter().map(|d| d.convoluted.clone()).product::<TDim>();
         let n_output_channels = self.output_channels().to_dim();
         let kernel_surface = kernel_spatial_shape.iter().product::<usize>().to_dim();
         let one = 1.to_dim();
@@ -1465,10 +1309,7 @@ impl TypedOp for Conv {
         // an export collapsed to one stream carries no batch axis, and hosting
         // one is the inverse of disposing of it: the format gains its n.
         if shape.n_axis().is_none() && change == &AxisOp::Add(0) {
-            let op = Conv {
-                pool_spec: self.pool_spec.with_n_axis(),
-                ..self.clone()
-            };
+            let op = Conv { pool_spec: self.pool_spec.with_n_axis(), ..self.clone() };
             return Ok(Some(AxisChangeConsequence {
                 substitute_op: Some(Box::new(op)),
                 wire_changes: tvec!(
@@ -1481,10 +1322,7 @@ impl TypedOp for Conv {
         if let Some(n) = shape.n_axis() {
             assert_eq!(n, 0);
             if change == &AxisOp::Rm(n) {
-                let op = Conv {
-                    pool_spec: self.pool_spec.dispose_n_axis(),
-                    ..self.clone()
-                };
+                let op = Conv { pool_spec: self.pool_spec.dispose_n_axis(), ..self.clone() };
                 return Ok(Some(AxisChangeConsequence {
                     substitute_op: Some(Box::new(op)),
                     wire_changes: tvec!(
@@ -1493,23 +1331,16 @@ impl TypedOp for Conv {
                     ),
                 }));
             }
-            rule_if!(
-                change
-                    .transform_axis(n)
-                    .map(|axis| axis == 0)
-                    .unwrap_or(false)
-            );
+            rule_if!(change.transform_axis(n).map(|axis| axis == 0).unwrap_or(false));
         }
         // format swap: chw <-> hwc
         let (new_format, axis_move) = match self.pool_spec.data_format {
-            DataFormat::NCHW => (
-                DataFormat::NHWC,
-                AxisOp::Move(shape.c_axis(), full_input_shape.len() - 1),
-            ),
-            DataFormat::CHW => (
-                DataFormat::HWC,
-                AxisOp::Move(shape.c_axis(), full_input_shape.len() - 1),
-            ),
+            DataFormat::NCHW => {
+                (DataFormat::NHWC, AxisOp::Move(shape.c_axis(), full_input_shape.len() - 1))
+            }
+            DataFormat::CHW => {
+                (DataFormat::HWC, AxisOp::Move(shape.c_axis(), full_input_shape.len() - 1))
+            }
             DataFormat::NHWC => (DataFormat::NCHW, AxisOp::Move(shape.c_axis(), 1)),
             DataFormat::HWC => (DataFormat::CHW, AxisOp::Move(shape.c_axis(), 0)),
         };
@@ -1542,17 +1373,13 @@ impl TypedOp for Conv {
                 (Rm(geo_axis), Rm(kh_axis + geo_axis))
             }
             Add(a) if hw_axes.contains(a) => (Add(a - h_axis), Add(a - h_axis + kh_axis)),
-            Move(f, t) if hw_axes.contains(f) && hw_axes.contains(t) => (
-                Move(f - h_axis, t - h_axis),
-                Move(f - h_axis + kh_axis, t - h_axis + kh_axis),
-            ),
+            Move(f, t) if hw_axes.contains(f) && hw_axes.contains(t) => {
+                (Move(f - h_axis, t - h_axis), Move(f - h_axis + kh_axis, t - h_axis + kh_axis))
+            }
             _ => return Ok(None),
         };
         let pool_spec = self.pool_spec.change_geo_axes(&geo_adjusted)?;
-        let new_op = Conv {
-            pool_spec,
-            ..self.clone()
-        };
+        let new_op = Conv { pool_spec, ..self.clone() };
         Ok(Some(AxisChangeConsequence {
             substitute_op: Some(Box::new(new_op)),
             wire_changes: tvec!(
@@ -1746,9 +1573,7 @@ fn should_use_lazy(
     if is_depthwise {
         return false;
     }
-    let Ok(output_shape) = pool_spec.output_shape(input_shape) else {
-        return false;
-    };
+    let Ok(output_shape) = pool_spec.output_shape(input_shape) else { return false };
     // LazyIm2col's offset tables are built for a single batch.
     if output_shape.n().unwrap_or(&1) != &1 {
         return false;
@@ -1821,10 +1646,7 @@ mod test {
             rctensor0(0i32),
             rctensor0(1.0f32),
         );
-        let input = input
-            .into_iter()
-            .map(IntoTValue::into_tvalue)
-            .collect::<TVec<_>>();
+        let input = input.into_iter().map(IntoTValue::into_tvalue).collect::<TVec<_>>();
         let output = op.eval(&EvalContext::out_of_plan(), input).unwrap();
         assert_eq!(*output[0], tensor4(&[[[[8i32, 12], [20, 24]]]]));
     }
@@ -1908,10 +1730,7 @@ mod test {
         let wire = model.wire_node("conv", op, &[wire[0], k, bias])?;
         model.select_output_outlets(&wire)?;
         let model = model.into_optimized()?;
-        let out = model
-            .clone()
-            .into_runnable()?
-            .run(tvec!(input.clone().into_tvalue()))?;
+        let out = model.clone().into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
         Ok((model, (*out[0]).clone()))
     }
 
@@ -1948,18 +1767,8 @@ mod test {
         use tract_linalg::strided_panel::StridedKMajor;
         let input = filled(&[1, ic, h, w], |i| (i % 7) as f32 + 1.0);
         let kernel = filled(&[oc, ic, 1, 1], |i| (i % 5) as f32 - 2.0);
-        let (model, out) = run_lazy(
-            NCHW,
-            &input,
-            &kernel,
-            Valid,
-            None,
-            None,
-            1,
-            ic,
-            oc,
-            tvec![1, 1],
-        )?;
+        let (model, out) =
+            run_lazy(NCHW, &input, &kernel, Valid, None, None, 1, ic, oc, tvec![1, 1])?;
         let uses_sme = model.nodes().iter().any(|n| {
             n.op_as::<OptMatMul>()
                 .is_some_and(|op| op.mmm.iter().any(|m| m.name() == "sme_mmm_f32_32x32"))
@@ -1977,9 +1786,7 @@ mod test {
             ensure!(
                 model.nodes().iter().any(|n| {
                     n.op_as::<OptMatMulPack>().is_some_and(|op| {
-                        op.packers
-                            .iter()
-                            .any(|p| p.downcast_ref::<StridedKMajor>().is_some())
+                        op.packers.iter().any(|p| p.downcast_ref::<StridedKMajor>().is_some())
                     })
                 }),
                 "{h}x{w}: SME matmul still packs the activation"

@@ -63,11 +63,7 @@ impl Op for DepthWise {
                 .0
                 .iter()
                 .map(|(is_max, bits)| {
-                    format!(
-                        "{}({})",
-                        if *is_max { "max" } else { "min" },
-                        f32::from_bits(*bits)
-                    )
+                    format!("{}({})", if *is_max { "max" } else { "min" }, f32::from_bits(*bits))
                 })
                 .collect();
             info.push(format!("then {}", steps.join(", ")));
@@ -111,11 +107,7 @@ impl DepthWise {
     }
 
     fn zone_scanners(&self) -> Vec<ZoneScanner<'_>> {
-        self.patch
-            .zones
-            .iter()
-            .map(|zone| ZoneScanner::new(zone, &self.patch))
-            .collect()
+        self.patch.zones.iter().map(|zone| ZoneScanner::new(zone, &self.patch)).collect()
     }
 }
 
@@ -158,12 +150,7 @@ impl TypedOp for DepthWise {
         let steps: TVec<(BinOp, usize)> = if let Some(op) = succ.op_as::<OptBinByScalar>() {
             tvec![(op.linalg_op, 1)]
         } else if let Some(chain) = succ.op_as::<OptBinChain>() {
-            chain
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(ix, step)| (step.linalg_op, ix + 1))
-                .collect()
+            chain.steps.iter().enumerate().map(|(ix, step)| (step.linalg_op, ix + 1)).collect()
         } else {
             return Ok(None);
         };
@@ -179,10 +166,7 @@ impl TypedOp for DepthWise {
             rule_if!(bound.len() == 1 && bound.datum_type() == f32::datum_type());
             post.push((is_max, bound.cast_to_scalar::<f32>()?.to_bits()));
         }
-        let op = DepthWise {
-            post: PostClamp(post),
-            ..self.clone()
-        };
+        let op = DepthWise { post: PostClamp(post), ..self.clone() };
         let mut patch = TypedModelPatch::default();
         let inputs = patch.taps(model, &node.inputs)?;
         let wire = patch.wire_node(&node.name, op, &inputs)?[0];
@@ -1026,12 +1010,8 @@ mod tests {
         pad: PaddingSpec,
         stride: (usize, usize),
     ) {
-        let x: Vec<f32> = (0..n * c * h * w)
-            .map(|i| ((i as f32 * 0.137).sin()) * 0.7)
-            .collect();
-        let kernel: Vec<f32> = (0..c * kh * kw)
-            .map(|i| ((i as f32 * 0.091).cos()) * 0.3)
-            .collect();
+        let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i as f32 * 0.137).sin()) * 0.7).collect();
+        let kernel: Vec<f32> = (0..c * kh * kw).map(|i| ((i as f32 * 0.091).cos()) * 0.3).collect();
         let bias: Vec<f32> = (0..c).map(|i| (i as f32 * 0.05) - 0.1).collect();
 
         let c_last = fmt.c_is_last();
@@ -1039,13 +1019,9 @@ mod tests {
         let mut model = TypedModel::default();
         let xv = model.add_source("x", dt.fact(x_shape)).unwrap();
         let k = Tensor::from_shape(&[c, 1, kh, kw], &kernel).unwrap();
-        let kv = model
-            .add_const("k", k.cast_to_dt(dt).unwrap().into_owned())
-            .unwrap();
+        let kv = model.add_const("k", k.cast_to_dt(dt).unwrap().into_owned()).unwrap();
         let b = Tensor::from_shape(&[c], &bias).unwrap();
-        let bv = model
-            .add_const("b", b.cast_to_dt(dt).unwrap().into_owned())
-            .unwrap();
+        let bv = model.add_const("b", b.cast_to_dt(dt).unwrap().into_owned()).unwrap();
         let pool_spec = PoolSpec {
             data_format: fmt,
             kernel_shape: tvec!(kh, kw),
@@ -1056,38 +1032,20 @@ mod tests {
             output_channels: c,
         };
         let computed = pool_spec.computed_padding(&[h, w]);
-        let conv = Conv {
-            pool_spec,
-            kernel_fmt: KernelFormat::OIHW,
-            group: c,
-            q_params: None,
-        };
+        let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
         let out = model.wire_node("dw", conv, &[xv, kv, bv]).unwrap();
         model.select_output_outlets(&out).unwrap();
         let model = model.into_decluttered().unwrap().into_optimized().unwrap();
-        if kw == 1
-            && model
-                .nodes
-                .iter()
-                .any(|node| node.op_as::<BlockedConv>().is_some())
-        {
+        if kw == 1 && model.nodes.iter().any(|node| node.op_as::<BlockedConv>().is_some()) {
             // `BlockedConv` claims kw=1 NCHW f32 wherever it is enabled -- by default on
             // wasm, opt-in elsewhere -- so this shape does not reach DepthWise there.
             // `blocked_conv_matches_reference` covers it.
             return;
         }
         assert!(
-            model
-                .nodes
-                .iter()
-                .any(|node| node.op_as::<DepthWise>().is_some()),
+            model.nodes.iter().any(|node| node.op_as::<DepthWise>().is_some()),
             "expected DepthWiseConv, got {}",
-            model
-                .nodes
-                .iter()
-                .map(|node| node.op().name())
-                .collect::<Vec<_>>()
-                .join(",")
+            model.nodes.iter().map(|node| node.op().name()).collect::<Vec<_>>().join(",")
         );
         let runnable = model.into_runnable().unwrap();
         let input = Tensor::from_shape(&x_shape, &x).unwrap();
@@ -1096,15 +1054,8 @@ mod tests {
         let got = got[0].cast_to::<f32>().unwrap().into_owned();
         let got = got.to_plain_array_view::<f32>().unwrap();
         let oshape = got.shape();
-        let (oh, ow) = if c_last {
-            (oshape[1], oshape[2])
-        } else {
-            (oshape[2], oshape[3])
-        };
-        let (ph, pw) = (
-            computed[0].pad_before as isize,
-            computed[1].pad_before as isize,
-        );
+        let (oh, ow) = if c_last { (oshape[1], oshape[2]) } else { (oshape[2], oshape[3]) };
+        let (ph, pw) = (computed[0].pad_before as isize, computed[1].pad_before as isize);
         let mut max_abs = 0f32;
         for b in 0..n {
             for oc in 0..c {
@@ -1128,22 +1079,14 @@ mod tests {
                                 acc += xv * kv;
                             }
                         }
-                        let g = if c_last {
-                            got[[b, oy, ox, oc]]
-                        } else {
-                            got[[b, oc, oy, ox]]
-                        };
+                        let g = if c_last { got[[b, oy, ox, oc]] } else { got[[b, oc, oy, ox]] };
                         max_abs = max_abs.max((g - acc).abs());
                     }
                 }
             }
         }
         // f16 accumulates every tap in f16, so its error grows with the tap count.
-        let tolerance = if dt == f16::datum_type() {
-            3e-3 * (kh * kw) as f32
-        } else {
-            1e-5
-        };
+        let tolerance = if dt == f16::datum_type() { 3e-3 * (kh * kw) as f32 } else { 1e-5 };
         assert!(
             max_abs < tolerance,
             "DepthWise {dt:?} {fmt:?} mismatch c={c} {h}x{w} k={kh}x{kw} stride={stride:?} pad={pad:?}: max_abs={max_abs}"
@@ -1156,23 +1099,15 @@ mod tests {
     fn relu6_fuses_into_depthwise() {
         for fmt in [DataFormat::NHWC, DataFormat::NCHW] {
             let (c, h, w) = (24usize, 9usize, 13usize);
-            let x_shape = if fmt.c_is_last() {
-                [1, h, w, c]
-            } else {
-                [1, c, h, w]
-            };
-            let x: Vec<f32> = (0..c * h * w)
-                .map(|i| (i as f32 * 0.37).sin() * 20.0)
-                .collect();
+            let x_shape = if fmt.c_is_last() { [1, h, w, c] } else { [1, c, h, w] };
+            let x: Vec<f32> = (0..c * h * w).map(|i| (i as f32 * 0.37).sin() * 20.0).collect();
             let kernel: Vec<f32> = (0..c * 9).map(|i| (i as f32 * 0.091).cos()).collect();
             let mut model = TypedModel::default();
             let xv = model.add_source("x", f32::fact(x_shape)).unwrap();
-            let kv = model
-                .add_const("k", Tensor::from_shape(&[c, 1, 3, 3], &kernel).unwrap())
-                .unwrap();
-            let bv = model
-                .add_const("b", Tensor::from_shape(&[c], &vec![0.5f32; c]).unwrap())
-                .unwrap();
+            let kv =
+                model.add_const("k", Tensor::from_shape(&[c, 1, 3, 3], &kernel).unwrap()).unwrap();
+            let bv =
+                model.add_const("b", Tensor::from_shape(&[c], &vec![0.5f32; c]).unwrap()).unwrap();
             let pool_spec = PoolSpec {
                 data_format: fmt,
                 kernel_shape: tvec!(3, 3),
@@ -1182,12 +1117,7 @@ mod tests {
                 input_channels: c,
                 output_channels: c,
             };
-            let conv = Conv {
-                pool_spec,
-                kernel_fmt: KernelFormat::OIHW,
-                group: c,
-                q_params: None,
-            };
+            let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
             let wire = model.wire_node("dw", conv, &[xv, kv, bv]).unwrap();
             let zero = model.add_const("zero", tensor0(0.0f32)).unwrap();
             let six = model.add_const("six", tensor0(6.0f32)).unwrap();
@@ -1207,12 +1137,7 @@ mod tests {
             .unwrap();
             model.select_output_outlets(&wire).unwrap();
             let input = Tensor::from_shape(&x_shape, &x).unwrap().into_tvalue();
-            let plain = model
-                .clone()
-                .into_runnable()
-                .unwrap()
-                .run(tvec![input.clone()])
-                .unwrap();
+            let plain = model.clone().into_runnable().unwrap().run(tvec![input.clone()]).unwrap();
             let optimized = model.into_decluttered().unwrap().into_optimized().unwrap();
             let fused = optimized
                 .nodes
@@ -1222,27 +1147,15 @@ mod tests {
             assert!(
                 fused,
                 "{fmt:?}: no fused DepthWise in {}",
-                optimized
-                    .nodes
-                    .iter()
-                    .map(|n| n.op().name())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                optimized.nodes.iter().map(|n| n.op().name()).collect::<Vec<_>>().join(",")
             );
-            let got = optimized
-                .into_runnable()
-                .unwrap()
-                .run(tvec![input])
-                .unwrap();
+            let got = optimized.into_runnable().unwrap().run(tvec![input]).unwrap();
             let got = got[0].to_plain_array_view::<f32>().unwrap().to_owned();
             let want = plain[0].to_plain_array_view::<f32>().unwrap().to_owned();
             assert!(got.iter().all(|v| (0.0..=6.0).contains(v)));
             assert!(want.iter().any(|v| *v == 6.0) && want.iter().any(|v| *v == 0.0));
-            let max_abs = got
-                .iter()
-                .zip(want.iter())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let max_abs =
+                got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(max_abs < 1e-5, "{fmt:?}: max_abs {max_abs}");
         }
     }
@@ -1251,56 +1164,11 @@ mod tests {
     fn depthwise_multithreaded_matches_reference() {
         let pool = tract_linalg::multithread::Executor::multithread(4);
         tract_linalg::multithread::multithread_tract_scope(pool, || {
-            run_dw(
-                DataFormat::NCHW,
-                32,
-                64,
-                80,
-                3,
-                3,
-                PaddingSpec::Valid,
-                (1, 1),
-            );
-            run_dw(
-                DataFormat::NCHW,
-                32,
-                200,
-                24,
-                3,
-                3,
-                PaddingSpec::SameUpper,
-                (1, 1),
-            );
-            run_dw(
-                DataFormat::NCHW,
-                32,
-                70,
-                70,
-                5,
-                5,
-                PaddingSpec::SameUpper,
-                (1, 1),
-            );
-            run_dw(
-                DataFormat::NCHW,
-                20,
-                91,
-                91,
-                3,
-                3,
-                PaddingSpec::SameUpper,
-                (2, 2),
-            );
-            run_dw(
-                DataFormat::NCHW,
-                7,
-                130,
-                129,
-                3,
-                3,
-                PaddingSpec::Valid,
-                (1, 1),
-            );
+            run_dw(DataFormat::NCHW, 32, 64, 80, 3, 3, PaddingSpec::Valid, (1, 1));
+            run_dw(DataFormat::NCHW, 32, 200, 24, 3, 3, PaddingSpec::SameUpper, (1, 1));
+            run_dw(DataFormat::NCHW, 32, 70, 70, 5, 5, PaddingSpec::SameUpper, (1, 1));
+            run_dw(DataFormat::NCHW, 20, 91, 91, 3, 3, PaddingSpec::SameUpper, (2, 2));
+            run_dw(DataFormat::NCHW, 7, 130, 129, 3, 3, PaddingSpec::Valid, (1, 1));
             run_dw_batch(
                 3,
                 f32::datum_type(),
@@ -1331,210 +1199,36 @@ mod tests {
     #[test]
     fn depthwise_contig_w_matches_reference() {
         // 48 kHz-like: NCHW, H=1, long W, kw=3. Inner loop is W.
-        run_dw(
-            DataFormat::NCHW,
-            16,
-            1,
-            64,
-            1,
-            3,
-            PaddingSpec::Valid,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            32,
-            1,
-            481,
-            1,
-            3,
-            PaddingSpec::Valid,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            1,
-            17,
-            1,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
+        run_dw(DataFormat::NCHW, 16, 1, 64, 1, 3, PaddingSpec::Valid, (1, 1));
+        run_dw(DataFormat::NCHW, 32, 1, 481, 1, 3, PaddingSpec::Valid, (1, 1));
+        run_dw(DataFormat::NCHW, 8, 1, 17, 1, 3, PaddingSpec::SameUpper, (1, 1));
         // kw=1: taps a row apart, output still contiguous along W.
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            12,
-            20,
-            3,
-            1,
-            PaddingSpec::Valid,
-            (1, 1),
-        );
+        run_dw(DataFormat::NCHW, 8, 12, 20, 3, 1, PaddingSpec::Valid, (1, 1));
         run_dw(DataFormat::NCHW, 4, 9, 9, 3, 3, PaddingSpec::Valid, (1, 1));
         // 5x5 / 5x1 / 3x5: tap counts past the compile-time paths, so the inner loop runs
         // through the whole-tap-count kernel rather than a fallback.
-        run_dw(
-            DataFormat::NCHW,
-            16,
-            40,
-            40,
-            5,
-            5,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            64,
-            20,
-            20,
-            5,
-            5,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            24,
-            24,
-            5,
-            5,
-            PaddingSpec::Valid,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            12,
-            20,
-            5,
-            1,
-            PaddingSpec::Valid,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            12,
-            20,
-            3,
-            5,
-            PaddingSpec::Valid,
-            (1, 1),
-        );
+        run_dw(DataFormat::NCHW, 16, 40, 40, 5, 5, PaddingSpec::SameUpper, (1, 1));
+        run_dw(DataFormat::NCHW, 64, 20, 20, 5, 5, PaddingSpec::SameUpper, (1, 1));
+        run_dw(DataFormat::NCHW, 8, 24, 24, 5, 5, PaddingSpec::Valid, (1, 1));
+        run_dw(DataFormat::NCHW, 8, 12, 20, 5, 1, PaddingSpec::Valid, (1, 1));
+        run_dw(DataFormat::NCHW, 8, 12, 20, 3, 5, PaddingSpec::Valid, (1, 1));
         // 49, 81 and 121 taps take the vectorised kernel; 169 is past the limit and stays scalar.
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            30,
-            30,
-            7,
-            7,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            30,
-            30,
-            9,
-            9,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            30,
-            30,
-            11,
-            11,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            8,
-            30,
-            30,
-            13,
-            13,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
+        run_dw(DataFormat::NCHW, 8, 30, 30, 7, 7, PaddingSpec::SameUpper, (1, 1));
+        run_dw(DataFormat::NCHW, 8, 30, 30, 9, 9, PaddingSpec::SameUpper, (1, 1));
+        run_dw(DataFormat::NCHW, 8, 30, 30, 11, 11, PaddingSpec::SameUpper, (1, 1));
+        run_dw(DataFormat::NCHW, 8, 30, 30, 13, 13, PaddingSpec::SameUpper, (1, 1));
         // Encoder DW: stride 2 / 3 along W (vld2 / vld3 path).
-        run_dw(
-            DataFormat::NCHW,
-            64,
-            1,
-            481,
-            1,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 3),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            64,
-            1,
-            161,
-            1,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 2),
-        );
-        run_dw(
-            DataFormat::NCHW,
-            16,
-            1,
-            64,
-            1,
-            3,
-            PaddingSpec::Valid,
-            (1, 2),
-        );
+        run_dw(DataFormat::NCHW, 64, 1, 481, 1, 3, PaddingSpec::SameUpper, (1, 3));
+        run_dw(DataFormat::NCHW, 64, 1, 161, 1, 3, PaddingSpec::SameUpper, (1, 2));
+        run_dw(DataFormat::NCHW, 16, 1, 64, 1, 3, PaddingSpec::Valid, (1, 2));
     }
 
     #[test]
     fn depthwise_nhwc_f16_matches_reference() {
         let f16 = f16::datum_type();
-        run_dw_dt(
-            f16,
-            DataFormat::NHWC,
-            3,
-            9,
-            9,
-            3,
-            3,
-            PaddingSpec::Valid,
-            (1, 1),
-        );
-        run_dw_dt(
-            f16,
-            DataFormat::NHWC,
-            33,
-            12,
-            14,
-            3,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
-        run_dw_dt(
-            f16,
-            DataFormat::NHWC,
-            64,
-            11,
-            13,
-            5,
-            5,
-            PaddingSpec::SameUpper,
-            (2, 2),
-        );
+        run_dw_dt(f16, DataFormat::NHWC, 3, 9, 9, 3, 3, PaddingSpec::Valid, (1, 1));
+        run_dw_dt(f16, DataFormat::NHWC, 33, 12, 14, 3, 3, PaddingSpec::SameUpper, (1, 1));
+        run_dw_dt(f16, DataFormat::NHWC, 64, 11, 13, 5, 5, PaddingSpec::SameUpper, (2, 2));
     }
 
     #[test]
@@ -1542,50 +1236,10 @@ mod tests {
         let pool = tract_linalg::multithread::Executor::multithread(4);
         tract_linalg::multithread::multithread_tract_scope(pool, || {
             for dt in [f32::datum_type(), f16::datum_type()] {
-                run_dw_dt(
-                    dt,
-                    DataFormat::NHWC,
-                    64,
-                    30,
-                    30,
-                    3,
-                    3,
-                    PaddingSpec::SameUpper,
-                    (1, 1),
-                );
-                run_dw_dt(
-                    dt,
-                    DataFormat::NHWC,
-                    33,
-                    40,
-                    40,
-                    3,
-                    3,
-                    PaddingSpec::Valid,
-                    (1, 1),
-                );
-                run_dw_dt(
-                    dt,
-                    DataFormat::NHWC,
-                    200,
-                    20,
-                    20,
-                    5,
-                    5,
-                    PaddingSpec::SameUpper,
-                    (2, 2),
-                );
-                run_dw_dt(
-                    dt,
-                    DataFormat::NHWC,
-                    80,
-                    25,
-                    27,
-                    3,
-                    3,
-                    PaddingSpec::SameUpper,
-                    (2, 1),
-                );
+                run_dw_dt(dt, DataFormat::NHWC, 64, 30, 30, 3, 3, PaddingSpec::SameUpper, (1, 1));
+                run_dw_dt(dt, DataFormat::NHWC, 33, 40, 40, 3, 3, PaddingSpec::Valid, (1, 1));
+                run_dw_dt(dt, DataFormat::NHWC, 200, 20, 20, 5, 5, PaddingSpec::SameUpper, (2, 2));
+                run_dw_dt(dt, DataFormat::NHWC, 80, 25, 27, 3, 3, PaddingSpec::SameUpper, (2, 1));
             }
         });
     }
@@ -1594,77 +1248,14 @@ mod tests {
     fn depthwise_nhwc_matches_reference() {
         // DFN3-like depthwise convs: 1x3 along a long axis, strided or not.
         run_dw(DataFormat::NHWC, 3, 9, 9, 3, 3, PaddingSpec::Valid, (1, 1));
-        run_dw(
-            DataFormat::NHWC,
-            64,
-            100,
-            32,
-            1,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 2),
-        );
-        run_dw(
-            DataFormat::NHWC,
-            64,
-            100,
-            16,
-            1,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 2),
-        );
-        run_dw(
-            DataFormat::NHWC,
-            64,
-            100,
-            8,
-            1,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NHWC,
-            64,
-            100,
-            8,
-            1,
-            1,
-            PaddingSpec::Valid,
-            (1, 1),
-        );
-        run_dw(
-            DataFormat::NHWC,
-            64,
-            100,
-            96,
-            5,
-            1,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
+        run_dw(DataFormat::NHWC, 64, 100, 32, 1, 3, PaddingSpec::SameUpper, (1, 2));
+        run_dw(DataFormat::NHWC, 64, 100, 16, 1, 3, PaddingSpec::SameUpper, (1, 2));
+        run_dw(DataFormat::NHWC, 64, 100, 8, 1, 3, PaddingSpec::SameUpper, (1, 1));
+        run_dw(DataFormat::NHWC, 64, 100, 8, 1, 1, PaddingSpec::Valid, (1, 1));
+        run_dw(DataFormat::NHWC, 64, 100, 96, 5, 1, PaddingSpec::SameUpper, (1, 1));
         // Odd channel counts and small shapes: vector tails, narrow zones.
-        run_dw(
-            DataFormat::NHWC,
-            17,
-            12,
-            20,
-            3,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
+        run_dw(DataFormat::NHWC, 17, 12, 20, 3, 3, PaddingSpec::SameUpper, (1, 1));
         run_dw(DataFormat::NHWC, 8, 1, 64, 1, 3, PaddingSpec::Valid, (1, 3));
-        run_dw(
-            DataFormat::NHWC,
-            4,
-            1,
-            17,
-            1,
-            3,
-            PaddingSpec::SameUpper,
-            (1, 1),
-        );
+        run_dw(DataFormat::NHWC, 4, 1, 17, 1, 3, PaddingSpec::SameUpper, (1, 1));
     }
 }

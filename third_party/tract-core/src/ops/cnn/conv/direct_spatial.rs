@@ -35,10 +35,7 @@ impl EvalOp for DirectSpatialConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (img, kernel, bias) = args_3!(inputs);
-        ensure!(
-            img.datum_type() == f32::datum_type(),
-            "DirectSpatialConv is f32 only"
-        );
+        ensure!(img.datum_type() == f32::datum_type(), "DirectSpatialConv is f32 only");
         let output = unsafe { self.eval_f32(&img, &kernel, &bias)? };
         Ok(tvec!(output.into_tvalue()))
     }
@@ -80,10 +77,8 @@ unsafe fn one_run(
             let taps = &taps[g * n_taps..][..n_taps];
             for i in 0..len as isize {
                 let ip = ip.offset(i * in_stride);
-                let sum = taps
-                    .iter()
-                    .zip(offsets)
-                    .fold(b[g], |sum, (t, off)| sum + t * *ip.offset(*off));
+                let sum =
+                    taps.iter().zip(offsets).fold(b[g], |sum, (t, off)| sum + t * *ip.offset(*off));
                 *op.offset(g as isize * oc_stride + i * out_stride) = sum;
             }
         }
@@ -101,13 +96,7 @@ impl DirectSpatialConv {
             let x0 = zone.output_ranges[1].start as isize;
             let len = zone.output_ranges[1].len();
             for y in zone.output_ranges[0].clone() {
-                f(
-                    y as isize * in_h + x0 * in_w,
-                    y as isize * out_h + x0,
-                    len,
-                    in_w,
-                    1,
-                );
+                f(y as isize * in_h + x0 * in_w, y as isize * out_h + x0, len, in_w, 1);
             }
         } else {
             let mut visitor = ZoneScanner::new(zone, &self.patch);
@@ -150,11 +139,7 @@ impl DirectSpatialConv {
             .map(|zone| {
                 let mut offsets = Vec::with_capacity(ic * kvol);
                 for c in 0..ic as isize {
-                    offsets.extend(
-                        zone.values_offsets
-                            .iter()
-                            .map(|(_, off)| c * c_stride_i + off),
-                    );
+                    offsets.extend(zone.values_offsets.iter().map(|(_, off)| c * c_stride_i + off));
                 }
                 offsets
             })

@@ -59,10 +59,7 @@ impl GeometryBound<SymbolicGeometry, ConcreteGeometry> {
 impl ResolveTo<ConcreteGeometry> for SymbolicGeometry {
     type Param = [usize];
     fn resolve(&self, input_full_shape: &[usize]) -> TractResult<ConcreteGeometry> {
-        let pool = self
-            .pool_geometry
-            .to_concrete(input_full_shape)?
-            .into_owned();
+        let pool = self.pool_geometry.to_concrete(input_full_shape)?.into_owned();
         let patcher = match (pool.patch.rank(), pool.patch.padded) {
             (1, false) => Patcher::Valid1d,
             (1, true) => Patcher::Padded1d,
@@ -110,20 +107,11 @@ impl Im2Col {
     ) -> TractResult<Im2Col> {
         let out_format = dyn_clone::clone_box(&*mmm.packings()[packing].1);
         let pool_geometry = pool_spec.compute_geo(input_full_shape)?;
-        let geometry: GeometryBound<_, _> = SymbolicGeometry {
-            group,
-            pool_spec: pool_spec.clone(),
-            pool_geometry,
-            out_format,
-            k,
-        }
-        .into();
+        let geometry: GeometryBound<_, _> =
+            SymbolicGeometry { group, pool_spec: pool_spec.clone(), pool_geometry, out_format, k }
+                .into();
         let geometry = geometry.optimize_if(input_full_shape.as_concrete())?;
-        Ok(Im2Col {
-            pool_spec,
-            group,
-            geometry,
-        })
+        Ok(Im2Col { pool_spec, group, geometry })
     }
 
     // packed shape is Batch,Group
@@ -157,11 +145,7 @@ impl EvalOp for Im2Col {
         let geometry = self.geometry.to_concrete(inputs[0].shape())?;
         unsafe {
             let mut input = inputs.remove(0).into_tensor();
-            let pad_value: Option<&Tensor> = if inputs.len() > 0 {
-                Some(&inputs[0])
-            } else {
-                None
-            };
+            let pad_value: Option<&Tensor> = if inputs.len() > 0 { Some(&inputs[0]) } else { None };
             if !self.pool_spec.data_format.has_n() {
                 input.insert_axis(0)?;
             }
@@ -179,10 +163,7 @@ impl EvalOp for Im2Col {
                 } else if let Some(p4) = geometry.out_format.downcast_ref::<PackedI8K4>() {
                     (p4.single_panel_len(geometry.k), p4.alignment(), true)
                 } else {
-                    bail!(
-                        "Im2Col: unsupported packing format {:?}",
-                        geometry.out_format
-                    )
+                    bail!("Im2Col: unsupported packing format {:?}", geometry.out_format)
                 };
             let panel_bytes = single_panel_len * dt.size_of();
 
@@ -194,11 +175,8 @@ impl EvalOp for Im2Col {
             for i in 0..n_batches {
                 let input = input.view_at_prefix(&[i])?;
                 for g in 0..n_groups {
-                    let n = if geometry.pool.output_shape.shape.contains(&0) {
-                        0
-                    } else {
-                        geometry.n
-                    };
+                    let n =
+                        if geometry.pool.output_shape.shape.contains(&0) { 0 } else { geometry.n };
                     let mut data = Tensor::uninitialized_aligned_dt(
                         dt,
                         &[n.divceil(r) * single_panel_len],
@@ -243,10 +221,7 @@ impl TypedOp for Im2Col {
     as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let input_shape = self
-            .pool_spec
-            .data_format
-            .shape(inputs[0].shape.to_tvec())?;
+        let input_shape = self.pool_spec.data_format.shape(inputs[0].shape.to_tvec())?;
         let output_shape = self.pool_spec.output_shape(&inputs[0].shape)?;
         let mn = output_shape.hw_dims().iter().product::<TDim>();
         let pof = PackedExoticFact {
@@ -257,10 +232,7 @@ impl TypedOp for Im2Col {
         Ok(tvec!(
             inputs[0]
                 .datum_type
-                .fact(&[
-                    input_shape.n().cloned().unwrap_or(1.into()),
-                    self.group.into()
-                ])
+                .fact(&[input_shape.n().cloned().unwrap_or(1.into()), self.group.into()])
                 .with_exotic_fact(pof)
         ))
     }
@@ -272,11 +244,7 @@ impl TypedOp for Im2Col {
     ) -> TractResult<Option<TypedModelPatch>> {
         let input_fact = model.outlet_fact(node.inputs[0])?;
         if node.inputs.len() == 2
-            && model
-                .outlet_fact(node.inputs[1])?
-                .konst
-                .as_ref()
-                .and_then(|t| t.as_uniform())
+            && model.outlet_fact(node.inputs[1])?.konst.as_ref().and_then(|t| t.as_uniform())
                 == Some(Tensor::zero_scalar_dt(input_fact.datum_type)?)
         {
             Ok(Some(
@@ -458,18 +426,13 @@ impl Patcher {
                 let iptr = iptr.offset(ci as isize * c_stride_ptr);
                 for kitem in 0..kernel_len {
                     let dx = *geometry.pool.patch.data_field.as_ptr().add(kitem);
-                    let valid_x_start = Integer::div_ceil(&-dx, &x_stride)
-                        .max(0)
-                        .min(output_width as _);
+                    let valid_x_start =
+                        Integer::div_ceil(&-dx, &x_stride).max(0).min(output_width as _);
                     let valid_x_end = Integer::div_ceil(&(input_width - dx), &x_stride)
                         .max(0)
                         .min(output_width as _);
                     let iptr = iptr.offset(
-                        *geometry
-                            .pool
-                            .patch
-                            .standard_layout_data_field
-                            .get_unchecked(kitem),
+                        *geometry.pool.patch.standard_layout_data_field.get_unchecked(kitem),
                     );
                     Self::padded_invalid_x_loop(valid_x_start as usize, pad_value, &mut *writer);
                     Self::padded_valid_x_loop(
@@ -515,31 +478,17 @@ impl Patcher {
             for ci in 0..geometry.ci_per_group {
                 let iptr = iptr.offset(ci as isize * c_stride_ptr);
                 for kitem in 0..kernel_len {
-                    let dy = *geometry
-                        .pool
-                        .patch
-                        .data_field
-                        .as_ptr()
-                        .offset(kitem as isize * 2);
-                    let dx = *geometry
-                        .pool
-                        .patch
-                        .data_field
-                        .as_ptr()
-                        .offset(1 + kitem as isize * 2);
-                    let valid_x_start = Integer::div_ceil(&-dx, &x_stride)
-                        .max(0)
-                        .min(output_width as _);
+                    let dy = *geometry.pool.patch.data_field.as_ptr().offset(kitem as isize * 2);
+                    let dx =
+                        *geometry.pool.patch.data_field.as_ptr().offset(1 + kitem as isize * 2);
+                    let valid_x_start =
+                        Integer::div_ceil(&-dx, &x_stride).max(0).min(output_width as _);
                     let valid_x_end = Integer::div_ceil(&(input_width - dx), &x_stride)
                         .max(0)
                         .min(output_width as _);
 
                     let iptr = iptr.offset(
-                        *geometry
-                            .pool
-                            .patch
-                            .standard_layout_data_field
-                            .get_unchecked(kitem),
+                        *geometry.pool.patch.standard_layout_data_field.get_unchecked(kitem),
                     );
                     for yo in 0..*geometry.pool.patch.output_shape.get_unchecked(0) {
                         let y = yo as isize * y_stride + dy;

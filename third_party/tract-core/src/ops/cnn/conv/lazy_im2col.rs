@@ -133,12 +133,7 @@ impl TypedOp for LazyIm2Col {
             mn: self.params.n_byte_offsets.len().to_dim(),
             packers: vec![Box::new(self.params.packer.clone()) as Box<dyn MMMInputFormat>],
         };
-        Ok(tvec!(
-            inputs[0]
-                .datum_type
-                .fact([1, self.group])
-                .with_exotic_fact(exotic_fact)
-        ))
+        Ok(tvec!(inputs[0].datum_type.fact([1, self.group]).with_exotic_fact(exotic_fact)))
     }
 
     as_op!();
@@ -161,12 +156,7 @@ impl Display for LazyIm2colInput {
 
 impl Hash for LazyIm2colInput {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (
-            self.tensor.as_bytes(),
-            &self.im2col,
-            self.group_offset_bytes,
-        )
-            .hash(state);
+        (self.tensor.as_bytes(), &self.im2col, self.group_offset_bytes).hash(state);
     }
 }
 
@@ -183,10 +173,7 @@ impl LazyIm2colInput {
         let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
         let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
         unsafe {
-            let ptr = self
-                .tensor
-                .as_ptr_unchecked::<u8>()
-                .offset(self.group_offset_bytes);
+            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
             let o1 = *n_byte_offsets.offset(n);
             let o2 = *n_byte_offsets.offset(n + 1);
             let o3 = *n_byte_offsets.offset(n + 2);
@@ -224,10 +211,7 @@ impl LazyIm2colInput {
         n: isize,
     ) {
         unsafe {
-            let ptr = self
-                .tensor
-                .as_ptr_unchecked::<u8>()
-                .offset(self.group_offset_bytes);
+            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
             let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
             let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
             let o1 = *n_byte_offsets.offset(n);
@@ -261,10 +245,7 @@ impl LazyIm2colInput {
         n: isize,
     ) {
         unsafe {
-            let ptr = self
-                .tensor
-                .as_ptr_unchecked::<u8>()
-                .offset(self.group_offset_bytes);
+            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
             let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
             let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
             let o1 = *n_byte_offsets.offset(n);
@@ -292,10 +273,7 @@ impl LazyIm2colInput {
         n: isize,
     ) {
         unsafe {
-            let ptr = self
-                .tensor
-                .as_ptr_unchecked::<u8>()
-                .offset(self.group_offset_bytes);
+            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
             let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
             let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
             let o1 = *n_byte_offsets.offset(n);
@@ -326,10 +304,7 @@ impl LazyIm2colInput {
             _ => (),
         }
         unsafe {
-            let ptr = self
-                .tensor
-                .as_ptr_unchecked::<u8>()
-                .offset(self.group_offset_bytes);
+            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
             let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
             let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
             for k in k_range.start..k_range.end {
@@ -412,17 +387,11 @@ impl LazyIm2colInput {
 impl MMMInputValue for LazyIm2colInput {
     fn scratch_panel_buffer_layout(&self) -> Option<std::alloc::Layout> {
         let k = self.im2col.k_byte_offsets.len();
-        Some(
-            self.im2col
-                .packer
-                .single_panel_layout(k, self.tensor.datum_type().size_of()),
-        )
+        Some(self.im2col.packer.single_panel_layout(k, self.tensor.datum_type().size_of()))
     }
 
     fn panel_bytes(&self, i: usize, buffer: Option<*mut u8>) -> TractResult<*const u8> {
-        Ok(dispatch_copy!(Self::do_panel(self.tensor.datum_type())(
-            self, i, buffer
-        )))
+        Ok(dispatch_copy!(Self::do_panel(self.tensor.datum_type())(self, i, buffer)))
     }
 
     fn k(&self) -> usize {
@@ -458,10 +427,7 @@ impl LazyIm2colInput {
         let k_range = 0..k as isize;
         let packed = buffer.unwrap();
         if mn_range.len() == r && mn_start.is_multiple_of(r) {
-            let mut writer = self
-                .im2col
-                .packer
-                .write_single_panel_with_k_outer(packed as *mut T);
+            let mut writer = self.im2col.packer.write_single_panel_with_k_outer(packed as *mut T);
             self.write(&mut writer, k_range, mn_range);
         } else {
             let mut writer = self.im2col.packer.write_with_k_outer(

@@ -159,17 +159,9 @@ impl KernelFormat {
         group: usize,
     ) -> TVec<AxisOp> {
         let i = (self.input_channels(full_shape, group).into_owned() / group).to_dim();
-        let hw = self
-            .hw(full_shape)
-            .iter()
-            .map(|t| t.to_dim())
-            .product::<TDim>();
+        let hw = self.hw(full_shape).iter().map(|t| t.to_dim()).product::<TDim>();
         let mut ops = self.kernel_as_group_o_i_hw_ops(full_shape, group);
-        ops.push(AxisOp::Reshape(
-            2,
-            tvec!(i.clone(), hw.clone()),
-            tvec!(i * hw),
-        ));
+        ops.push(AxisOp::Reshape(2, tvec!(i.clone(), hw.clone()), tvec!(i * hw)));
         ops
     }
 
@@ -201,10 +193,7 @@ pub fn rewrite_kernel_conv_in_oihw(
         name,
         conv.kernel_fmt,
         conv.group,
-        Box::new(Conv {
-            kernel_fmt: KernelFormat::OIHW,
-            ..conv.clone()
-        }),
+        Box::new(Conv { kernel_fmt: KernelFormat::OIHW, ..conv.clone() }),
     )
 }
 
@@ -221,10 +210,7 @@ pub fn rewrite_kernel_deconv_in_oihw(
         name,
         conv.kernel_format,
         conv.group,
-        Box::new(Deconv {
-            kernel_format: KernelFormat::OIHW,
-            ..conv.clone()
-        }),
+        Box::new(Deconv { kernel_format: KernelFormat::OIHW, ..conv.clone() }),
     )
 }
 

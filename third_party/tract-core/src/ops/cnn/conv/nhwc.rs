@@ -19,9 +19,7 @@ impl ModelTransform for ConvNhwc {
     }
 
     fn transform(&self, model: &mut TypedModel) -> TractResult<()> {
-        Rewriter::<()>::default()
-            .with_rule_for("conv-nhwc", conv_nhwc)
-            .rewrite(&(), model)
+        Rewriter::<()>::default().with_rule_for("conv-nhwc", conv_nhwc).rewrite(&(), model)
     }
 }
 
@@ -33,10 +31,7 @@ fn conv_nhwc(
     op: &Conv,
 ) -> TractResult<Option<TypedModelPatch>> {
     rule_if!(op.q_params.is_none());
-    rule_if!(matches!(
-        op.pool_spec.data_format,
-        DataFormat::NCHW | DataFormat::CHW
-    ));
+    rule_if!(matches!(op.pool_spec.data_format, DataFormat::NCHW | DataFormat::CHW));
     let fact = model.outlet_fact(node.inputs[0])?;
     let r = fact.rank();
     let c_axis = op.pool_spec.data_format.shape(&fact.shape)?.c_axis();
@@ -46,18 +41,9 @@ fn conv_nhwc(
     };
     let mut patch = TypedModelPatch::default();
     let inputs = patch.taps(model, &node.inputs)?;
-    let x = patch.wire_node(
-        format!("{name}.nhwc_in"),
-        AxisOp::Move(c_axis, r - 1),
-        &[inputs[0]],
-    )?;
-    let conv = Conv {
-        pool_spec: PoolSpec {
-            data_format,
-            ..op.pool_spec.clone()
-        },
-        ..op.clone()
-    };
+    let x =
+        patch.wire_node(format!("{name}.nhwc_in"), AxisOp::Move(c_axis, r - 1), &[inputs[0]])?;
+    let conv = Conv { pool_spec: PoolSpec { data_format, ..op.pool_spec.clone() }, ..op.clone() };
     let mut wires = tvec!(x[0]);
     wires.extend_from_slice(&inputs[1..]);
     let is_depthwise = node.inputs.len() == 3
@@ -70,11 +56,7 @@ fn conv_nhwc(
     } else {
         patch.wire_node(name, conv, &wires)?[0]
     };
-    let y = patch.wire_node(
-        format!("{name}.nhwc_out"),
-        AxisOp::Move(r - 1, c_axis),
-        &[wire],
-    )?;
+    let y = patch.wire_node(format!("{name}.nhwc_out"), AxisOp::Move(r - 1, c_axis), &[wire])?;
     patch.shunt_outside(model, node.id.into(), y[0])?;
     Ok(Some(patch))
 }
@@ -91,16 +73,10 @@ mod tests {
     fn dw_model() -> TypedModel {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 4, 8, 8])).unwrap();
-        let kernel: Vec<f32> = (0..4 * 9)
-            .map(|i| ((i as f32 * 0.091).cos()) * 0.3)
-            .collect();
+        let kernel: Vec<f32> = (0..4 * 9).map(|i| ((i as f32 * 0.091).cos()) * 0.3).collect();
         let bias: Vec<f32> = (0..4).map(|i| (i as f32 * 0.05) - 0.1).collect();
-        let k = model
-            .add_const("k", Tensor::from_shape(&[4, 1, 3, 3], &kernel).unwrap())
-            .unwrap();
-        let b = model
-            .add_const("b", Tensor::from_shape(&[4], &bias).unwrap())
-            .unwrap();
+        let k = model.add_const("k", Tensor::from_shape(&[4, 1, 3, 3], &kernel).unwrap()).unwrap();
+        let b = model.add_const("b", Tensor::from_shape(&[4], &bias).unwrap()).unwrap();
         let pool_spec = PoolSpec {
             data_format: DataFormat::NCHW,
             kernel_shape: tvec!(3, 3),
@@ -110,12 +86,7 @@ mod tests {
             input_channels: 4,
             output_channels: 4,
         };
-        let conv = Conv {
-            pool_spec,
-            kernel_fmt: KernelFormat::OIHW,
-            group: 4,
-            q_params: None,
-        };
+        let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: 4, q_params: None };
         let out = model.wire_node("dw", conv, &[x, k, b]).unwrap();
         model.select_output_outlets(&out).unwrap();
         model
@@ -128,10 +99,7 @@ mod tests {
         assert!(model.nodes.iter().any(|n| n.op_is::<DepthWise>()));
         for name in ["dw.nhwc_in", "dw.nhwc_out"] {
             let node = model.node(model.node_id_by_name(name).unwrap());
-            assert!(
-                matches!(node.op_as::<AxisOp>(), Some(AxisOp::Move(_, _))),
-                "{node}"
-            );
+            assert!(matches!(node.op_as::<AxisOp>(), Some(AxisOp::Move(_, _))), "{node}");
         }
     }
 
@@ -156,10 +124,7 @@ mod tests {
             )
             .unwrap();
         let b = model
-            .add_const(
-                format!("{name}.b"),
-                Tensor::from_shape(&[c_out], &b).unwrap(),
-            )
+            .add_const(format!("{name}.b"), Tensor::from_shape(&[c_out], &b).unwrap())
             .unwrap();
         let pool_spec = PoolSpec {
             data_format: DataFormat::NCHW,
@@ -170,12 +135,7 @@ mod tests {
             input_channels: c_in,
             output_channels: c_out,
         };
-        let conv = Conv {
-            pool_spec,
-            kernel_fmt: KernelFormat::OIHW,
-            group,
-            q_params: None,
-        };
+        let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group, q_params: None };
         model.wire_node(name, conv, &[input, k, b]).unwrap()[0]
     }
 
@@ -202,10 +162,7 @@ mod tests {
         let dw = depthwise_in(&model).expect("depthwise conv was lowered too early");
         assert!(dw.pool_spec.data_format.c_is_last(), "{model}");
         assert!(
-            model
-                .nodes
-                .iter()
-                .all(|n| !matches!(n.op_as::<AxisOp>(), Some(AxisOp::Move(..)))),
+            model.nodes.iter().all(|n| !matches!(n.op_as::<AxisOp>(), Some(AxisOp::Move(..)))),
             "{model}"
         );
     }
@@ -267,15 +224,9 @@ mod tests {
 
     #[test]
     fn nhwc_depthwise_matches_nchw() {
-        let x: Vec<f32> = (0..4 * 8 * 8)
-            .map(|i| ((i as f32 * 0.137).sin()) * 0.7)
-            .collect();
+        let x: Vec<f32> = (0..4 * 8 * 8).map(|i| ((i as f32 * 0.137).sin()) * 0.7).collect();
         let xv = Tensor::from_shape(&[1, 4, 8, 8], &x).unwrap().into_tvalue();
-        let base = dw_model()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
+        let base = dw_model().into_optimized().unwrap().into_runnable().unwrap();
         let want = base.run(tvec![xv.clone()]).unwrap().remove(0);
         let nhwc = ConvNhwc
             .transform_into(dw_model())
@@ -287,21 +238,13 @@ mod tests {
         assert!(
             nhwc.nodes.iter().any(|n| n.op_is::<DepthWise>()),
             "expected a DepthWise node, got {}",
-            nhwc.nodes
-                .iter()
-                .map(|n| n.op().name())
-                .collect::<Vec<_>>()
-                .join(",")
+            nhwc.nodes.iter().map(|n| n.op().name()).collect::<Vec<_>>().join(",")
         );
         let nhwc = nhwc.into_runnable().unwrap();
         let got = nhwc.run(tvec![xv]).unwrap().remove(0);
         let want = want.to_plain_array_view::<f32>().unwrap();
         let got = got.to_plain_array_view::<f32>().unwrap();
-        let max_abs = want
-            .iter()
-            .zip(got.iter())
-            .map(|(w, g)| (w - g).abs())
-            .fold(0f32, f32::max);
+        let max_abs = want.iter().zip(got.iter()).map(|(w, g)| (w - g).abs()).fold(0f32, f32::max);
         assert!(max_abs < 1e-5, "max_abs={max_abs}");
     }
 }

@@ -117,9 +117,7 @@ impl Deconv {
                 super::output_shape(&self.pool_spec, &shape.shape, &self.adjustments)?;
             bias = target.wire_node(
                 format!("{name}.broadcast_bias"),
-                MultiBroadcastTo {
-                    shape: output_shape.into(),
-                },
+                MultiBroadcastTo { shape: output_shape.into() },
                 &[bias],
             )?[0];
             return target.wire_node(
@@ -148,11 +146,7 @@ impl Deconv {
         }
         let einsum = target.wire_node(
             format!("{name}.einsum"),
-            EinSum {
-                axes: expr.parse()?,
-                operating_dt: kernel_fact.datum_type,
-                q_params: None,
-            },
+            EinSum { axes: expr.parse()?, operating_dt: kernel_fact.datum_type, q_params: None },
             &[kernel[0], input[0]],
         )?;
 
@@ -169,9 +163,7 @@ impl Deconv {
                 super::output_shape(&self.pool_spec, &shape.shape, &self.adjustments)?;
             bias = target.wire_node(
                 format!("{name}.broadcast_bias"),
-                MultiBroadcastTo {
-                    shape: output_shape.into(),
-                },
+                MultiBroadcastTo { shape: output_shape.into() },
                 &[bias],
             )?[0];
         }
@@ -217,10 +209,7 @@ impl EvalOp for Deconv {
             .collect::<TractResult<TVec<OutletId>>>()?;
         let output = self.wire_with_deconv_sum("adhoc", &mut model, &inputs)?;
         model.select_output_outlets(&output)?;
-        model
-            .into_runnable()?
-            .run(tvec![])
-            .context("In adhoc deconvolution eval")
+        model.into_runnable()?.run(tvec![]).context("In adhoc deconvolution eval")
     }
 }
 

@@ -127,11 +127,7 @@ impl TypedOp for DeconvSum {
         let shape = super::output_shape(&self.pool_spec, &self.input_shape, &self.adjustments)?;
         ensure!(inputs[1].rank() == shape.len());
         ensure!(
-            inputs[1]
-                .shape
-                .iter()
-                .zip(shape.iter())
-                .all(|(b, o)| b.is_one() || b == o),
+            inputs[1].shape.iter().zip(shape.iter()).all(|(b, o)| b.is_one() || b == o),
             "DeconvSum bias {:?} does not broadcast to output {:?}",
             inputs[1].shape,
             shape
@@ -149,10 +145,7 @@ impl TypedOp for DeconvSum {
     ) -> TractResult<TVec<OutletId>> {
         target.wire_node(
             &node.name,
-            Self {
-                input_shape: self.input_shape.substitute(subs)?.into_owned(),
-                ..self.clone()
-            },
+            Self { input_shape: self.input_shape.substitute(subs)?.into_owned(), ..self.clone() },
             &[mapping[&node.inputs[0]], mapping[&node.inputs[1]]],
         )
     }
@@ -259,19 +252,16 @@ fn write_non_overlapping<T: Datum + Copy>(
             }
         }
     } else {
-        for (nc, (gemm_nc, output_nc)) in gemm
-            .chunks_exact(taps * plane)
-            .zip(output.chunks_exact_mut(oh * ow))
-            .enumerate()
+        for (nc, (gemm_nc, output_nc)) in
+            gemm.chunks_exact(taps * plane).zip(output.chunks_exact_mut(oh * ow)).enumerate()
         {
             let b = bias_at(nc % channels);
             for (oy, row) in output_nc.chunks_exact_mut(ow).enumerate() {
                 let (iy, ky) = (oy / sh, oy % sh);
                 let tap_row = |kx: usize| &gemm_nc[(ky * sw + kx) * plane + iy * iw..][..iw];
                 if sw == 2 {
-                    for (pair, (&even, &odd)) in row
-                        .chunks_exact_mut(2)
-                        .zip(tap_row(0).iter().zip(tap_row(1)))
+                    for (pair, (&even, &odd)) in
+                        row.chunks_exact_mut(2).zip(tap_row(0).iter().zip(tap_row(1)))
                     {
                         pair[0] = add(even, b);
                         pair[1] = add(odd, b);
@@ -877,13 +867,9 @@ impl DepthwiseDeconv {
         let hw: usize = input_shape.hw_dims().iter().product();
         let kernel_vol: usize = self.pool_spec.kernel_shape.iter().product();
         let kernel = kernel.to_plain_array_view::<T>()?;
-        let kernel = kernel
-            .as_slice()
-            .context("depthwise deconv kernel must be contiguous")?;
+        let kernel = kernel.as_slice().context("depthwise deconv kernel must be contiguous")?;
         let input = input.to_plain_array_view::<T>()?;
-        let input = input
-            .as_slice()
-            .context("depthwise deconv input must be contiguous")?;
+        let input = input.as_slice().context("depthwise deconv input must be contiguous")?;
         ensure!(kernel.len() == c * kernel_vol);
         let n = *output_shape.n().unwrap_or(&1);
         ensure!(input.len() == n * c * hw);
@@ -907,15 +893,13 @@ impl DepthwiseDeconv {
         let mut output = output_plain.to_array_view_mut::<T>()?;
         for n in 0..n {
             for o in 0..c {
-                for (kix, kcoords) in tract_ndarray::indices(&*self.pool_spec.kernel_shape)
-                    .into_iter()
-                    .enumerate()
+                for (kix, kcoords) in
+                    tract_ndarray::indices(&*self.pool_spec.kernel_shape).into_iter().enumerate()
                 {
                     // Hoisted out of the geometry loop: one load per (channel, tap).
                     let kv = kernel[o * kernel_vol + kix];
-                    for (gix, gcoords) in tract_ndarray::indices(input_shape.hw_dims())
-                        .into_iter()
-                        .enumerate()
+                    for (gix, gcoords) in
+                        tract_ndarray::indices(input_shape.hw_dims()).into_iter().enumerate()
                     {
                         let ocoord: TVec<isize> = tract_itertools::izip!(
                             kcoords.slice(),
@@ -937,11 +921,8 @@ impl DepthwiseDeconv {
                             // ~91% of products that fall outside are never computed.
                             let value = kv * input[(n * c + o) * hw + gix];
                             let ocoord = ocoord.iter().map(|x| *x as usize).collect::<TVec<_>>();
-                            let ocoord = self
-                                .pool_spec
-                                .data_format
-                                .with_n()
-                                .from_n_c_hw(n, o, ocoord)?;
+                            let ocoord =
+                                self.pool_spec.data_format.with_n().from_n_c_hw(n, o, ocoord)?;
                             output[&*ocoord.shape] += value;
                         }
                     }
@@ -970,15 +951,8 @@ impl TypedOp for DepthwiseDeconv {
     ) -> TractResult<TVec<OutletId>> {
         target.wire_node(
             &node.name,
-            Self {
-                input_shape: self.input_shape.substitute(subs)?.into_owned(),
-                ..self.clone()
-            },
-            &[
-                mapping[&node.inputs[0]],
-                mapping[&node.inputs[1]],
-                mapping[&node.inputs[2]],
-            ],
+            Self { input_shape: self.input_shape.substitute(subs)?.into_owned(), ..self.clone() },
+            &[mapping[&node.inputs[0]], mapping[&node.inputs[1]], mapping[&node.inputs[2]]],
         )
     }
 

@@ -21,10 +21,8 @@ pub fn output_shape<D: DimLike>(
         &pool_spec.strides(),
         adjustments,
     )?;
-    let deconv_shape: TVec<D> = spatial_output_details
-        .iter()
-        .map(|comp| comp.deconvoluted.clone())
-        .collect();
+    let deconv_shape: TVec<D> =
+        spatial_output_details.iter().map(|comp| comp.deconvoluted.clone()).collect();
     let output_shape = pool_spec.data_format.from_n_c_hw(
         x_shape.n().cloned().unwrap_or_else(|| 1.into()),
         pool_spec.output_channels.into(),

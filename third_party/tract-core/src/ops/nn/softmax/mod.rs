@@ -54,9 +54,7 @@ impl TypedOp for Softmax {
             );
         } else if dt.is_quantized() {
             ensure!(
-                self.quant_output_dt
-                    .map(|q| q.is_quantized())
-                    .unwrap_or(false),
+                self.quant_output_dt.map(|q| q.is_quantized()).unwrap_or(false),
                 "Quantized softmax should have a quantized output type (got {:?})",
                 self.quant_output_dt
             );
@@ -68,10 +66,7 @@ impl TypedOp for Softmax {
             );
         }
 
-        let fact = self
-            .quant_output_dt
-            .unwrap_or(dt)
-            .fact(inputs[0].shape.clone());
+        let fact = self.quant_output_dt.unwrap_or(dt).fact(inputs[0].shape.clone());
         Ok(tvec!(fact))
     }
 
@@ -98,19 +93,13 @@ impl TypedOp for Softmax {
         _io: InOut,
         change: &AxisOp,
     ) -> TractResult<Option<AxisChangeConsequence>> {
-        let axes: Option<TVec<usize>> = self
-            .axes
-            .iter()
-            .map(|it| change.transform_axis(*it))
-            .collect();
+        let axes: Option<TVec<usize>> =
+            self.axes.iter().map(|it| change.transform_axis(*it)).collect();
         if let Some(axes) = axes {
             Ok(Some(AxisChangeConsequence::new(
                 model,
                 node,
-                Some(Box::new(Softmax {
-                    axes,
-                    ..self.clone()
-                })),
+                Some(Box::new(Softmax { axes, ..self.clone() })),
                 change,
             )))
         } else {
@@ -156,10 +145,7 @@ impl Softmax {
         sm_axes.sort_unstable();
         let trailing = !sm_axes.is_empty()
             && sm_axes.len() <= rank
-            && sm_axes
-                .iter()
-                .enumerate()
-                .all(|(i, &a)| a == rank - sm_axes.len() + i);
+            && sm_axes.iter().enumerate().all(|(i, &a)| a == rank - sm_axes.len() + i);
         if trailing
             && matches!(T::datum_type(), DatumType::F32 | DatumType::F16)
             && output.strides() == &*Tensor::natural_strides(output.shape())
@@ -217,11 +203,8 @@ impl Softmax {
 
         let mut output_plain = output.try_as_plain_ram_mut()?;
         let mut view = output_plain.to_array_view_mut::<T>()?;
-        let kernels = if T::datum_type() == f32::datum_type() {
-            Some(F32Kernels::new()?)
-        } else {
-            None
-        };
+        let kernels =
+            if T::datum_type() == f32::datum_type() { Some(F32Kernels::new()?) } else { None };
 
         for it_coords in tract_ndarray::indices(&*iterating_shape) {
             let mut view = view.view_mut();
@@ -230,9 +213,8 @@ impl Softmax {
                     view.collapse_axis(Axis(ix), it_coords[ix]);
                 }
             }
-            if let Some(slice) = view
-                .as_slice_mut()
-                .filter(|_| T::datum_type() == f32::datum_type())
+            if let Some(slice) =
+                view.as_slice_mut().filter(|_| T::datum_type() == f32::datum_type())
             {
                 let slice: &mut [f32] = unsafe { std::mem::transmute(slice) };
                 softmax_inner_slice_f32(
@@ -240,9 +222,8 @@ impl Softmax {
                     self.kind,
                     kernels.as_ref().context("f32 kernels")?,
                 )?;
-            } else if let Some(slice) = view
-                .as_slice_mut()
-                .filter(|_| T::datum_type() == f16::datum_type())
+            } else if let Some(slice) =
+                view.as_slice_mut().filter(|_| T::datum_type() == f16::datum_type())
             {
                 let slice: &mut [f16] = unsafe { std::mem::transmute(slice) };
                 self.softmax_inner_slice_f16(slice, self.kind)?;
@@ -259,9 +240,8 @@ impl Softmax {
             bail!("Quantized LogSoftmax is not supported")
         }
         let mut iterating_shape: TVec<usize> = input.shape().into();
-        let output_dt = self
-            .quant_output_dt
-            .context("Quandized softmax eval with no output type")?;
+        let output_dt =
+            self.quant_output_dt.context("Quandized softmax eval with no output type")?;
 
         for i in 0..iterating_shape.len() {
             if self.axes.contains(&i) {
@@ -306,9 +286,7 @@ impl Softmax {
                     sum += x.to_f32();
                 });
                 let rsum = f16::from_f32(sum.recip());
-                Func::MulByScalar
-                    .ew_f16_param()?
-                    .run_with_params(slice, rsum)?;
+                Func::MulByScalar.ew_f16_param()?.run_with_params(slice, rsum)?;
             }
             SoftmaxKind::LogSoftmax => {
                 let mut exp_sum = 0f32;
@@ -370,10 +348,8 @@ fn softmax_inner<T: Float + Datum + std::iter::Sum, D: Dimension>(
     mut view: ArrayViewMut<T, D>,
     kind: SoftmaxKind,
 ) {
-    let max = *view
-        .iter()
-        .max_by(|i, j| i.partial_cmp(j).unwrap_or(std::cmp::Ordering::Less))
-        .unwrap();
+    let max =
+        *view.iter().max_by(|i, j| i.partial_cmp(j).unwrap_or(std::cmp::Ordering::Less)).unwrap();
     view.mapv_inplace(|x| x - max);
     let exp_sum = view.iter().map(|&x| x.exp()).sum();
     match kind {
@@ -404,11 +380,7 @@ fn softmax_quant_inner<D: Dimension>(
     let mut buffer = vec![0_i32; view.len()];
 
     // Handle the case were we considered an i8 as an u8 and still get the right x - max.
-    let safe_u8 = if src_is_signed {
-        |x: &u8| x.wrapping_add(128)
-    } else {
-        |x: &u8| *x
-    };
+    let safe_u8 = if src_is_signed { |x: &u8| x.wrapping_add(128) } else { |x: &u8| *x };
 
     let max = view.iter().map(safe_u8).max().unwrap();
     view.iter().zip(buffer.iter_mut()).for_each(|(x, exp)| {
@@ -470,10 +442,7 @@ fn softmax_quant_inner<D: Dimension>(
                 ) as i8)
             };
         } else {
-            *it = i32::max(
-                i32::min(unsat_scaled_output, u8::MAX as i32),
-                u8::MIN as i32,
-            ) as u8;
+            *it = i32::max(i32::min(unsat_scaled_output, u8::MAX as i32), u8::MIN as i32) as u8;
         }
     });
 }
@@ -522,15 +491,9 @@ mod test {
         ]
         .prop_map(|scale| {
             if T::datum_type().is_signed() {
-                DatumType::QI8(ZpScale {
-                    zero_point: 0,
-                    scale,
-                })
+                DatumType::QI8(ZpScale { zero_point: 0, scale })
             } else {
-                DatumType::QU8(ZpScale {
-                    zero_point: 0,
-                    scale,
-                })
+                DatumType::QU8(ZpScale { zero_point: 0, scale })
             }
         })
         .boxed()
@@ -547,11 +510,8 @@ mod test {
         fn check(&self) -> Result<()> {
             let inputs = tvec!(self.data.clone().into_tvalue());
             let quant_output_dt = Some(self.output_dt).filter(|dt| !dt.is_float());
-            let softmax = Softmax {
-                axes: self.axes.clone(),
-                quant_output_dt,
-                ..Softmax::default()
-            };
+            let softmax =
+                Softmax { axes: self.axes.clone(), quant_output_dt, ..Softmax::default() };
 
             // Compute quantized output
             let result = softmax.eval(&EvalContext::out_of_plan(), inputs)?;
@@ -561,10 +521,7 @@ mod test {
             // Compute reference output
             let input_float = self.data.cast_to::<f32>()?;
             let inputs_float = tvec!(input_float.into_owned().into_tvalue());
-            let softmax_float = Softmax {
-                axes: self.axes.clone(),
-                ..Softmax::default()
-            };
+            let softmax_float = Softmax { axes: self.axes.clone(), ..Softmax::default() };
             let reference_float = softmax_float.eval(&EvalContext::out_of_plan(), inputs_float)?;
             let reference_array = args_1!(reference_float);
             let reference = reference_array.to_plain_array_view::<f32>()?;
@@ -595,11 +552,7 @@ mod test {
                         ],
                     )
                 })
-                .prop_map(|(data, axes, output_dt)| SoftmaxProblem {
-                    data,
-                    axes,
-                    output_dt,
-                })
+                .prop_map(|(data, axes, output_dt)| SoftmaxProblem { data, axes, output_dt })
                 .boxed()
         }
     }
@@ -615,30 +568,22 @@ mod test {
         fn check(&self) -> Result<()> {
             let quantized = self.quantized();
             let reference = self.reference();
-            assert!(
-                quantized
-                    .iter()
-                    .zip(reference.iter())
-                    .all(|(quantized, expected)| {
-                        let abs_diff = if *quantized > *expected {
-                            quantized - *expected
-                        } else {
-                            expected - *quantized
-                        };
-                        abs_diff <= 1
-                    })
-            );
+            assert!(quantized.iter().zip(reference.iter()).all(|(quantized, expected)| {
+                let abs_diff = if *quantized > *expected {
+                    quantized - *expected
+                } else {
+                    expected - *quantized
+                };
+                abs_diff <= 1
+            }));
             Ok(())
         }
 
         fn reference(&self) -> Vec<u8> {
             let (in_zero_point, in_scale) = self.in_qp.zp_scale();
             let (out_zero_point, out_scale) = self.out_qp.zp_scale();
-            let in_float = self
-                .data
-                .iter()
-                .map(|it| (*it as f32 - in_zero_point as f32) * in_scale)
-                .collect();
+            let in_float =
+                self.data.iter().map(|it| (*it as f32 - in_zero_point as f32) * in_scale).collect();
             let mut in_float_array = Array1::from_vec(in_float);
             softmax_inner(in_float_array.view_mut(), SoftmaxKind::default());
             in_float_array
@@ -702,22 +647,12 @@ mod test {
     #[test]
     // We test QU8 -> QU8
     fn test_softmax_trivial_0() -> Result<()> {
-        let input_dt = DatumType::QU8(ZpScale {
-            zero_point: 0,
-            scale: 0.03125,
-        }); // Q3_5
-        let output_dt = DatumType::QU8(ZpScale {
-            zero_point: 0,
-            scale: 0.00390625,
-        }); // Q0_8;
+        let input_dt = DatumType::QU8(ZpScale { zero_point: 0, scale: 0.03125 }); // Q3_5
+        let output_dt = DatumType::QU8(ZpScale { zero_point: 0, scale: 0.00390625 }); // Q0_8;
         let mut data = Tensor::from_shape(&[1, 1, 2, 2], &[0_u8, 0, 0, 4])?;
         unsafe { data.set_datum_type(input_dt) };
 
-        let prob = SoftmaxProblem {
-            data,
-            axes: tvec![3],
-            output_dt,
-        };
+        let prob = SoftmaxProblem { data, axes: tvec![3], output_dt };
         prob.check()?;
         Ok(())
     }
@@ -725,22 +660,12 @@ mod test {
     #[test]
     // We test QI8 -> QU8
     fn test_softmax_trivial_1() -> Result<()> {
-        let input_dt = DatumType::QI8(ZpScale {
-            zero_point: 0,
-            scale: 0.0625,
-        }); // Q3_4
-        let output_dt = DatumType::QU8(ZpScale {
-            zero_point: 0,
-            scale: 0.00390625,
-        }); // Q0_8;
+        let input_dt = DatumType::QI8(ZpScale { zero_point: 0, scale: 0.0625 }); // Q3_4
+        let output_dt = DatumType::QU8(ZpScale { zero_point: 0, scale: 0.00390625 }); // Q0_8;
         let mut data = Tensor::from_shape(&[1, 1, 2, 2], &[0_i8, 0, 0, 4])?;
         unsafe { data.set_datum_type(input_dt) };
 
-        let prob = SoftmaxProblem {
-            data,
-            axes: tvec![3],
-            output_dt,
-        };
+        let prob = SoftmaxProblem { data, axes: tvec![3], output_dt };
         prob.check()?;
         Ok(())
     }
@@ -748,22 +673,12 @@ mod test {
     #[test]
     // We test QI8 -> QI8
     fn test_softmax_trivial_2() -> Result<()> {
-        let input_dt = DatumType::QI8(ZpScale {
-            zero_point: 0,
-            scale: 0.0625,
-        }); // Q3_4
-        let output_dt = DatumType::QI8(ZpScale {
-            zero_point: 0,
-            scale: 0.0078125,
-        }); // Q0_7;
+        let input_dt = DatumType::QI8(ZpScale { zero_point: 0, scale: 0.0625 }); // Q3_4
+        let output_dt = DatumType::QI8(ZpScale { zero_point: 0, scale: 0.0078125 }); // Q0_7;
         let mut data = Tensor::from_shape(&[1, 1, 2, 2], &[0_i8, 0, 0, -4])?;
         unsafe { data.set_datum_type(input_dt) };
 
-        let prob = SoftmaxProblem {
-            data,
-            axes: tvec![3],
-            output_dt,
-        };
+        let prob = SoftmaxProblem { data, axes: tvec![3], output_dt };
         prob.check()?;
         Ok(())
     }
@@ -771,151 +686,81 @@ mod test {
     #[test]
     // We test QU8 -> QI8
     fn test_softmax_trivial_3() -> Result<()> {
-        let input_dt = DatumType::QU8(ZpScale {
-            zero_point: 0,
-            scale: 0.03125,
-        }); // Q3_5
-        let output_dt = DatumType::QI8(ZpScale {
-            zero_point: 0,
-            scale: 0.0078125,
-        }); // Q0_7;
+        let input_dt = DatumType::QU8(ZpScale { zero_point: 0, scale: 0.03125 }); // Q3_5
+        let output_dt = DatumType::QI8(ZpScale { zero_point: 0, scale: 0.0078125 }); // Q0_7;
         let mut data = Tensor::from_shape(&[1, 1, 2, 2], &[0_u8, 0, 0, 4])?;
         unsafe { data.set_datum_type(input_dt) };
 
-        let prob = SoftmaxProblem {
-            data,
-            axes: tvec![2],
-            output_dt,
-        };
+        let prob = SoftmaxProblem { data, axes: tvec![2], output_dt };
         prob.check()?;
         Ok(())
     }
 
     #[test]
     fn test_softmax_1() -> Result<()> {
-        let input_dt = DatumType::QI8(ZpScale {
-            zero_point: 0,
-            scale: 0.5,
-        }); // Q6_1
-        let output_dt = DatumType::QU8(ZpScale {
-            zero_point: 0,
-            scale: 0.5,
-        }); // Q7_1
+        let input_dt = DatumType::QI8(ZpScale { zero_point: 0, scale: 0.5 }); // Q6_1
+        let output_dt = DatumType::QU8(ZpScale { zero_point: 0, scale: 0.5 }); // Q7_1
         let mut data = Tensor::from_shape(&[1, 1, 1, 2], &[115_i8, 115])?;
         unsafe { data.set_datum_type(input_dt) };
 
-        let prob = SoftmaxProblem {
-            data,
-            axes: tvec![3],
-            output_dt,
-        };
+        let prob = SoftmaxProblem { data, axes: tvec![3], output_dt };
         prob.check()?;
         Ok(())
     }
 
     #[test]
     fn test_softmax_2() -> Result<()> {
-        let input_dt = DatumType::QI8(ZpScale {
-            zero_point: 0,
-            scale: 0.0001,
-        });
-        let output_dt = DatumType::QU8(ZpScale {
-            zero_point: 0,
-            scale: 0.008,
-        });
+        let input_dt = DatumType::QI8(ZpScale { zero_point: 0, scale: 0.0001 });
+        let output_dt = DatumType::QU8(ZpScale { zero_point: 0, scale: 0.008 });
         let mut data = Tensor::from_shape(&[1, 1, 1, 2], &[115_i8, 115])?;
         unsafe { data.set_datum_type(input_dt) };
 
-        let prob = SoftmaxProblem {
-            data,
-            axes: tvec![3],
-            output_dt,
-        };
+        let prob = SoftmaxProblem { data, axes: tvec![3], output_dt };
         prob.check()?;
         Ok(())
     }
 
     #[test]
     fn test_softmax_3() -> Result<()> {
-        let input_dt = DatumType::QU8(ZpScale {
-            zero_point: 0,
-            scale: 0.6220956,
-        });
-        let output_dt = DatumType::QU8(ZpScale {
-            zero_point: 0,
-            scale: 0.5187921,
-        });
+        let input_dt = DatumType::QU8(ZpScale { zero_point: 0, scale: 0.6220956 });
+        let output_dt = DatumType::QU8(ZpScale { zero_point: 0, scale: 0.5187921 });
         let mut data = Tensor::from_shape(&[1, 1, 1, 2], &[13_u8, 218])?;
         unsafe { data.set_datum_type(input_dt) };
 
-        let prob = SoftmaxProblem {
-            data,
-            axes: tvec![3],
-            output_dt,
-        };
+        let prob = SoftmaxProblem { data, axes: tvec![3], output_dt };
         prob.check()?;
         Ok(())
     }
 
     #[test]
     fn test_inner_softmax_1() -> Result<()> {
-        let in_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.03125,
-        };
-        let out_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.5,
-        };
+        let in_qp = ZpScale { zero_point: 0, scale: 0.03125 };
+        let out_qp = ZpScale { zero_point: 0, scale: 0.5 };
         let data = vec![0_i8, 1];
 
-        let prob = InnerSoftmaxProblem {
-            in_qp,
-            out_qp,
-            data,
-        };
+        let prob = InnerSoftmaxProblem { in_qp, out_qp, data };
         prob.check()?;
         Ok(())
     }
 
     #[test]
     fn test_inner_softmax_2() -> Result<()> {
-        let in_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.5,
-        };
-        let out_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.03125,
-        };
+        let in_qp = ZpScale { zero_point: 0, scale: 0.5 };
+        let out_qp = ZpScale { zero_point: 0, scale: 0.03125 };
         let data = vec![100i8, -28];
 
-        let prob = InnerSoftmaxProblem {
-            in_qp,
-            out_qp,
-            data,
-        };
+        let prob = InnerSoftmaxProblem { in_qp, out_qp, data };
         prob.check()?;
         Ok(())
     }
 
     #[test]
     fn test_inner_softmax_not_pow_2_1() -> Result<()> {
-        let in_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.7298456,
-        };
-        let out_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.03125,
-        };
+        let in_qp = ZpScale { zero_point: 0, scale: 0.7298456 };
+        let out_qp = ZpScale { zero_point: 0, scale: 0.03125 };
         let data = vec![100i8, -28];
 
-        let prob = InnerSoftmaxProblem {
-            in_qp,
-            out_qp,
-            data,
-        };
+        let prob = InnerSoftmaxProblem { in_qp, out_qp, data };
         prob.check()?;
         Ok(())
     }
@@ -926,21 +771,11 @@ mod test {
     // quantized: 110(0.88), 15(0.12)
     // expected: 112(0.896), 13(0.104)
     fn test_inner_softmax_not_pow_2_2() -> Result<()> {
-        let in_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.2123116,
-        };
-        let out_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.008,
-        };
+        let in_qp = ZpScale { zero_point: 0, scale: 0.2123116 };
+        let out_qp = ZpScale { zero_point: 0, scale: 0.008 };
         let data = vec![118i8, 108];
 
-        let prob = InnerSoftmaxProblem {
-            in_qp,
-            out_qp,
-            data,
-        };
+        let prob = InnerSoftmaxProblem { in_qp, out_qp, data };
         prob.check()?;
         Ok(())
     }
@@ -951,21 +786,11 @@ mod test {
     // quantized: 40(0.625), 24(0.375)
     // expected: 42(0.65625), 22(0.34375)
     fn test_inner_softmax_not_pow_2_3() -> Result<()> {
-        let in_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.33034274,
-        };
-        let out_qp = ZpScale {
-            zero_point: 0,
-            scale: 0.015625,
-        };
+        let in_qp = ZpScale { zero_point: 0, scale: 0.33034274 };
+        let out_qp = ZpScale { zero_point: 0, scale: 0.015625 };
         let data = vec![45i8, 43];
 
-        let prob = InnerSoftmaxProblem {
-            in_qp,
-            out_qp,
-            data,
-        };
+        let prob = InnerSoftmaxProblem { in_qp, out_qp, data };
         prob.check()?;
         Ok(())
     }
@@ -992,17 +817,11 @@ mod f16_accumulator {
             let total: f32 = exps.iter().sum();
 
             let got: f32 = half.iter().map(|v| v.to_f32()).sum();
-            assert!(
-                (got - 1.0).abs() < 0.02,
-                "len {len}: row sums to {got}, expected 1.0"
-            );
+            assert!((got - 1.0).abs() < 0.02, "len {len}: row sums to {got}, expected 1.0");
             for (i, (h, e)) in half.iter().zip(&exps).enumerate() {
                 let want = e / total;
                 let err = (h.to_f32() - want).abs() / want.max(f32::MIN_POSITIVE);
-                assert!(
-                    err < 0.05,
-                    "len {len} lane {i}: got {h}, want {want}, rel {err}"
-                );
+                assert!(err < 0.05, "len {len} lane {i}: got {h}, want {want}, rel {err}");
             }
         }
         Ok(())
