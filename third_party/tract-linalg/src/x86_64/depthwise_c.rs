@@ -116,6 +116,21 @@ mod avx512 {
     ) {
         unsafe {
             let taps = tap_indices.len().min(offsets.len());
+            if taps == 9 {
+                return run9(
+                    input,
+                    output,
+                    kernel,
+                    tap_indices,
+                    offsets,
+                    bias,
+                    channels,
+                    k_stride,
+                    len,
+                    in_stride,
+                    out_stride,
+                );
+            }
             let (tap_indices, offsets) = (&tap_indices[..taps], &offsets[..taps]);
             let mut c = 0usize;
             while c < channels {
@@ -168,6 +183,85 @@ mod avx512 {
                     let oa = output.offset(i as isize * out_stride).add(c);
                     _mm512_mask_storeu_ps(oa, m0, a0);
                     _mm512_mask_storeu_ps(oa.wrapping_add(16), m1, a1);
+                }
+                c += 32;
+            }
+        }
+    }
+
+    /// Nine taps (every 3x3 zone), most of a MobileNet's depthwise time. The 2 x 9 kernel
+    /// vectors of a 32-channel block stay in registers for the whole row, and four output
+    /// positions at once give eight independent accumulators: one load per FMA instead of 1.5,
+    /// and enough chains to keep both FMA ports busy through the FMA latency (the generic loop
+    /// above has four chains, so it waits on latency).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run9(
+        input: *const f32,
+        output: *mut f32,
+        kernel: *const f32,
+        tap_indices: &[usize],
+        offsets: &[isize],
+        bias: *const f32,
+        channels: usize,
+        k_stride: usize,
+        len: usize,
+        in_stride: isize,
+        out_stride: isize,
+    ) {
+        unsafe {
+            let mut off = [0isize; 9];
+            off.copy_from_slice(&offsets[..9]);
+            let mut c = 0usize;
+            while c < channels {
+                let m0 = lanes(c, channels);
+                let m1 = lanes(c + 16, channels);
+                let bias0 = _mm512_maskz_loadu_ps(m0, bias.add(c));
+                let bias1 = _mm512_maskz_loadu_ps(m1, bias.wrapping_add(c + 16));
+                let mut k0 = [_mm512_setzero_ps(); 9];
+                let mut k1 = [_mm512_setzero_ps(); 9];
+                for t in 0..9 {
+                    let k = kernel.add(tap_indices[t] * k_stride + c);
+                    k0[t] = _mm512_maskz_loadu_ps(m0, k);
+                    k1[t] = _mm512_maskz_loadu_ps(m1, k.wrapping_add(16));
+                }
+                let mut i = 0usize;
+                while i + 4 <= len {
+                    let base = input.offset(i as isize * in_stride).add(c);
+                    let mut acc0 = [bias0; 4];
+                    let mut acc1 = [bias1; 4];
+                    for t in 0..9 {
+                        for p in 0..4 {
+                            let src = base.offset(p as isize * in_stride + off[t]);
+                            let x0 = _mm512_maskz_loadu_ps(m0, src);
+                            let x1 = _mm512_maskz_loadu_ps(m1, src.wrapping_add(16));
+                            acc0[p] = _mm512_fmadd_ps(x0, k0[t], acc0[p]);
+                            acc1[p] = _mm512_fmadd_ps(x1, k1[t], acc1[p]);
+                        }
+                    }
+                    for p in 0..4 {
+                        let o = output.offset((i + p) as isize * out_stride).add(c);
+                        _mm512_mask_storeu_ps(o, m0, acc0[p]);
+                        _mm512_mask_storeu_ps(o.wrapping_add(16), m1, acc1[p]);
+                    }
+                    i += 4;
+                }
+                while i < len {
+                    let base = input.offset(i as isize * in_stride).add(c);
+                    let (mut a0, mut a1) = (bias0, bias1);
+                    for t in 0..9 {
+                        let src = base.offset(off[t]);
+                        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, src), k0[t], a0);
+                        a1 = _mm512_fmadd_ps(
+                            _mm512_maskz_loadu_ps(m1, src.wrapping_add(16)),
+                            k1[t],
+                            a1,
+                        );
+                    }
+                    let o = output.offset(i as isize * out_stride).add(c);
+                    _mm512_mask_storeu_ps(o, m0, a0);
+                    _mm512_mask_storeu_ps(o.wrapping_add(16), m1, a1);
+                    i += 1;
                 }
                 c += 32;
             }
