@@ -14,8 +14,9 @@
 //! last bit.
 //!
 //! Two versions: AVX-512F (16 lanes, masked tails) and AVX2 + FMA (8 lanes, masked tails through
-//! `vmaskmovps`). Both keep four independent accumulators — two channel vectors for each of two
-//! output positions — so the FMA latency is hidden even when a layer has only 16–32 channels.
+//! `vmaskmovps`). The AVX2 one keeps four independent accumulators — two channel vectors for
+//! each of two output positions. The AVX-512 one keeps eight (four positions), enough for two
+//! 512-bit FMA ports, and for nine taps (3x3) it also holds the kernel in registers.
 
 /// # Safety
 /// For every position `i < len`, every tap `t` and every channel `c < channels`,
@@ -139,6 +140,33 @@ mod avx512 {
                 let b0 = _mm512_maskz_loadu_ps(m0, bias.add(c));
                 let b1 = _mm512_maskz_loadu_ps(m1, bias.wrapping_add(c + 16));
                 let mut i = 0usize;
+                // Four positions: eight accumulator chains, so the FMA latency is covered on
+                // both FMA ports, and each tap's kernel vectors are loaded once for four
+                // positions (5x5 zones: BlazeFace, palm detection, hand landmarks).
+                while i + 4 <= len {
+                    let base = input.offset(i as isize * in_stride).add(c);
+                    let mut acc0 = [b0; 4];
+                    let mut acc1 = [b1; 4];
+                    for t in 0..taps {
+                        let k = kernel.add(*tap_indices.get_unchecked(t) * k_stride + c);
+                        let off = *offsets.get_unchecked(t);
+                        let k0 = _mm512_maskz_loadu_ps(m0, k);
+                        let k1 = _mm512_maskz_loadu_ps(m1, k.wrapping_add(16));
+                        for p in 0..4 {
+                            let src = base.offset(p as isize * in_stride + off);
+                            let x0 = _mm512_maskz_loadu_ps(m0, src);
+                            let x1 = _mm512_maskz_loadu_ps(m1, src.wrapping_add(16));
+                            acc0[p] = _mm512_fmadd_ps(x0, k0, acc0[p]);
+                            acc1[p] = _mm512_fmadd_ps(x1, k1, acc1[p]);
+                        }
+                    }
+                    for p in 0..4 {
+                        let o = output.offset((i + p) as isize * out_stride).add(c);
+                        _mm512_mask_storeu_ps(o, m0, acc0[p]);
+                        _mm512_mask_storeu_ps(o.wrapping_add(16), m1, acc1[p]);
+                    }
+                    i += 4;
+                }
                 while i + 2 <= len {
                     let ia = input.offset(i as isize * in_stride).add(c);
                     let ib = ia.offset(in_stride);
