@@ -1734,6 +1734,56 @@ mod test {
         Ok((model, (*out[0]).clone()))
     }
 
+    /// A first layer as MobileNets have it (NHWC, 3 input channels, 3x3, stride 2) runs on the
+    /// lazy im2col path, whose 12- and 16-wide panels take `input_const_n` (DoseWitness
+    /// patch); the result matches a direct sum, full panels and the short last one alike.
+    #[test]
+    fn lazy_im2col_first_layer_matches_direct_sum() -> TractResult<()> {
+        for (h, w, oc, stride) in [(21, 27, 16, 2), (17, 19, 24, 2), (9, 40, 32, 1)] {
+            let input = filled(&[1, h, w, 3], |i| ((i * 7) % 23) as f32 * 0.1 - 1.0);
+            let kernel = filled(&[oc, 3, 3, 3], |i| ((i * 5) % 11) as f32 * 0.2 - 1.0);
+            let (model, out) = run_lazy(
+                NHWC,
+                &input,
+                &kernel,
+                Valid,
+                Some(tvec![stride, stride]),
+                None,
+                1,
+                3,
+                oc,
+                tvec![3, 3],
+            )?;
+            ensure!(model.nodes().iter().any(|n| n.op.name() == "LazyIm2col"));
+            let (oh, ow) = ((h - 3) / stride + 1, (w - 3) / stride + 1);
+            ensure!(out.shape() == [1, oh, ow, oc]);
+            let x = input.to_plain_array_view::<f32>()?;
+            let k = kernel.to_plain_array_view::<f32>()?;
+            let got = out.to_plain_array_view::<f32>()?;
+            for y in 0..oh {
+                for xo in 0..ow {
+                    for o in 0..oc {
+                        let mut want = 0f32;
+                        for dy in 0..3 {
+                            for dx in 0..3 {
+                                for c in 0..3 {
+                                    want += x[[0, y * stride + dy, xo * stride + dx, c]]
+                                        * k[[o, c, dy, dx]];
+                                }
+                            }
+                        }
+                        let g = got[[0, y, xo, o]];
+                        ensure!(
+                            (g - want).abs() < 1e-4,
+                            "{h}x{w} oc {oc} at {y},{xo},{o}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// 1x1 NCHW is an einsum. When the SME 32x32 kernel runs it, the activation
     /// packer is a strided view and the result still matches a scalar 1x1.
     #[test]

@@ -164,6 +164,28 @@ unsafe impl Send for LazyIm2colInput {}
 unsafe impl Sync for LazyIm2colInput {}
 
 impl LazyIm2colInput {
+    /// `R` positions, their offsets loaded once for the whole k range (DoseWitness patch).
+    fn input_const_n<T: Datum + Copy, const R: usize>(
+        &self,
+        writer: &mut impl PackingWriter<T>,
+        k_range: Range<isize>,
+        n: isize,
+    ) {
+        let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
+        let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
+        unsafe {
+            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
+            let offsets: [isize; R] =
+                std::array::from_fn(|j| *n_byte_offsets.offset(n + j as isize));
+            for k in k_range.start..k_range.end {
+                let ptr = ptr.offset(*k_byte_offsets.offset(k));
+                for o in offsets {
+                    writer.write(*(ptr.offset(o) as *const T));
+                }
+            }
+        }
+    }
+
     fn input_8n<T: Datum + Copy>(
         &self,
         writer: &mut impl PackingWriter<T>,
@@ -297,6 +319,11 @@ impl LazyIm2colInput {
         let mn_end = mn_range.end.min(self.im2col.n_byte_offsets.len() as isize);
         let n_range = mn_range.start..mn_end;
         match n_range.len() {
+            // DoseWitness patch: the panel widths of the AVX-512 kernels (16x12, 32x6, ...).
+            // Without these arms a 12-wide panel reloaded its twelve position offsets for every
+            // k and went through the 8-then-4 loops below.
+            12 => return self.input_const_n::<T, 12>(writer, k_range, n_range.start),
+            16 => return self.input_const_n::<T, 16>(writer, k_range, n_range.start),
             8 => return self.input_8n(writer, k_range, n_range.start),
             6 => return self.input_6n(writer, k_range, n_range.start),
             4 => return self.input_4n(writer, k_range, n_range.start),
