@@ -1102,22 +1102,27 @@ impl OptBinChain {
             slope_plain.as_slice::<f32>()?,
             y_plain.as_slice::<f32>()?,
         );
-        if zero != [0.0] || ys.len() != xs.len() || slope.is_empty() || xs.is_empty() {
-            return Ok(None);
-        }
-        if !xs.len().is_multiple_of(slope.len()) {
+        if zero != [0.0]
+            || ys.len() != xs.len()
+            || slope.is_empty()
+            || xs.is_empty()
+            || !xs.len().is_multiple_of(slope.len())
+        {
             return Ok(None);
         }
         let mut out = unsafe { Tensor::uninitialized::<f32>(x.shape())? };
         let mut out_plain = out.try_as_plain_ram_mut()?;
         let os = out_plain.as_slice_mut::<f32>()?;
-        match mul.share {
+        // One AVX dispatch for the whole tensor: per-channel periods are as short as 16.
+        crate::ops::vector::with_avx(|| match mul.share {
             BShare::Lockstep => {
                 let p = slope.len();
                 for ((o, x), y) in
                     os.chunks_exact_mut(p).zip(xs.chunks_exact(p)).zip(ys.chunks_exact(p))
                 {
-                    prelu_run(o, x, y, slope);
+                    for (((o, &x), &y), &s) in o.iter_mut().zip(x).zip(y).zip(slope) {
+                        *o = prelu_one(x, s, y);
+                    }
                 }
             }
             BShare::PerBlock => {
@@ -1133,7 +1138,7 @@ impl OptBinChain {
                     }
                 }
             }
-        }
+        });
         drop(out_plain);
         Ok(Some(out))
     }
@@ -1143,28 +1148,6 @@ impl OptBinChain {
 #[inline(always)]
 fn prelu_one(x: f32, s: f32, y: f32) -> f32 {
     (if x < 0.0 { x } else { 0.0 }) * s + y
-}
-
-#[inline(always)]
-fn prelu_body(o: &mut [f32], x: &[f32], y: &[f32], s: &[f32]) {
-    for (((o, &x), &y), &s) in o.iter_mut().zip(x).zip(y).zip(s) {
-        *o = prelu_one(x, s, y);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn prelu_avx(o: &mut [f32], x: &[f32], y: &[f32], s: &[f32]) {
-    prelu_body(o, x, y, s)
-}
-
-fn prelu_run(o: &mut [f32], x: &[f32], y: &[f32], s: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has AVX, checked just above.
-        return unsafe { prelu_avx(o, x, y, s) };
-    }
-    prelu_body(o, x, y, s)
 }
 
 impl Op for OptBinChain {

@@ -35,6 +35,7 @@ pub mod scan;
 pub mod source;
 pub mod submodel;
 pub mod unimpl;
+mod vector;
 
 pub use downsample::Downsample;
 pub use memory::*;

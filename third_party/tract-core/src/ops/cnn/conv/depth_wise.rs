@@ -18,27 +18,14 @@ pub struct DepthWise {
     post: PostClamp,
 }
 
-#[inline(always)]
-fn clamp_body(values: &mut [f32], lo: f32, hi: f32) {
-    for v in values {
-        let x = if *v > lo { *v } else { lo };
-        *v = if x < hi { x } else { hi };
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn clamp_avx(values: &mut [f32], lo: f32, hi: f32) {
-    clamp_body(values, lo, hi)
-}
-
+/// `x > lo ? x : lo`, then `x < hi ? x : hi`: one `maxps` and one `minps` per vector.
 fn clamp(values: &mut [f32], lo: f32, hi: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has AVX, checked just above.
-        return unsafe { clamp_avx(values, lo, hi) };
-    }
-    clamp_body(values, lo, hi)
+    crate::ops::vector::with_avx(|| {
+        for v in values {
+            let x = if *v > lo { *v } else { lo };
+            *v = if x < hi { x } else { hi };
+        }
+    })
 }
 
 /// Max/min with scalar constants, applied in order to each output row while

@@ -186,130 +186,6 @@ impl LazyIm2colInput {
         }
     }
 
-    fn input_8n<T: Datum + Copy>(
-        &self,
-        writer: &mut impl PackingWriter<T>,
-        k_range: Range<isize>,
-        n: isize,
-    ) {
-        let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
-        let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
-        unsafe {
-            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
-            let o1 = *n_byte_offsets.offset(n);
-            let o2 = *n_byte_offsets.offset(n + 1);
-            let o3 = *n_byte_offsets.offset(n + 2);
-            let o4 = *n_byte_offsets.offset(n + 3);
-            let o5 = *n_byte_offsets.offset(n + 4);
-            let o6 = *n_byte_offsets.offset(n + 5);
-            let o7 = *n_byte_offsets.offset(n + 6);
-            let o8 = *n_byte_offsets.offset(n + 7);
-            for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
-                let v1 = *(ptr.offset(o1) as *const T);
-                let v2 = *(ptr.offset(o2) as *const T);
-                let v3 = *(ptr.offset(o3) as *const T);
-                let v4 = *(ptr.offset(o4) as *const T);
-                let v5 = *(ptr.offset(o5) as *const T);
-                let v6 = *(ptr.offset(o6) as *const T);
-                let v7 = *(ptr.offset(o7) as *const T);
-                let v8 = *(ptr.offset(o8) as *const T);
-                writer.write(v1);
-                writer.write(v2);
-                writer.write(v3);
-                writer.write(v4);
-                writer.write(v5);
-                writer.write(v6);
-                writer.write(v7);
-                writer.write(v8);
-            }
-        }
-    }
-
-    fn input_6n<T: Datum + Copy>(
-        &self,
-        writer: &mut impl PackingWriter<T>,
-        k_range: Range<isize>,
-        n: isize,
-    ) {
-        unsafe {
-            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
-            let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
-            let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
-            let o1 = *n_byte_offsets.offset(n);
-            let o2 = *n_byte_offsets.offset(n + 1);
-            let o3 = *n_byte_offsets.offset(n + 2);
-            let o4 = *n_byte_offsets.offset(n + 3);
-            let o5 = *n_byte_offsets.offset(n + 4);
-            let o6 = *n_byte_offsets.offset(n + 5);
-            for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
-                let v1 = *(ptr.offset(o1) as *const T);
-                let v2 = *(ptr.offset(o2) as *const T);
-                let v3 = *(ptr.offset(o3) as *const T);
-                let v4 = *(ptr.offset(o4) as *const T);
-                let v5 = *(ptr.offset(o5) as *const T);
-                let v6 = *(ptr.offset(o6) as *const T);
-                writer.write(v1);
-                writer.write(v2);
-                writer.write(v3);
-                writer.write(v4);
-                writer.write(v5);
-                writer.write(v6);
-            }
-        }
-    }
-
-    fn input_4n<T: Datum + Copy>(
-        &self,
-        writer: &mut impl PackingWriter<T>,
-        k_range: Range<isize>,
-        n: isize,
-    ) {
-        unsafe {
-            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
-            let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
-            let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
-            let o1 = *n_byte_offsets.offset(n);
-            let o2 = *n_byte_offsets.offset(n + 1);
-            let o3 = *n_byte_offsets.offset(n + 2);
-            let o4 = *n_byte_offsets.offset(n + 3);
-            for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
-                let v1 = *(ptr.offset(o1) as *const T);
-                let v2 = *(ptr.offset(o2) as *const T);
-                let v3 = *(ptr.offset(o3) as *const T);
-                let v4 = *(ptr.offset(o4) as *const T);
-                writer.write(v1);
-                writer.write(v2);
-                writer.write(v3);
-                writer.write(v4);
-            }
-        }
-    }
-
-    fn input_2n<T: Datum + Copy>(
-        &self,
-        writer: &mut impl PackingWriter<T>,
-        k_range: Range<isize>,
-        n: isize,
-    ) {
-        unsafe {
-            let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
-            let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
-            let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
-            let o1 = *n_byte_offsets.offset(n);
-            let o2 = *n_byte_offsets.offset(n + 1);
-            for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
-                let v1 = *(ptr.offset(o1) as *const T);
-                let v2 = *(ptr.offset(o2) as *const T);
-                writer.write(v1);
-                writer.write(v2);
-            }
-        }
-    }
-
     fn write<T: Datum + Copy>(
         &self,
         writer: &mut impl PackingWriter<T>,
@@ -318,16 +194,17 @@ impl LazyIm2colInput {
     ) {
         let mn_end = mn_range.end.min(self.im2col.n_byte_offsets.len() as isize);
         let n_range = mn_range.start..mn_end;
+        // DoseWitness patch: one const-generic path for every common panel width, the AVX-512
+        // kernels' 12 and 16 included (upstream had four hand-unrolled copies for 8, 6, 4 and
+        // 2; a 12-wide panel reloaded its offsets for every k in the loops below).
+        let n = n_range.start;
         match n_range.len() {
-            // DoseWitness patch: the panel widths of the AVX-512 kernels (16x12, 32x6, ...).
-            // Without these arms a 12-wide panel reloaded its twelve position offsets for every
-            // k and went through the 8-then-4 loops below.
-            12 => return self.input_const_n::<T, 12>(writer, k_range, n_range.start),
-            16 => return self.input_const_n::<T, 16>(writer, k_range, n_range.start),
-            8 => return self.input_8n(writer, k_range, n_range.start),
-            6 => return self.input_6n(writer, k_range, n_range.start),
-            4 => return self.input_4n(writer, k_range, n_range.start),
-            2 => return self.input_2n(writer, k_range, n_range.start),
+            16 => return self.input_const_n::<T, 16>(writer, k_range, n),
+            12 => return self.input_const_n::<T, 12>(writer, k_range, n),
+            8 => return self.input_const_n::<T, 8>(writer, k_range, n),
+            6 => return self.input_const_n::<T, 6>(writer, k_range, n),
+            4 => return self.input_const_n::<T, 4>(writer, k_range, n),
+            2 => return self.input_const_n::<T, 2>(writer, k_range, n),
             _ => (),
         }
         unsafe {
