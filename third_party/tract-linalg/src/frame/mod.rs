@@ -59,3 +59,5 @@ pub mod tanh;
 #[macro_use]
 pub mod weights;
 pub mod strided_panel;
+// DoseWitness patch: row panels read in place (third_party/README.md).
+pub mod row_panel;

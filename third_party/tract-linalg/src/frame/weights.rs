@@ -38,7 +38,9 @@ impl From<&dyn MMMInputFormat> for WeightType {
             WeightType::Plain(pf.dt)
         } else if let Some(pbqf) = value.downcast_ref::<PackedBlockQuantFormat>() {
             WeightType::BlockQuant(dyn_clone::clone_box(&*pbqf.bq))
-        } else if value.is::<crate::strided_panel::StridedKMajor>() {
+        } else if value.is::<crate::strided_panel::StridedKMajor>()
+            || value.is::<crate::row_panel::RowMajorPanels>()
+        {
             WeightType::Plain(DatumType::F32)
         } else {
             todo!()

@@ -126,7 +126,12 @@ impl Pad {
             .zip(&output_strides)
             .map(|((before, _), stride)| before * stride)
             .sum();
-        let mut output = vec![element; output_shape.iter().product()];
+        // dosewitness: fill the output tensor in place (a Vec turned into a tensor
+        // was copied once more).
+        let mut tensor = unsafe { Tensor::uninitialized::<T>(&output_shape)? };
+        let mut output_plain = tensor.try_as_plain_ram_mut()?;
+        let output = output_plain.as_slice_mut::<T>()?;
+        output.fill(element);
         let input_plain = input.try_as_plain_ram()?;
         let input = input_plain.as_slice::<T>()?;
         if block > 0 {
@@ -141,7 +146,8 @@ impl Pad {
                 output[offset..offset + block].copy_from_slice(slab);
             }
         }
-        Ok(Some(tract_ndarray::ArrayD::from_shape_vec(&*output_shape, output)?.into_tensor()))
+        drop(output_plain);
+        Ok(Some(tensor))
     }
 }
 

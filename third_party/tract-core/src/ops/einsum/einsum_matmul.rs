@@ -949,6 +949,22 @@ fn optimized_mat_mul(
         && input_facts[0].datum_type == DatumType::F32
         && impls[0].0.name() == "sme_mmm_f32_32x32";
 
+    // DoseWitness patch: channel-last activations (K innermost) reach a kernel that
+    // registers row panels (AVX-512 16x12, packing 1) without a pack: the kernel
+    // reads each position's K values where they lie.
+    let rows_b = impls.len() == 1
+        && impls[0].1 == 0
+        && impls[0].2.is_none()
+        && !strided_a
+        && input_facts[1].konst.is_none()
+        && input_facts[1].exotic_fact.is_none()
+        && input_facts[1].datum_type == DatumType::F32
+        && input_shapes[1][op.b_k() + 1..].iter().all(|d| d.is_one())
+        && impls[0].0.packings().get(1).is_some_and(|(a, b)| {
+            b.is::<tract_linalg::row_panel::RowMajorPanels>()
+                && a.dyn_eq(&*impls[0].0.packings()[0].0)
+        });
+
     let pack_a: Box<dyn TypedOp> = if input_facts[0].konst.is_some() {
         if let Some(packed_format) = left_pack.downcast_ref::<PackedBlockQuantFormat>().cloned() {
             Box::new(OptSimpleMatMulPack {
@@ -995,7 +1011,10 @@ fn optimized_mat_mul(
         OptMatMulPack {
             k_axis: op.b_k(),
             mn_axis: op.b_n(),
-            packers: impls.iter().map(|(mmm, p, _)| mmm.packings()[*p].1.clone()).collect(),
+            packers: impls
+                .iter()
+                .map(|(mmm, p, _)| mmm.packings()[if rows_b { 1 } else { *p }].1.clone())
+                .collect(),
             mode_picker: mode_picker.clone(),
         },
         &[taps[1]],
@@ -1030,12 +1049,12 @@ fn optimized_mat_mul(
         c_to_b_axis_mapping: MapOutputAxisToInput(c_to_b_axis_mapping),
     };
     let (mmms, mut packings, extractor): (Vec<_>, Vec<_>, Vec<_>) = multiunzip(impls);
-    if strided_a {
+    if strided_a || rows_b {
         packings[0] = 1;
     }
     let outputs = mmms.iter().map(|mmm| unsafe { mmm.c_view(op.c_m(), op.c_n()) }).collect();
     let trivial_packing = mmms.len() == 1
-        && (packings[0] == 0 || strided_a)
+        && (packings[0] == 0 || strided_a || rows_b)
         && extractor[0].is_none()
         && input_facts[0].exotic_fact.is_none();
     let opt = OptMatMul::new(
@@ -1059,4 +1078,60 @@ fn optimized_mat_mul(
     let output = patch.wire_node(name, opt, &[pa, pb])?[0];
     patch.shunt_outside(model, node.id.into(), output)?;
     Ok(Some(patch))
+}
+
+#[cfg(test)]
+mod dosewitness_row_panel_tests {
+    use crate::internal::*;
+    use crate::ops::einsum::EinSum;
+    use crate::ops::matmul::optimized::OptMatMul;
+    use crate::ops::matmul::pack::OptMatMulPack;
+    use tract_linalg::row_panel::RowMajorPanels;
+
+    /// A 1x1 convolution over channel-last activations (`NI,OI->NO`: positions x channels
+    /// against output channels x channels). Where the chosen kernel registers row panels
+    /// (AVX-512), the activation reaches it unpacked; either way the result is the plain
+    /// product, full and short panels alike.
+    #[test]
+    fn channel_last_pointwise_reads_rows_in_place() -> TractResult<()> {
+        for (n, k, m) in [(300, 16, 64), (49, 112, 96), (29, 24, 16), (7, 5, 40)] {
+            let x: Vec<f32> = (0..n * k).map(|i| ((i * 7) % 19) as f32 * 0.1 - 0.9).collect();
+            let w: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 13) as f32 * 0.2 - 1.1).collect();
+            let mut model = TypedModel::default();
+            let src = model.add_source("x", f32::fact([n, k]))?;
+            let weights = model.add_const("w", Tensor::from_shape(&[m, k], &w)?)?;
+            let out = model.wire_node(
+                "conv1x1",
+                EinSum::new("NI,OI->NO".parse()?, f32::datum_type()),
+                &[src, weights],
+            )?;
+            model.select_output_outlets(&out)?;
+            let model = model.into_optimized()?;
+            let rows = model.nodes().iter().any(|node| {
+                node.op_as::<OptMatMulPack>()
+                    .is_some_and(|p| p.packers.iter().any(|f| f.is::<RowMajorPanels>()))
+            });
+            // Row panels exactly where the chosen kernel offers them, and on AVX-512 for
+            // the large case at least.
+            let offered = model.nodes().iter().filter_map(|n| n.op_as::<OptMatMul>()).any(|mm| {
+                mm.mmm[0].packings().get(1).is_some_and(|(_, b)| b.is::<RowMajorPanels>())
+            });
+            ensure!(rows == offered, "{n}x{k}x{m}: row panels {rows}, offered {offered}");
+            let avx512 = tract_linalg::MmmDispatch::native()
+                .runnable()
+                .iter()
+                .any(|k| k.name() == "avx512_mmm_f32_16x12");
+            ensure!(rows || !avx512 || n < 100, "{n}x{k}x{m}: no row panels on AVX-512");
+            let got = model.into_runnable()?.run(tvec!(Tensor::from_shape(&[n, k], &x)?.into()))?;
+            let got = got[0].to_plain_array_view::<f32>()?;
+            for ni in 0..n {
+                for mi in 0..m {
+                    let want: f32 = (0..k).map(|ki| x[ni * k + ki] * w[mi * k + ki]).sum();
+                    let g = got[[ni, mi]];
+                    ensure!((g - want).abs() < 1e-4, "{n}x{k}x{m} at {ni},{mi}: {g} vs {want}");
+                }
+            }
+        }
+        Ok(())
+    }
 }

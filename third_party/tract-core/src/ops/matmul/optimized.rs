@@ -736,6 +736,25 @@ impl TypedOp for OptMatMul {
                     patch.shunt_outside(model, next_node.id.into(), wire)?;
                     return Ok(Some(patch));
                 }
+            } else if let Some(op) = next_node.op_as::<ops::binary::OptBinByScalar>() {
+                // dosewitness: codegen has already turned the ReLU6 after a lazy-im2col
+                // convolution's output reshape into by-scalar ops; move them before
+                // the reshape too, so the next pass fuses them into the matmul.
+                rule_if!(next_node.inputs[0] == succ.id.into());
+                let other_outlet = next_node.inputs[1];
+                rule_if_some!(uni = &model.outlet_fact(other_outlet)?.uniform);
+                let mut patch = TypedModelPatch::default();
+                let cst = patch.add_const(&model.node(other_outlet.node).name, uni.clone())?;
+                let output = patch.tap_model(model, node.id.into())?;
+                let wire = wire_with_rank_broadcast(
+                    &next_node.name,
+                    &mut patch,
+                    ops::binary::TypedBinOp(op.binop.clone(), None),
+                    &[output, cst],
+                )?;
+                let wire = patch.wire_node(&succ.name, succ.op.clone(), &wire)?[0];
+                patch.shunt_outside(model, next_node.id.into(), wire)?;
+                return Ok(Some(patch));
             }
         }
         if let Some(op) = succ.op_as::<ops::binary::OptBinUnicast>() {

@@ -198,6 +198,9 @@ impl MmmDispatch {
             .filter(|(_, _, (_, b))| {
                 b.precursor().as_dt().is_some_and(|dt| dt == query.activation.unquantized())
             })
+            // DoseWitness patch: row panels need K-innermost activations, which only
+            // the einsum codegen can see; it opts in, the generic pick never does.
+            .filter(|(_, _, (_, b))| !b.is::<crate::row_panel::RowMajorPanels>())
             .filter_map(|(mmm, ix, (a, _))| {
                 if a.precursor() == query.weight {
                     Some((mmm.clone(), ix, None))

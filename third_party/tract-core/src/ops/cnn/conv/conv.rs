@@ -1784,6 +1784,97 @@ mod test {
         Ok(())
     }
 
+    /// A padded first layer followed by ReLU6 (as every MobileNet starts): the lazy im2col
+    /// path reshapes the matmul output back to H,W, and the clamp behind that reshape is
+    /// moved in front of it and fused into the matmul (DoseWitness patch), so no
+    /// elementwise pass over the output remains; the values are the clamped direct sum.
+    #[test]
+    fn lazy_im2col_relu6_fuses_through_the_output_reshape() -> TractResult<()> {
+        use crate::ops::binary::TypedBinOp;
+        use crate::ops::change_axes::wire_with_rank_broadcast;
+        use crate::ops::math::{Max, Min};
+        let (h, w, oc) = (18, 22, 24);
+        let input = filled(&[1, h, w, 3], |i| ((i * 7) % 23) as f32 * 0.3 - 3.0);
+        let kernel = filled(&[oc, 3, 3, 3], |i| ((i * 5) % 11) as f32 * 0.2 - 1.0);
+        let mut model = TypedModel::default();
+        let x = model.add_source("input", f32::fact(input.shape().to_vec()))?;
+        let k = model.add_const("kernel", kernel.clone().into_arc_tensor())?;
+        let bias = model.add_const("bias", rctensor0(0f32))?;
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: NHWC,
+                kernel_shape: tvec![3, 3],
+                padding: Explicit(tvec![0, 0], tvec![1, 1]),
+                dilations: None,
+                strides: Some(tvec![2, 2]),
+                input_channels: 3,
+                output_channels: oc,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", conv, &[x, k, bias])?[0];
+        let zero = model.add_const("zero", rctensor0(0f32))?;
+        let six = model.add_const("six", rctensor0(6f32))?;
+        let y = wire_with_rank_broadcast(
+            "relu",
+            &mut model,
+            TypedBinOp(Box::new(Max), None),
+            &[y, zero],
+        )?;
+        let y = wire_with_rank_broadcast(
+            "clip6",
+            &mut model,
+            TypedBinOp(Box::new(Min), None),
+            &[y[0], six],
+        )?;
+        model.select_output_outlets(&y)?;
+        let model = model.into_optimized()?;
+        ensure!(model.nodes().iter().any(|n| n.op.name() == "LazyIm2col"));
+        let elementwise: Vec<String> = model
+            .nodes()
+            .iter()
+            .filter(|n| {
+                let name = n.op.name();
+                name.contains("Max") || name.contains("Min") || name.contains("BinChain")
+            })
+            .map(|n| n.to_string())
+            .collect();
+        ensure!(elementwise.is_empty(), "clamp not fused: {elementwise:?}");
+        let out = model.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
+        let (oh, ow) = ((h + 1 - 3) / 2 + 1, (w + 1 - 3) / 2 + 1);
+        ensure!(out[0].shape() == [1, oh, ow, oc]);
+        let xv = input.to_plain_array_view::<f32>()?;
+        let kv = kernel.to_plain_array_view::<f32>()?;
+        let got = out[0].to_plain_array_view::<f32>()?;
+        let mut clamped = 0;
+        for y in 0..oh {
+            for xo in 0..ow {
+                for o in 0..oc {
+                    let mut want = 0f32;
+                    for dy in 0..3 {
+                        for dx in 0..3 {
+                            let (iy, ix) = (y * 2 + dy, xo * 2 + dx);
+                            if iy < h && ix < w {
+                                for c in 0..3 {
+                                    want += xv[[0, iy, ix, c]] * kv[[o, c, dy, dx]];
+                                }
+                            }
+                        }
+                    }
+                    clamped += (want < 0.0 || want > 6.0) as usize;
+                    let want = want.clamp(0.0, 6.0);
+                    let g = got[[0, y, xo, o]];
+                    ensure!((g - want).abs() < 1e-4, "at {y},{xo},{o}: {g} vs {want}");
+                }
+            }
+        }
+        // The data must exercise both bounds, or the clamp would go untested.
+        ensure!(clamped > oh * ow, "only {clamped} values clamped");
+        Ok(())
+    }
+
     /// 1x1 NCHW is an einsum. When the SME 32x32 kernel runs it, the activation
     /// packer is a strided view and the result still matches a scalar 1x1.
     #[test]
