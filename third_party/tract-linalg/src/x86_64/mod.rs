@@ -75,6 +75,8 @@ pub mod min;
 pub mod panel_extract;
 pub mod rms_norm;
 pub mod softmax;
+// DoseWitness patch: AVX f32 unicast kernels.
+pub mod unicast;
 
 /// A CPUID feature probe, answering false in a build that does not target x86_64: the
 /// kernels it gates are bail stubs there, so nothing may select them.
