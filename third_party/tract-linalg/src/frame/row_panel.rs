@@ -18,6 +18,7 @@ use tract_data::internal::*;
 
 use crate::WeightType;
 use crate::mmm::{EagerPackedInput, MMMInputFormat, MMMInputValue, PackedMatrixStorage};
+use crate::strided_panel::NoFact;
 
 /// What an `AddMatMul` passes as its operand pointer when the packing index
 /// is the row one. Two machine words: address of the panel's first row, and
@@ -165,15 +166,6 @@ impl MMMInputFormat for RowMajorPanels {
 impl Display for RowMajorPanels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RowsF32[{}]", self.r)
-    }
-}
-
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-struct NoFact;
-
-impl ExoticFact for NoFact {
-    fn buffer_sizes(&self) -> TVec<TDim> {
-        tvec!(0.to_dim())
     }
 }
 

@@ -202,8 +202,9 @@ impl Display for StridedKMajor {
     }
 }
 
+/// An operand that owns no buffer of its own (also used by `row_panel`, a DoseWitness patch).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-struct NoFact;
+pub(crate) struct NoFact;
 
 impl ExoticFact for NoFact {
     fn buffer_sizes(&self) -> TVec<TDim> {

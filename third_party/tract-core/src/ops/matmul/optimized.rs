@@ -718,43 +718,40 @@ impl TypedOp for OptMatMul {
                 wire = patch.wire_node(&succ.name, succ.op.clone(), &[wire])?[0];
                 patch.shunt_outside(model, next_node.id.into(), wire)?;
                 return Ok(Some(patch));
-            } else if let Some(op) = next_node.op_as::<ops::binary::TypedBinOp>() {
-                rule_if!(op.0.as_linalg_binop().is_some());
-                let flipped = succ.inputs[0].node == node.id;
-                let other_outlet = next_node.inputs[flipped as usize];
-                if let Some(uni) = &model.outlet_fact(other_outlet)?.uniform {
+            } else {
+                // A binary op with a uniform operand moves in front of the reshape, so the
+                // next pass fuses it. DoseWitness patch: also after codegen has made it
+                // by-scalar, as the ReLU6 behind a lazy-im2col convolution's output reshape is.
+                let moved = if let Some(op) = next_node.op_as::<ops::binary::TypedBinOp>() {
+                    rule_if!(op.0.as_linalg_binop().is_some());
+                    let flipped = succ.inputs[0].node == node.id;
+                    Some((op.clone(), next_node.inputs[flipped as usize], flipped))
+                } else if let Some(op) = next_node.op_as::<ops::binary::OptBinByScalar>() {
+                    rule_if!(next_node.inputs[0] == succ.id.into());
+                    Some((
+                        ops::binary::TypedBinOp(op.binop.clone(), None),
+                        next_node.inputs[1],
+                        true,
+                    ))
+                } else {
+                    None
+                };
+                if let Some((op, other_outlet, flipped)) = moved
+                    && let Some(uni) = &model.outlet_fact(other_outlet)?.uniform
+                {
                     let mut patch = TypedModelPatch::default();
                     let cst = patch.add_const(&model.node(other_outlet.node).name, uni.clone())?;
                     let output = patch.tap_model(model, node.id.into())?;
                     let wire = wire_with_rank_broadcast(
                         &next_node.name,
                         &mut patch,
-                        op.clone(),
+                        op,
                         &if flipped { [output, cst] } else { [cst, output] },
                     )?;
                     let wire = patch.wire_node(&succ.name, succ.op.clone(), &wire)?[0];
                     patch.shunt_outside(model, next_node.id.into(), wire)?;
                     return Ok(Some(patch));
                 }
-            } else if let Some(op) = next_node.op_as::<ops::binary::OptBinByScalar>() {
-                // dosewitness: codegen has already turned the ReLU6 after a lazy-im2col
-                // convolution's output reshape into by-scalar ops; move them before
-                // the reshape too, so the next pass fuses them into the matmul.
-                rule_if!(next_node.inputs[0] == succ.id.into());
-                let other_outlet = next_node.inputs[1];
-                rule_if_some!(uni = &model.outlet_fact(other_outlet)?.uniform);
-                let mut patch = TypedModelPatch::default();
-                let cst = patch.add_const(&model.node(other_outlet.node).name, uni.clone())?;
-                let output = patch.tap_model(model, node.id.into())?;
-                let wire = wire_with_rank_broadcast(
-                    &next_node.name,
-                    &mut patch,
-                    ops::binary::TypedBinOp(op.binop.clone(), None),
-                    &[output, cst],
-                )?;
-                let wire = patch.wire_node(&succ.name, succ.op.clone(), &wire)?[0];
-                patch.shunt_outside(model, next_node.id.into(), wire)?;
-                return Ok(Some(patch));
             }
         }
         if let Some(op) = succ.op_as::<ops::binary::OptBinUnicast>() {

@@ -77,16 +77,48 @@ impl OptMatMulPack {
     fn do_eval(&self, _ctx: &EvalContext, input: TValue) -> TractResult<TVec<TValue>> {
         let mode = self.mode_picker.pick(input.shape()[self.mn_axis])?;
         let packer = &self.packers[mode];
-        let output_shape: TVec<usize> = self.output_shape(input.shape());
-        if let Some(rows) = packer.downcast_ref::<tract_linalg::row_panel::RowMajorPanels>() {
+        let (k_axis, mn_axis) = (self.k_axis, self.mn_axis);
+        let values = if let Some(rows) =
+            packer.downcast_ref::<tract_linalg::row_panel::RowMajorPanels>()
+        {
             // DoseWitness patch: the kernel reads the activation's rows in place.
-            let arc = input.as_arc_tensor().unwrap().clone();
-            let mut values: TVec<Box<dyn MMMInputValue>> =
-                TVec::with_capacity(output_shape.iter().product());
-            let mut bc_shape: TVec<usize> = input.shape().into();
-            bc_shape[self.k_axis] = 1;
-            bc_shape[self.mn_axis] = 1;
-            for coord in indices(&*bc_shape) {
+            let arc = input.as_arc_tensor().unwrap();
+            self.per_matmul(&input, |offset| {
+                rows.panels_from_arc(arc.clone(), offset, k_axis, mn_axis)
+            })?
+        } else if let Some(strided) =
+            packer.downcast_ref::<tract_linalg::strided_panel::StridedKMajor>()
+        {
+            // Share the activation allocation. A copy here is the pack this format exists to skip.
+            let arc = input.as_arc_tensor().unwrap();
+            self.per_matmul(&input, |offset| {
+                strided.panel_from_arc(arc.clone(), offset, k_axis, mn_axis)
+            })?
+        } else {
+            self.per_matmul(&input, |offset| unsafe {
+                let view = TensorView::from_bytes(&input, offset, input.shape(), input.strides());
+                packer.prepare_one_view(&view, k_axis, mn_axis)
+            })?
+        };
+        let stores = PackedMatrixStorage::new_batched(&self.output_shape(input.shape()), values)
+            .into_tensor(input.datum_type());
+        Ok(tvec!(stores.into_tvalue()))
+    }
+
+    /// `f` of the byte offset of each matmul in `input`: one per coordinate of the axes other
+    /// than k and mn, in order (DoseWitness patch: the three operand kinds above shared this
+    /// walk as three copies).
+    fn per_matmul(
+        &self,
+        input: &Tensor,
+        mut f: impl FnMut(isize) -> TractResult<Box<dyn MMMInputValue>>,
+    ) -> TractResult<TVec<Box<dyn MMMInputValue>>> {
+        let mut bc_shape: TVec<usize> = input.shape().into();
+        bc_shape[self.k_axis] = 1;
+        bc_shape[self.mn_axis] = 1;
+        indices(&*bc_shape)
+            .into_iter()
+            .map(|coord| {
                 let offset = coord
                     .as_array_view()
                     .iter()
@@ -94,78 +126,9 @@ impl OptMatMulPack {
                     .map(|(x, s)| *x as isize * s)
                     .sum::<isize>()
                     * input.datum_type().size_of() as isize;
-                values.push(rows.panels_from_arc(
-                    arc.clone(),
-                    offset,
-                    self.k_axis,
-                    self.mn_axis,
-                )?);
-            }
-            let stores = PackedMatrixStorage::new_batched(&output_shape, values)
-                .into_tensor(input.datum_type());
-            return Ok(tvec!(stores.into_tvalue()));
-        }
-        if let Some(strided) = packer.downcast_ref::<tract_linalg::strided_panel::StridedKMajor>() {
-            // Share the activation allocation. A copy here is the pack this format exists to skip.
-            let arc = input.as_arc_tensor().unwrap().clone();
-            let values = if output_shape.iter().all(|d| *d == 1) {
-                tvec![strided.panel_from_arc(arc, 0, self.k_axis, self.mn_axis)?]
-            } else {
-                let mut bc_shape: TVec<usize> = input.shape().into();
-                bc_shape[self.k_axis] = 1;
-                bc_shape[self.mn_axis] = 1;
-                let mut values: TVec<Box<dyn MMMInputValue>> =
-                    TVec::with_capacity(output_shape.iter().product());
-                for coord in indices(&*bc_shape) {
-                    let offset = coord
-                        .as_array_view()
-                        .iter()
-                        .zip(input.strides())
-                        .map(|(x, s)| *x as isize * s)
-                        .sum::<isize>()
-                        * input.datum_type().size_of() as isize;
-                    values.push(strided.panel_from_arc(
-                        arc.clone(),
-                        offset,
-                        self.k_axis,
-                        self.mn_axis,
-                    )?);
-                }
-                values
-            };
-            let stores = PackedMatrixStorage::new_batched(&output_shape, values)
-                .into_tensor(input.datum_type());
-            return Ok(tvec!(stores.into_tvalue()));
-        }
-        unsafe {
-            let stores = if output_shape.iter().all(|d| *d == 1) {
-                let packed = packer.prepare_one_view(&input.view(), self.k_axis, self.mn_axis)?;
-                PackedMatrixStorage::new_batched(&output_shape, tvec![packed])
-                    .into_tensor(input.datum_type())
-            } else {
-                let mut bc_shape: TVec<usize> = input.shape().into();
-                bc_shape[self.k_axis] = 1;
-                bc_shape[self.mn_axis] = 1;
-
-                let mut values: TVec<Box<dyn MMMInputValue>> =
-                    TVec::with_capacity(output_shape.iter().product());
-                for coord in indices(&*bc_shape) {
-                    let offset = coord
-                        .as_array_view()
-                        .iter()
-                        .zip(input.strides())
-                        .map(|(x, s)| *x as isize * s)
-                        .sum::<isize>()
-                        * input.datum_type().size_of() as isize;
-                    let view =
-                        TensorView::from_bytes(&input, offset, input.shape(), input.strides());
-                    values.push(packer.prepare_one_view(&view, self.k_axis, self.mn_axis)?);
-                }
-                PackedMatrixStorage::new_batched(&output_shape, values)
-                    .into_tensor(input.datum_type())
-            };
-            Ok(tvec!(stores.into_tvalue()))
-        }
+                f(offset)
+            })
+            .collect()
     }
 
     pub fn output_shape<D: DimLike>(&self, input: &[D]) -> TVec<D> {
