@@ -62,7 +62,7 @@ impl RowMajorPanels {
             && within(&tensor, byte_offset, k, mn, mn_stride)
         {
             let base = unsafe { tensor.as_ptr_unchecked::<u8>() } as usize + byte_offset as usize;
-            Ok(Box::new(RowPanelInput::new(*self, Some(tensor), base, k, mn, mn_stride as usize * 4)))
+            Ok(Box::new(RowPanelInput::new(*self, tensor, base, k, mn, mn_stride as usize * 4)?))
         } else {
             let view = unsafe {
                 TensorView::from_bytes(&tensor, byte_offset, tensor.shape(), tensor.strides())
@@ -98,7 +98,7 @@ impl RowMajorPanels {
         }
         let rows = Arc::new(rows);
         let base = unsafe { rows.as_ptr_unchecked::<u8>() } as usize;
-        Ok(Box::new(RowPanelInput::new(*self, Some(rows), base, k, mn, k * 4)))
+        Ok(Box::new(RowPanelInput::new(*self, rows, base, k, mn, k * 4)?))
     }
 }
 
@@ -173,7 +173,8 @@ impl Display for RowMajorPanels {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RowPanelInput {
     format: RowMajorPanels,
-    source: Option<Arc<Tensor>>,
+    /// The activation the full panels point into (or its row-major copy).
+    source: Arc<Tensor>,
     /// `r` rows of K values, the short last panel zero-padded.
     tail: Option<Arc<Tensor>>,
     fact: NoFact,
@@ -185,12 +186,12 @@ pub struct RowPanelInput {
 impl RowPanelInput {
     fn new(
         format: RowMajorPanels,
-        source: Option<Arc<Tensor>>,
+        source: Arc<Tensor>,
         base: usize,
         k: usize,
         mn: usize,
         row_byte_stride: usize,
-    ) -> Self {
+    ) -> TractResult<Self> {
         let r = format.r;
         let full = mn / r;
         let mut panels: Vec<RowPanelDesc> = (0..full)
@@ -198,10 +199,10 @@ impl RowPanelInput {
             .collect();
         let mut tail = None;
         if mn % r != 0 || mn == 0 {
-            let mut padded = Tensor::zero::<f32>(&[r, k.max(1)]).unwrap();
-            if let Ok(mut plain) = padded.try_as_plain_ram_mut()
-                && let Ok(dst) = plain.as_slice_mut::<f32>()
+            let mut padded = Tensor::zero::<f32>(&[r, k.max(1)])?;
             {
+                let mut plain = padded.try_as_plain_ram_mut()?;
+                let dst = plain.as_slice_mut::<f32>()?;
                 for row in 0..mn % r {
                     let src = (base + (full * r + row) * row_byte_stride) as *const f32;
                     let src = unsafe { std::slice::from_raw_parts(src, k) };
@@ -213,12 +214,12 @@ impl RowPanelInput {
             panels.push(RowPanelDesc { ptr, row_byte_stride: k.max(1) * 4 });
             tail = Some(padded);
         }
-        Self { format, source, tail, fact: NoFact, panels, k, mn }
+        Ok(Self { format, source, tail, fact: NoFact, panels, k, mn })
     }
 
     /// Whether the full panels point into the source activation (no copy).
     pub fn is_view_of(&self, tensor: &Tensor) -> bool {
-        self.source.as_deref().is_some_and(|s| std::ptr::eq(s, tensor))
+        std::ptr::eq(&*self.source, tensor)
     }
 }
 

@@ -950,8 +950,8 @@ fn optimized_mat_mul(
         && impls[0].0.name() == "sme_mmm_f32_32x32";
 
     // DoseWitness patch: channel-last activations (K innermost) reach a kernel that
-    // registers row panels (AVX-512 16x12, packing 1) without a pack: the kernel
-    // reads each position's K values where they lie.
+    // registers row panels as packing 1 (AVX-512 16x12, 16x8, 32x6, 32x5) without a
+    // pack: the kernel reads each position's K values where they lie.
     let rows_b = impls.len() == 1
         && impls[0].1 == 0
         && impls[0].2.is_none()

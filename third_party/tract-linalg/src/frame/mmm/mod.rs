@@ -316,7 +316,10 @@ impl<K: MatMatMulKer> MatMatMul for K {
 /// convolutions: A is the weights, m the output channels): the panel of B stays in
 /// L1 across the row tiles, and the tiles of one column panel together fill whole
 /// output rows, so the stores stream instead of revisiting every line m/mr times.
-/// MobileNet's 1x1 expansions (12544x64, k=16) ran 1.7x faster this way, measured.
+/// A C model of MobileNet's 1x1 expansion (12544x64, k=16) on a Xeon: 0.65 ms
+/// row-outer, 0.37 ms column-outer. (Row panels, `row_panel`, are not
+/// `PackedFormat`, so `prefer_col_outer` already walks them column-outer; this rule
+/// serves the kernels that still take a packed B.)
 fn tile_order_from_shapes(non_linear: &[FusedSpec]) -> bool {
     let mut sizes = None;
     let mut strides = None;
