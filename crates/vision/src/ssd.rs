@@ -111,7 +111,5 @@ pub fn letterbox_tensor(
     side: usize,
     range: [f32; 2],
 ) -> Vec<f32> {
-    resample(pixels, side, Border::Zero, range, |u, v| {
-        letterbox.to_source(Point { x: u, y: v })
-    })
+    resample(pixels, side, Border::Zero, range, letterbox.sample_grid())
 }
