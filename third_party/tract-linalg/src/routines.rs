@@ -57,6 +57,9 @@ pub enum Func {
     ConvW4,
     /// Softmax over every row of a row-major buffer, in one call.
     SoftmaxRows,
+    /// [`Func::DepthwiseC`] with a clamp applied to each output before it is stored: the ReLU
+    /// or ReLU6 that follows most depthwise convolutions, at no extra pass (DoseWitness patch).
+    DepthwiseCClamp,
 }
 
 impl Func {
@@ -79,7 +82,7 @@ impl Func {
         ]
     };
 
-    pub const ALL: [Func; 32] = [
+    pub const ALL: [Func; 33] = [
         Func::Sigmoid,
         Func::Tanh,
         Func::Silu,
@@ -112,6 +115,7 @@ impl Func {
         Func::DepthwiseC,
         Func::ConvW4,
         Func::SoftmaxRows,
+        Func::DepthwiseCClamp,
     ];
 
     /// Where this function sits in [`Self::ALL`], which is what indexes the dispatch table.
@@ -139,6 +143,7 @@ impl Func {
             Func::DepthwiseC => 29,
             Func::ConvW4 => 30,
             Func::SoftmaxRows => 31,
+            Func::DepthwiseCClamp => 32,
         }
     }
 
@@ -181,6 +186,7 @@ impl Func {
             Func::DepthwiseC => "depthwise_c",
             Func::ConvW4 => "conv_w4",
             Func::SoftmaxRows => "softmax_rows",
+            Func::DepthwiseCClamp => "depthwise_c_clamp",
         }
     }
 
@@ -300,6 +306,27 @@ pub type DepthwiseCF32 = unsafe fn(
     isize,
 );
 
+/// [`DepthwiseCF32`] with a last `[lo, hi]` argument: each output is `min(max(sum, lo), hi)`
+/// before it is stored, with the `maxps`/`minps` rule that a NaN sum yields the bound (as
+/// `x > lo ? x : lo` does). `hi` may be +∞ for a plain ReLU.
+///
+/// # Safety
+/// As [`DepthwiseCF32`].
+pub type DepthwiseCClampF32 = unsafe fn(
+    *const f32,
+    *mut f32,
+    *const f32,
+    &[usize],
+    &[isize],
+    *const f32,
+    usize,
+    usize,
+    usize,
+    isize,
+    isize,
+    [f32; 2],
+);
+
 /// Softmax in place over each `row_len` row of a row-major buffer, `row_len` a non-zero
 /// multiple of 4: per row, the row max, `exp(x - max)` summed, then a multiply by `1 / sum`,
 /// with the same arithmetic and summation order as the per-row [`Func::ReduceMax`],
@@ -364,6 +391,11 @@ pub enum RoutineFactory {
         name: &'static str,
         run: DepthwiseCF32,
     },
+    /// The clamping channel-inner depthwise kernel.
+    DepthwiseCClampF32 {
+        name: &'static str,
+        run: DepthwiseCClampF32,
+    },
     /// A four-channel convolution inner-loop kernel, a plain function like the depthwise one.
     ConvW4F32 {
         name: &'static str,
@@ -408,6 +440,7 @@ impl Routine {
             | RoutineFactory::RmsNormF32 { .. }
             | RoutineFactory::DepthwiseWF32 { .. }
             | RoutineFactory::DepthwiseCF32 { .. }
+            | RoutineFactory::DepthwiseCClampF32 { .. }
             | RoutineFactory::ConvW4F32 { .. }
             | RoutineFactory::SoftmaxRowsF32 { .. } => DatumType::F32,
             RoutineFactory::F16(_) | RoutineFactory::F16Param(_) | RoutineFactory::F16Reduce(_) => {
@@ -434,6 +467,7 @@ impl Routine {
             RoutineFactory::RmsNormF32 { name, .. } => name,
             RoutineFactory::DepthwiseWF32 { name, .. } => name,
             RoutineFactory::DepthwiseCF32 { name, .. } => name,
+            RoutineFactory::DepthwiseCClampF32 { name, .. } => name,
             RoutineFactory::ConvW4F32 { name, .. } => name,
             RoutineFactory::SoftmaxRowsF32 { name, .. } => name,
             RoutineFactory::LutU8 { name, .. } => name(),
@@ -619,6 +653,15 @@ pub fn depthwise_c_f32() -> Option<DepthwiseCF32> {
     }
 }
 
+/// The clamping channel-inner depthwise kernel this host runs, `None` where none is written: its
+/// caller then runs [`depthwise_c_f32`] and clamps in a second pass.
+pub fn depthwise_c_clamp_f32() -> Option<DepthwiseCClampF32> {
+    match native_best(Func::DepthwiseCClamp, DatumType::F32)?.factory {
+        RoutineFactory::DepthwiseCClampF32 { run, .. } => Some(run),
+        _ => None,
+    }
+}
+
 /// The four-channel convolution kernel this host runs, `None` where none is written. Optional
 /// like [`depthwise_w_f32`]: a machine without one lowers the convolution another way.
 pub fn conv_w4_f32() -> Option<ConvW4F32> {
@@ -680,6 +723,12 @@ macro_rules! submit_routine {
      $(, isa($($isa:ident),+))? $(, boost($boost:expr))?) => {
         submit_routine!(@@ $arch, $func,
             $crate::routines::RoutineFactory::DepthwiseCF32 { name: $name, run: $run }
+            $(, isa($($isa),+))? $(, boost($boost))?);
+    };
+    (@ $arch:expr; DepthwiseCClampF32, $func:ident, $name:literal, $run:path
+     $(, isa($($isa:ident),+))? $(, boost($boost:expr))?) => {
+        submit_routine!(@@ $arch, $func,
+            $crate::routines::RoutineFactory::DepthwiseCClampF32 { name: $name, run: $run }
             $(, isa($($isa),+))? $(, boost($boost))?);
     };
     (@ $arch:expr; ConvW4F32, $func:ident, $name:literal, $run:path
@@ -937,6 +986,7 @@ mod tests {
                     RoutineFactory::RmsNormF32 { name, .. }
                     | RoutineFactory::DepthwiseWF32 { name, .. }
                     | RoutineFactory::DepthwiseCF32 { name, .. }
+                    | RoutineFactory::DepthwiseCClampF32 { name, .. }
                     | RoutineFactory::ConvW4F32 { name, .. }
                     | RoutineFactory::SoftmaxRowsF32 { name, .. } => Ok(name),
                     RoutineFactory::LutU8 { name, .. } => lut_u8(&[0u8; 256]).map(|_| name()),

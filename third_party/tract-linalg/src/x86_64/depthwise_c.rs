@@ -39,7 +39,7 @@ pub unsafe fn depthwise_c_f32_fma(
     out_stride: isize,
 ) {
     unsafe {
-        fma::run(
+        fma::run::<false>(
             input,
             output,
             kernel,
@@ -51,6 +51,7 @@ pub unsafe fn depthwise_c_f32_fma(
             len,
             in_stride,
             out_stride,
+            [0.0; 2],
         )
     }
 }
@@ -73,7 +74,7 @@ pub unsafe fn depthwise_c_f32_avx512(
     out_stride: isize,
 ) {
     unsafe {
-        avx512::run(
+        avx512::run::<false>(
             input,
             output,
             kernel,
@@ -85,6 +86,80 @@ pub unsafe fn depthwise_c_f32_avx512(
             len,
             in_stride,
             out_stride,
+            [0.0; 2],
+        )
+    }
+}
+
+/// # Safety
+/// As [`depthwise_c_f32_fma`]. Each output is `min(max(sum, clamp[0]), clamp[1])`, with the
+/// `maxps`/`minps` rule that a NaN sum yields the bound.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn depthwise_c_clamp_f32_fma(
+    input: *const f32,
+    output: *mut f32,
+    kernel: *const f32,
+    tap_indices: &[usize],
+    offsets: &[isize],
+    bias: *const f32,
+    channels: usize,
+    k_stride: usize,
+    len: usize,
+    in_stride: isize,
+    out_stride: isize,
+    clamp: [f32; 2],
+) {
+    unsafe {
+        fma::run::<true>(
+            input,
+            output,
+            kernel,
+            tap_indices,
+            offsets,
+            bias,
+            channels,
+            k_stride,
+            len,
+            in_stride,
+            out_stride,
+            clamp,
+        )
+    }
+}
+
+/// # Safety
+/// As [`depthwise_c_clamp_f32_fma`], and the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn depthwise_c_clamp_f32_avx512(
+    input: *const f32,
+    output: *mut f32,
+    kernel: *const f32,
+    tap_indices: &[usize],
+    offsets: &[isize],
+    bias: *const f32,
+    channels: usize,
+    k_stride: usize,
+    len: usize,
+    in_stride: isize,
+    out_stride: isize,
+    clamp: [f32; 2],
+) {
+    unsafe {
+        avx512::run::<true>(
+            input,
+            output,
+            kernel,
+            tap_indices,
+            offsets,
+            bias,
+            channels,
+            k_stride,
+            len,
+            in_stride,
+            out_stride,
+            clamp,
         )
     }
 }
@@ -100,9 +175,17 @@ mod avx512 {
         if left >= 16 { 0xFFFF } else { ((1u32 << left) - 1) as __mmask16 }
     }
 
+    /// The clamp a `CLAMP` kernel applies before each store: `maxps` then `minps`, whose
+    /// second operand (the bound) is what a NaN yields.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn post<const CLAMP: bool>(v: __m512, lo: __m512, hi: __m512) -> __m512 {
+        if CLAMP { _mm512_min_ps(_mm512_max_ps(v, lo), hi) } else { v }
+    }
+
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn run(
+    pub(super) unsafe fn run<const CLAMP: bool>(
         input: *const f32,
         output: *mut f32,
         kernel: *const f32,
@@ -114,11 +197,13 @@ mod avx512 {
         len: usize,
         in_stride: isize,
         out_stride: isize,
+        clamp: [f32; 2],
     ) {
         unsafe {
+            let (lo, hi) = (_mm512_set1_ps(clamp[0]), _mm512_set1_ps(clamp[1]));
             let taps = tap_indices.len().min(offsets.len());
             if taps == 9 {
-                return run9(
+                return run9::<CLAMP>(
                     input,
                     output,
                     kernel,
@@ -130,6 +215,7 @@ mod avx512 {
                     len,
                     in_stride,
                     out_stride,
+                    clamp,
                 );
             }
             let (tap_indices, offsets) = (&tap_indices[..taps], &offsets[..taps]);
@@ -162,8 +248,8 @@ mod avx512 {
                     }
                     for p in 0..4 {
                         let o = output.offset((i + p) as isize * out_stride).add(c);
-                        _mm512_mask_storeu_ps(o, m0, acc0[p]);
-                        _mm512_mask_storeu_ps(o.wrapping_add(16), m1, acc1[p]);
+                        _mm512_mask_storeu_ps(o, m0, post::<CLAMP>(acc0[p], lo, hi));
+                        _mm512_mask_storeu_ps(o.wrapping_add(16), m1, post::<CLAMP>(acc1[p], lo, hi));
                     }
                     i += 4;
                 }
@@ -185,10 +271,10 @@ mod avx512 {
                     }
                     let oa = output.offset(i as isize * out_stride).add(c);
                     let ob = oa.offset(out_stride);
-                    _mm512_mask_storeu_ps(oa, m0, a0);
-                    _mm512_mask_storeu_ps(oa.wrapping_add(16), m1, a1);
-                    _mm512_mask_storeu_ps(ob, m0, b0x);
-                    _mm512_mask_storeu_ps(ob.wrapping_add(16), m1, b1x);
+                    _mm512_mask_storeu_ps(oa, m0, post::<CLAMP>(a0, lo, hi));
+                    _mm512_mask_storeu_ps(oa.wrapping_add(16), m1, post::<CLAMP>(a1, lo, hi));
+                    _mm512_mask_storeu_ps(ob, m0, post::<CLAMP>(b0x, lo, hi));
+                    _mm512_mask_storeu_ps(ob.wrapping_add(16), m1, post::<CLAMP>(b1x, lo, hi));
                     i += 2;
                 }
                 if i < len {
@@ -209,8 +295,8 @@ mod avx512 {
                         );
                     }
                     let oa = output.offset(i as isize * out_stride).add(c);
-                    _mm512_mask_storeu_ps(oa, m0, a0);
-                    _mm512_mask_storeu_ps(oa.wrapping_add(16), m1, a1);
+                    _mm512_mask_storeu_ps(oa, m0, post::<CLAMP>(a0, lo, hi));
+                    _mm512_mask_storeu_ps(oa.wrapping_add(16), m1, post::<CLAMP>(a1, lo, hi));
                 }
                 c += 32;
             }
@@ -224,7 +310,7 @@ mod avx512 {
     /// above has four chains, so it waits on latency).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run9(
+    unsafe fn run9<const CLAMP: bool>(
         input: *const f32,
         output: *mut f32,
         kernel: *const f32,
@@ -236,8 +322,10 @@ mod avx512 {
         len: usize,
         in_stride: isize,
         out_stride: isize,
+        clamp: [f32; 2],
     ) {
         unsafe {
+            let (lo, hi) = (_mm512_set1_ps(clamp[0]), _mm512_set1_ps(clamp[1]));
             let mut off = [0isize; 9];
             off.copy_from_slice(&offsets[..9]);
             let mut c = 0usize;
@@ -269,8 +357,8 @@ mod avx512 {
                     }
                     for p in 0..4 {
                         let o = output.offset((i + p) as isize * out_stride).add(c);
-                        _mm512_mask_storeu_ps(o, m0, acc0[p]);
-                        _mm512_mask_storeu_ps(o.wrapping_add(16), m1, acc1[p]);
+                        _mm512_mask_storeu_ps(o, m0, post::<CLAMP>(acc0[p], lo, hi));
+                        _mm512_mask_storeu_ps(o.wrapping_add(16), m1, post::<CLAMP>(acc1[p], lo, hi));
                     }
                     i += 4;
                 }
@@ -287,8 +375,8 @@ mod avx512 {
                         );
                     }
                     let o = output.offset(i as isize * out_stride).add(c);
-                    _mm512_mask_storeu_ps(o, m0, a0);
-                    _mm512_mask_storeu_ps(o.wrapping_add(16), m1, a1);
+                    _mm512_mask_storeu_ps(o, m0, post::<CLAMP>(a0, lo, hi));
+                    _mm512_mask_storeu_ps(o.wrapping_add(16), m1, post::<CLAMP>(a1, lo, hi));
                     i += 1;
                 }
                 c += 32;
@@ -310,9 +398,16 @@ mod fma {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(left), index)
     }
 
+    /// As the AVX-512 `post`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn post<const CLAMP: bool>(v: __m256, lo: __m256, hi: __m256) -> __m256 {
+        if CLAMP { _mm256_min_ps(_mm256_max_ps(v, lo), hi) } else { v }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn run(
+    pub(super) unsafe fn run<const CLAMP: bool>(
         input: *const f32,
         output: *mut f32,
         kernel: *const f32,
@@ -324,8 +419,10 @@ mod fma {
         len: usize,
         in_stride: isize,
         out_stride: isize,
+        clamp: [f32; 2],
     ) {
         unsafe {
+            let (lo, hi) = (_mm256_set1_ps(clamp[0]), _mm256_set1_ps(clamp[1]));
             let taps = tap_indices.len().min(offsets.len());
             let (tap_indices, offsets) = (&tap_indices[..taps], &offsets[..taps]);
             let mut c = 0usize;
@@ -353,10 +450,10 @@ mod fma {
                     }
                     let oa = output.offset(i as isize * out_stride).add(c);
                     let ob = oa.offset(out_stride);
-                    _mm256_maskstore_ps(oa, m0, a0);
-                    _mm256_maskstore_ps(oa.wrapping_add(8), m1, a1);
-                    _mm256_maskstore_ps(ob, m0, b0x);
-                    _mm256_maskstore_ps(ob.wrapping_add(8), m1, b1x);
+                    _mm256_maskstore_ps(oa, m0, post::<CLAMP>(a0, lo, hi));
+                    _mm256_maskstore_ps(oa.wrapping_add(8), m1, post::<CLAMP>(a1, lo, hi));
+                    _mm256_maskstore_ps(ob, m0, post::<CLAMP>(b0x, lo, hi));
+                    _mm256_maskstore_ps(ob.wrapping_add(8), m1, post::<CLAMP>(b1x, lo, hi));
                     i += 2;
                 }
                 if i < len {
@@ -377,8 +474,8 @@ mod fma {
                         );
                     }
                     let oa = output.offset(i as isize * out_stride).add(c);
-                    _mm256_maskstore_ps(oa, m0, a0);
-                    _mm256_maskstore_ps(oa.wrapping_add(8), m1, a1);
+                    _mm256_maskstore_ps(oa, m0, post::<CLAMP>(a0, lo, hi));
+                    _mm256_maskstore_ps(oa.wrapping_add(8), m1, post::<CLAMP>(a1, lo, hi));
                 }
                 c += 16;
             }
@@ -396,6 +493,20 @@ bail_stub!(x86_64; pub unsafe fn depthwise_c_f32_avx512(
     isize
 ));
 
+bail_stub!(x86_64; pub unsafe fn depthwise_c_clamp_f32_fma(
+    *const f32, *mut f32, *const f32, &[usize], &[isize], *const f32, usize, usize, usize, isize,
+    isize, [f32; 2]
+));
+
+bail_stub!(x86_64; pub unsafe fn depthwise_c_clamp_f32_avx512(
+    *const f32, *mut f32, *const f32, &[usize], &[isize], *const f32, usize, usize, usize, isize,
+    isize, [f32; 2]
+));
+
+submit_routine!(x86_64; DepthwiseCClampF32, DepthwiseCClamp, "x86_64_fma_depthwise_c_clamp_f32",
+    depthwise_c_clamp_f32_fma, isa(X86_64Avx2, X86_64Fma));
+submit_routine!(x86_64; DepthwiseCClampF32, DepthwiseCClamp, "x86_64_avx512_depthwise_c_clamp_f32",
+    depthwise_c_clamp_f32_avx512, isa(X86_64Avx512f));
 submit_routine!(x86_64; DepthwiseCF32, DepthwiseC, "x86_64_fma_depthwise_c_f32", depthwise_c_f32_fma,
     isa(X86_64Avx2, X86_64Fma));
 submit_routine!(x86_64; DepthwiseCF32, DepthwiseC, "x86_64_avx512_depthwise_c_f32",
@@ -419,10 +530,34 @@ mod tests {
         isize,
     );
 
-    /// Runs `kernel` on a channel-last strip and compares it with the plain sum, position by
-    /// position and channel by channel. Outputs are interleaved with a sentinel gap so a store
-    /// past `channels` shows.
-    fn compare(kernel: Kernel, taps: usize, channels: usize, len: usize, stride: usize) {
+    type ClampKernel = unsafe fn(
+        *const f32,
+        *mut f32,
+        *const f32,
+        &[usize],
+        &[isize],
+        *const f32,
+        usize,
+        usize,
+        usize,
+        isize,
+        isize,
+        [f32; 2],
+    );
+
+    /// A kernel under test: a plain one, or a clamping one with its bounds.
+    #[derive(Clone, Copy)]
+    enum Under {
+        Plain(Kernel),
+        Clamped(ClampKernel, [f32; 2]),
+    }
+
+    /// Runs the kernel on a channel-last strip and compares it with the plain sum (clamped, for
+    /// a clamping kernel), position by position and channel by channel. Outputs are interleaved
+    /// with a sentinel gap so a store past `channels` shows. Returns how many sums fell below
+    /// and above the bounds, so a sweep can show the clamp was exercised.
+    fn compare(under: Under, taps: usize, channels: usize, len: usize, stride: usize) -> [usize; 2] {
+        let mut clamped = [0; 2];
         let k_stride = channels + 3;
         let weights: Vec<f32> = (0..taps * k_stride).map(|i| (i as f32 * 0.7).sin()).collect();
         let tap_indices: Vec<usize> = (0..taps).rev().collect();
@@ -437,21 +572,22 @@ mod tests {
             .collect();
         let sentinel = -12345.0f32;
         let mut output = vec![sentinel; len * out_stride as usize + 16];
-        unsafe {
-            kernel(
-                input.as_ptr().add(center),
-                output.as_mut_ptr(),
-                weights.as_ptr(),
-                &tap_indices,
-                &offsets,
-                bias.as_ptr(),
-                channels,
-                k_stride,
-                len,
-                in_stride,
-                out_stride,
-            )
-        };
+        let (input_ptr, output_ptr) = (unsafe { input.as_ptr().add(center) }, output.as_mut_ptr());
+        let (weights_ptr, bias_ptr) = (weights.as_ptr(), bias.as_ptr());
+        match under {
+            Under::Plain(kernel) => unsafe {
+                kernel(
+                    input_ptr, output_ptr, weights_ptr, &tap_indices, &offsets, bias_ptr,
+                    channels, k_stride, len, in_stride, out_stride,
+                )
+            },
+            Under::Clamped(kernel, bounds) => unsafe {
+                kernel(
+                    input_ptr, output_ptr, weights_ptr, &tap_indices, &offsets, bias_ptr,
+                    channels, k_stride, len, in_stride, out_stride, bounds,
+                )
+            },
+        }
         for i in 0..len {
             for c in 0..out_stride as usize {
                 let got = output[i * out_stride as usize + c];
@@ -459,26 +595,80 @@ mod tests {
                     assert_eq!(got, sentinel, "wrote past channels: taps {taps} ch {channels}");
                     continue;
                 }
-                let want = tap_indices.iter().zip(&offsets).fold(bias[c], |sum, (&k, &o)| {
+                let sum = tap_indices.iter().zip(&offsets).fold(bias[c], |sum, (&k, &o)| {
                     let x = input[(center as isize + i as isize * in_stride + o) as usize + c];
                     sum + weights[k * k_stride + c] * x
                 });
+                let want = match under {
+                    Under::Plain(_) => sum,
+                    Under::Clamped(_, [lo, hi]) => {
+                        clamped[0] += usize::from(sum < lo);
+                        clamped[1] += usize::from(sum > hi);
+                        sum.max(lo).min(hi)
+                    }
+                };
                 assert!(
                     (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
                     "taps {taps} ch {channels} len {len} stride {stride} at {i},{c}: {got} vs {want}"
                 );
             }
         }
+        clamped
     }
 
-    fn sweep(kernel: Kernel) {
+    fn sweep(under: Under) {
+        let mut clamped = [0; 2];
         for taps in [1, 2, 3, 4, 6, 9, 25] {
             for channels in [1, 5, 8, 15, 16, 17, 24, 31, 32, 33, 48, 64, 96, 144] {
                 for len in [0, 1, 2, 3, 7, 28] {
                     for stride in [1, 2] {
-                        compare(kernel, taps, channels, len, stride);
+                        let [below, above] = compare(under, taps, channels, len, stride);
+                        clamped = [clamped[0] + below, clamped[1] + above];
                     }
                 }
+            }
+        }
+        // Each finite bound must have bitten somewhere, or the sweep proved nothing about it.
+        if let Under::Clamped(_, [lo, hi]) = under {
+            assert_eq!([clamped[0] > 0, clamped[1] > 0], [lo.is_finite(), hi.is_finite()]);
+        }
+    }
+
+    /// Tight enough that both bounds bite on these sums (ReLU6 at a smaller scale).
+    const BOUNDS: [f32; 2] = [-0.25, 0.5];
+    /// A NaN sum comes out as the lower bound, as `x > lo ? x : lo` then `x < hi ? x : hi`
+    /// (the two-pass clamp this kernel replaces) gives.
+    #[test]
+    fn a_nan_sum_yields_the_lower_bound() {
+        let mut kernels: Vec<ClampKernel> = Vec::new();
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            kernels.push(depthwise_c_clamp_f32_fma);
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            kernels.push(depthwise_c_clamp_f32_avx512);
+        }
+        for kernel in kernels {
+            for (channels, len) in [(16, 4), (20, 3), (9, 1)] {
+                let input = vec![f32::NAN; channels * len];
+                let (weights, bias) = (vec![1.0f32; channels], vec![0.0f32; channels]);
+                let mut output = vec![0.0f32; channels * len];
+                unsafe {
+                    kernel(
+                        input.as_ptr(),
+                        output.as_mut_ptr(),
+                        weights.as_ptr(),
+                        &[0],
+                        &[0],
+                        bias.as_ptr(),
+                        channels,
+                        channels,
+                        len,
+                        channels as isize,
+                        channels as isize,
+                        [-1.0, 6.0],
+                    )
+                };
+                assert!(output.iter().all(|&v| v == -1.0), "{channels} x {len}: {output:?}");
             }
         }
     }
@@ -486,14 +676,18 @@ mod tests {
     #[test]
     fn fma_matches_reference() {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            sweep(depthwise_c_f32_fma);
+            sweep(Under::Plain(depthwise_c_f32_fma));
+            sweep(Under::Clamped(depthwise_c_clamp_f32_fma, BOUNDS));
+            sweep(Under::Clamped(depthwise_c_clamp_f32_fma, [0.0, f32::INFINITY]));
         }
     }
 
     #[test]
     fn avx512_matches_reference() {
         if std::is_x86_feature_detected!("avx512f") {
-            sweep(depthwise_c_f32_avx512);
+            sweep(Under::Plain(depthwise_c_f32_avx512));
+            sweep(Under::Clamped(depthwise_c_clamp_f32_avx512, BOUNDS));
+            sweep(Under::Clamped(depthwise_c_clamp_f32_avx512, [0.0, f32::INFINITY]));
         }
     }
 }

@@ -58,6 +58,17 @@ impl PostClamp {
         }
     }
 
+    /// The steps as one `[lo, hi]` clamp with `maxps`/`minps` semantics, where they are one: a
+    /// max then a min (ReLU6), or a lone max (ReLU, `hi` = +∞). A lone min is not: with `lo` =
+    /// −∞ a NaN would come out −∞ instead of the bound.
+    fn bounds(&self) -> Option<[f32; 2]> {
+        match self.0.as_slice() {
+            [(true, lo), (false, hi)] => Some([f32::from_bits(*lo), f32::from_bits(*hi)]),
+            [(true, lo)] => Some([f32::from_bits(*lo), f32::INFINITY]),
+            _ => None,
+        }
+    }
+
     /// Applies to a whole tensor of `T` when it is f32 (the only type the fuse
     /// rule accepts).
     unsafe fn apply_to<T: Datum>(&self, ptr: *mut T, len: usize) {
@@ -380,7 +391,12 @@ macro_rules! impl_eval {
                 c0: usize,
                 c1: usize,
                 ) { unsafe {
-                let ker = if T::datum_type() == f32::datum_type() {
+                let is_f32 = T::datum_type() == f32::datum_type();
+                // A clamp the kernel can apply before its stores costs no second pass.
+                let clamping = dw.post.bounds().filter(|_| is_f32).and_then(|bounds| {
+                    tract_linalg::routines::depthwise_c_clamp_f32().map(|ker| (ker, bounds))
+                });
+                let ker = if is_f32 && clamping.is_none() {
                     tract_linalg::routines::depthwise_c_f32()
                 } else {
                     None
@@ -400,7 +416,22 @@ macro_rules! impl_eval {
                         while !visitor.done {
                             let iptr = iptr.offset(visitor.input_center_offset);
                             let optr = optr.offset(visitor.output_offset);
-                            if let Some(ker) = ker {
+                            if let Some((ker, bounds)) = clamping {
+                                ker(
+                                    iptr as *const f32,
+                                    optr as *mut f32,
+                                    kptr as *const f32,
+                                    &tap_indices,
+                                    &offsets,
+                                    bias as *const f32,
+                                    width,
+                                    k_stride_i as usize,
+                                    visitor.inner_loop_len,
+                                    visitor.inner_loop_input_full_stride,
+                                    visitor.inner_loop_output_stride,
+                                    bounds,
+                                );
+                            } else if let Some(ker) = ker {
                                 ker(
                                     iptr as *const f32,
                                     optr as *mut f32,
@@ -436,7 +467,7 @@ macro_rules! impl_eval {
                                     }
                                 }
                             }
-                            if !dw.post.is_empty() {
+                            if !dw.post.is_empty() && clamping.is_none() {
                                 for i in 0..visitor.inner_loop_len as isize {
                                     dw.post.apply_to(
                                         optr.offset(visitor.inner_loop_output_stride * i),
@@ -1114,7 +1145,14 @@ mod tests {
     /// into it, in both layouts, and gives the unfused graph's values.
     #[test]
     fn relu6_fuses_into_depthwise() {
-        for fmt in [DataFormat::NHWC, DataFormat::NCHW] {
+        // ReLU6 (max then min) and a plain ReLU (a lone max): channel-last, both take the
+        // clamping kernel where this machine has one.
+        for (fmt, relu6) in [
+            (DataFormat::NHWC, true),
+            (DataFormat::NCHW, true),
+            (DataFormat::NHWC, false),
+            (DataFormat::NCHW, false),
+        ] {
             let (c, h, w) = (24usize, 9usize, 13usize);
             let x_shape = if fmt.c_is_last() { [1, h, w, c] } else { [1, c, h, w] };
             let x: Vec<f32> = (0..c * h * w).map(|i| (i as f32 * 0.37).sin() * 20.0).collect();
@@ -1145,13 +1183,18 @@ mod tests {
                 &[wire[0], zero],
             )
             .unwrap();
-            let wire = crate::ops::change_axes::wire_with_rank_broadcast(
-                "relu6",
-                &mut model,
-                crate::ops::math::min(),
-                &[wire[0], six],
-            )
-            .unwrap();
+            let wire = if relu6 {
+                crate::ops::change_axes::wire_with_rank_broadcast(
+                    "relu6",
+                    &mut model,
+                    crate::ops::math::min(),
+                    &[wire[0], six],
+                )
+                .unwrap()
+            } else {
+                wire
+            };
+            let (steps, top) = if relu6 { (2, 6.0) } else { (1, f32::INFINITY) };
             model.select_output_outlets(&wire).unwrap();
             let input = Tensor::from_shape(&x_shape, &x).unwrap().into_tvalue();
             let plain = model.clone().into_runnable().unwrap().run(tvec![input.clone()]).unwrap();
@@ -1160,7 +1203,7 @@ mod tests {
                 .nodes
                 .iter()
                 .filter_map(|node| node.op_as::<DepthWise>())
-                .any(|dw| dw.post.0.len() == 2);
+                .any(|dw| dw.post.0.len() == steps);
             assert!(
                 fused,
                 "{fmt:?}: no fused DepthWise in {}",
@@ -1169,11 +1212,14 @@ mod tests {
             let got = optimized.into_runnable().unwrap().run(tvec![input]).unwrap();
             let got = got[0].to_plain_array_view::<f32>().unwrap().to_owned();
             let want = plain[0].to_plain_array_view::<f32>().unwrap().to_owned();
-            assert!(got.iter().all(|v| (0.0..=6.0).contains(v)));
-            assert!(want.iter().any(|v| *v == 6.0) && want.iter().any(|v| *v == 0.0));
+            assert!(got.iter().all(|v| (0.0..=top).contains(v)));
+            assert!(want.iter().any(|v| *v == 0.0));
+            assert_eq!(want.iter().any(|v| *v == 6.0), relu6);
+            // Nine taps of up to 20 each: a few f32 ulps of 180, fused multiply-adds rounding
+            // differently from the plain sum.
             let max_abs =
                 got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(max_abs < 1e-5, "{fmt:?}: max_abs {max_abs}");
+            assert!(max_abs < 5e-5, "{fmt:?} relu6 {relu6}: max_abs {max_abs}");
         }
     }
 
