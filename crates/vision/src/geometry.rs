@@ -485,6 +485,65 @@ mod tests {
         }
     }
 
+    /// A rectangle no tracker should produce (NaN centre, infinite or huge side, NaN angle)
+    /// still yields a crop of edge pixels in range, not a panic or an overflow: the fixed-point
+    /// grid clamps its coordinates far outside the frame.
+    #[test]
+    fn degenerate_rectangles_crop_edge_pixels_without_panicking() {
+        let pixels =
+            image::RgbImage::from_fn(8, 6, |x, y| image::Rgb([(x * 30) as u8, (y * 40) as u8, 7]));
+        let frame = crate::frame::Frame::new(0, 0, pixels).unwrap();
+        let far = Point {
+            x: 1.0e30,
+            y: -1.0e30,
+        };
+        for rect in [
+            RotatedRect {
+                center: Point {
+                    x: f32::NAN,
+                    y: 3.0,
+                },
+                side: 10.0,
+                angle: 0.3,
+            },
+            RotatedRect {
+                center: Point { x: 4.0, y: 3.0 },
+                side: f32::INFINITY,
+                angle: 0.3,
+            },
+            RotatedRect {
+                center: far,
+                side: 1.0e30,
+                angle: 1.0,
+            },
+            RotatedRect {
+                center: Point { x: 4.0, y: 3.0 },
+                side: 10.0,
+                angle: f32::NAN,
+            },
+        ] {
+            let crop = rotated_crop(&frame, &rect, 224, 0.0, [-1.0, 1.0]);
+            assert_eq!(crop.len(), 224 * 224 * 3);
+            assert!(crop.iter().all(|v| (-1.0..=1.0).contains(v)), "{rect:?}");
+        }
+        // Far to the right and above: every sample replicates the top-right pixel.
+        let crop = rotated_crop(
+            &frame,
+            &RotatedRect {
+                center: far,
+                side: 1.0,
+                angle: 0.0,
+            },
+            4,
+            0.0,
+            [0.0, 255.0],
+        );
+        assert!(
+            crop.chunks(3).all(|rgb| rgb == [210.0, 0.0, 7.0]),
+            "{crop:?}"
+        );
+    }
+
     #[test]
     fn iou_of_known_boxes() {
         let a = boxed(0.0, 0.0, 2.0, 1.0).bounds;
