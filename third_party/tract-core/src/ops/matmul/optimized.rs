@@ -718,6 +718,8 @@ impl TypedOp for OptMatMul {
                 wire = patch.wire_node(&succ.name, succ.op.clone(), &[wire])?[0];
                 patch.shunt_outside(model, next_node.id.into(), wire)?;
                 return Ok(Some(patch));
+            } else if let Some(patch) = self.fuse_add_behind_reshape(model, node, succ, next)? {
+                return Ok(Some(patch));
             } else {
                 // A binary op with a uniform operand moves in front of the reshape, so the
                 // next pass fuses it. DoseWitness patch: also after codegen has made it
@@ -996,6 +998,54 @@ impl OptMatMul {
         Ok(Some(patch))
     }
 
+    /// DoseWitness patch: a residual add behind the matmul's output reshape (FaceMesh and palm
+    /// detection: 1×1 convolution → unmerge reshape → add) fuses into the matmul's store. A
+    /// reshape keeps the row-major order, so for a plain `[n, m]` output with m innermost the
+    /// other operand's element `n·M + m` is the one C(n, m) meets: it is read through explicit
+    /// strides, whatever its own shape. The reshape is wired again behind the fused matmul.
+    fn fuse_add_behind_reshape(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+        reshape: &TypedNode,
+        add_inlet: InletId,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        let add_node = model.node(add_inlet.node);
+        rule_if_some!(add = add_node.op_as::<crate::ops::binary::OptBinUnicast>());
+        rule_if!(add.binop.is::<crate::ops::math::Add>());
+        rule_if!(reshape.op_is::<IntoShape>());
+        rule_if!(self.mmm.len() == 1);
+        rule_if!(self.c_fact.rank() == 2 && self.c_m_axis == Some(1) && self.c_n_axis == Some(0));
+        rule_if_some!(m = self.c_fact.shape[1].as_i64());
+        let facts =
+            (model.outlet_fact(add_node.inputs[0])?, model.outlet_fact(add_node.inputs[1])?);
+        // No broadcast: both operands have the reshape's output shape and C's type.
+        rule_if!(facts.0.without_value() == facts.1.without_value());
+        rule_if!(facts.0.datum_type == self.c_fact.datum_type);
+        let other = add_node.inputs[1 - add_inlet.slot];
+        let size = self.c_fact.datum_type.size_of() as isize;
+        let store = OutputStoreSpec::Strides {
+            row_byte_stride: size,
+            col_byte_stride: size * m as isize,
+            mr: self.mmm[0].mr(),
+            nr: self.mmm[0].nr(),
+        };
+        let mut new_op = self.clone();
+        let before_last = new_op.micro_ops.len() - 1..new_op.micro_ops.len() - 1;
+        new_op.micro_ops.splice(
+            before_last,
+            [ProtoFusedSpec::AddUnicast(store, node.inputs.len(), MapOutputAxisToInput(tvec!()))],
+        );
+        new_op.update_trivial_path();
+        let mut patch = TypedModelPatch::default();
+        let mut inputs = patch.taps(model, &node.inputs)?;
+        inputs.push(patch.tap_model(model, other)?);
+        let fused = patch.wire_node(&add_node.name, new_op, &inputs)?[0];
+        let reshaped = patch.wire_node(&reshape.name, reshape.op.clone(), &[fused])?[0];
+        patch.shunt_outside(model, add_node.id.into(), reshaped)?;
+        Ok(Some(patch))
+    }
+
     fn fuse_op(
         &self,
         model: &TypedModel,
@@ -1077,5 +1127,63 @@ impl OptMatMul {
             );
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod dosewitness_residual_tests {
+    use crate::internal::*;
+    use crate::ops::binary::OptBinUnicast;
+    use crate::ops::einsum::EinSum;
+
+    /// A 1x1 convolution whose output is reshaped back to `[h, w, m]` before a residual add
+    /// (FaceMesh's and palm detection's blocks): the add fuses into the matmul's store, and the
+    /// result is the plain product plus the residual, full and border tiles alike.
+    #[test]
+    fn residual_add_behind_the_output_reshape_fuses() -> TractResult<()> {
+        for (h, w, k, m) in [(7, 9, 16, 24), (5, 5, 8, 16), (12, 12, 32, 32), (3, 1, 5, 40)] {
+            let n = h * w;
+            let x: Vec<f32> = (0..n * k).map(|i| ((i * 7) % 19) as f32 * 0.1 - 0.9).collect();
+            let wt: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 13) as f32 * 0.2 - 1.1).collect();
+            let r: Vec<f32> = (0..n * m).map(|i| ((i * 3) % 23) as f32 * 0.5 - 5.0).collect();
+            let mut model = TypedModel::default();
+            let src = model.add_source("x", f32::fact([n, k]))?;
+            let residual = model.add_source("r", f32::fact([h, w, m]))?;
+            let weights = model.add_const("w", Tensor::from_shape(&[m, k], &wt)?)?;
+            let product = model.wire_node(
+                "conv1x1",
+                EinSum::new("NI,OI->NO".parse()?, f32::datum_type()),
+                &[src, weights],
+            )?;
+            let unmerged = model.wire_node(
+                "unmerge",
+                AxisOp::Reshape(0, tvec!(n.to_dim()), tvec!(h.to_dim(), w.to_dim())),
+                &product,
+            )?;
+            let sum = model.wire_node("add", crate::ops::math::add(), &[unmerged[0], residual])?;
+            model.select_output_outlets(&sum)?;
+            let model = model.into_optimized()?;
+            let ops: Vec<String> =
+                model.nodes().iter().map(|n| n.op().name().to_string()).collect();
+            ensure!(
+                !model.nodes().iter().any(|node| node.op_is::<OptBinUnicast>()),
+                "{h}x{w}x{k}x{m}: the add did not fuse: {ops:?}"
+            );
+            let got = model.into_runnable()?.run(tvec!(
+                Tensor::from_shape(&[n, k], &x)?.into(),
+                Tensor::from_shape(&[h, w, m], &r)?.into()
+            ))?;
+            let got = got[0].to_plain_array_view::<f32>()?;
+            ensure!(got.shape() == [h, w, m], "{h}x{w}x{k}x{m}: shape {:?}", got.shape());
+            for ni in 0..n {
+                for mi in 0..m {
+                    let product: f32 = (0..k).map(|ki| x[ni * k + ki] * wt[mi * k + ki]).sum();
+                    let want = product + r[ni * m + mi];
+                    let g = got[[ni / w, ni % w, mi]];
+                    ensure!((g - want).abs() < 1e-4, "{h}x{w}x{k}x{m} at {ni},{mi}: {g} vs {want}");
+                }
+            }
+        }
+        Ok(())
     }
 }
