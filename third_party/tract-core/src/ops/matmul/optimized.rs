@@ -1030,13 +1030,10 @@ impl OptMatMul {
             mr: self.mmm[0].mr(),
             nr: self.mmm[0].nr(),
         };
-        let mut new_op = self.clone();
-        let before_last = new_op.micro_ops.len() - 1..new_op.micro_ops.len() - 1;
-        new_op.micro_ops.splice(
-            before_last,
+        let new_op = self.with_fused(
+            self.c_fact.clone(),
             [ProtoFusedSpec::AddUnicast(store, node.inputs.len(), MapOutputAxisToInput(tvec!()))],
         );
-        new_op.update_trivial_path();
         let mut patch = TypedModelPatch::default();
         let mut inputs = patch.taps(model, &node.inputs)?;
         inputs.push(patch.tap_model(model, other)?);
@@ -1044,6 +1041,20 @@ impl OptMatMul {
         let reshaped = patch.wire_node(&reshape.name, reshape.op.clone(), &[fused])?[0];
         patch.shunt_outside(model, add_node.id.into(), reshaped)?;
         Ok(Some(patch))
+    }
+
+    /// This op with `fused` spliced in before its final store, producing `c_fact`.
+    fn with_fused(
+        &self,
+        c_fact: TypedFact,
+        fused: impl IntoIterator<Item = ProtoFusedSpec>,
+    ) -> OptMatMul {
+        let mut new_op = self.clone();
+        let before_last = new_op.micro_ops.len() - 1..new_op.micro_ops.len() - 1;
+        new_op.micro_ops.splice(before_last, fused);
+        new_op.c_fact = c_fact;
+        new_op.update_trivial_path();
+        new_op
     }
 
     fn fuse_op(
@@ -1055,11 +1066,7 @@ impl OptMatMul {
         additional_inputs: &[OutletId],
     ) -> TractResult<Option<TypedModelPatch>> {
         let succ = model.node(node.outputs[0].successors[0].node);
-        let mut new_op = self.clone();
-        let before_last = new_op.micro_ops.len() - 1..new_op.micro_ops.len() - 1;
-        new_op.micro_ops.splice(before_last, fused_micro_op);
-        new_op.c_fact = succ.outputs[0].fact.clone();
-        new_op.update_trivial_path();
+        let new_op = self.with_fused(succ.outputs[0].fact.clone(), fused_micro_op);
         let mut inputs = patch.taps(model, &node.inputs)?;
         inputs.extend(additional_inputs.iter().cloned());
         let output = patch.wire_node(&succ.name, new_op, &inputs)?;
