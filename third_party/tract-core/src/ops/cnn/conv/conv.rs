@@ -536,6 +536,124 @@ impl Conv {
         Self::wire_geo_reshape(model, name, &wire, &geo.output_shape)
     }
 
+    /// DoseWitness patch: the im2col-into-rows path (`LazyIm2colRows`) for a channel-last, f32,
+    /// ungrouped, undilated 2-D convolution with a constant kernel, few input channels (a first
+    /// layer on an image) and kernel rows of at least [`MIN_ROWS_IM2COL_RUN`] values, one image,
+    /// and a matmul kernel that reads row panels in place. Returns the rows op and that kernel.
+    fn im2col_rows_plan(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<(super::LazyIm2colRows, Box<dyn MatMatMul>)>> {
+        let x_fact = model.outlet_fact(node.inputs[0])?;
+        let w_fact = model.outlet_fact(node.inputs[1])?;
+        let Some(shape) = x_fact.shape.as_concrete() else { return Ok(None) };
+        let spec = &self.pool_spec;
+        if self.q_params.is_some()
+            || self.group != 1
+            || !spec.data_format.c_is_last()
+            || spec.kernel_shape.len() != 2
+            || spec.kernel_shape.iter().product::<usize>() < 2
+            || spec.dilations().iter().any(|&d| d != 1)
+            || x_fact.datum_type != f32::datum_type()
+            || w_fact.datum_type != f32::datum_type()
+            || w_fact.konst.is_none()
+            || self.input_channels() > MAX_ROWS_IM2COL_CHANNELS
+            || spec.kernel_shape[1] * self.input_channels() < MIN_ROWS_IM2COL_RUN
+        {
+            return Ok(None);
+        }
+        let ishape = spec.data_format.shape(shape)?;
+        if ishape.n().is_some_and(|n| *n != 1) {
+            return Ok(None);
+        }
+        let oshape = spec.output_shape(shape)?;
+        let padding = spec.computed_padding(ishape.hw_dims());
+        let hw = |d: &[usize]| [d[0], d[1]];
+        let geometry = super::Im2colRows {
+            input_hw: hw(ishape.hw_dims()),
+            channels: self.input_channels(),
+            kernel_hw: hw(&spec.kernel_shape),
+            strides: hw(&spec.strides()),
+            pad_before: [padding[0].pad_before, padding[1].pad_before],
+            output_hw: hw(oshape.hw_dims()),
+        };
+        let (k, n) = (geometry.k(), geometry.n());
+        let (mmm, packing) =
+            self.choose_impl(x_fact, w_fact, self.output_channels(), k, &n.to_dim())?;
+        let rows_capable = packing == 0
+            && mmm.packings().get(1).is_some_and(|(a, b)| {
+                b.is::<tract_linalg::row_panel::RowMajorPanels>() && a.dyn_eq(&*mmm.packings()[0].0)
+            });
+        let op = super::LazyIm2colRows { geometry, r: mmm.nr() };
+        Ok(rows_capable.then_some((op, mmm)))
+    }
+
+    /// Wires the plan of [`Self::im2col_rows_plan`]: the lazy rows of the image, the kernel
+    /// reordered to `(ky, kx, c)` to match them and packed, one matmul reading each panel's rows
+    /// where they are built, bias fused, then the same output reshapes as the other im2col
+    /// paths.
+    fn wire_as_im2col_rows(
+        &self,
+        model: &mut TypedModel,
+        name: &str,
+        wire: &[OutletId],
+        rows_op: super::LazyIm2colRows,
+        mmm: Box<dyn MatMatMul>,
+    ) -> TractResult<OutletId> {
+        let &[x, kernel, bias] = wire else { bail!("Wrong number of inputs") };
+        let x_fact = model.outlet_fact(x)?.clone();
+        let (m, k, n) = (self.output_channels(), rows_op.geometry.k(), rows_op.geometry.n());
+        let kernel = model.outlet_fact(kernel)?.konst.clone().context("constant kernel")?;
+        // [1, o, i, h*w] -> [1, o, h*w, i] -> [1, o, h*w*i]: the rows' (ky, kx, c) order.
+        let g_o_i_hw = self.kernel_fmt.kernel_as_group_o_i_hw(&kernel, 1)?;
+        let g_o_hwi = g_o_i_hw.permute_axes(&[0, 1, 3, 2])?.into_shape(&[1, m, k])?;
+        let g_o_hwi = model.add_const(format!("{name}.kernel_hwi"), g_o_hwi)?;
+        let packed_ker = self.wire_pack_g_o_ihw(model, name, &*mmm.packings()[1].0, g_o_hwi)?;
+
+        let rows_b = model.wire_node(format!("{name}.im2col_rows"), rows_op, &[x])?[0];
+
+        let geo_output_shape = self.pool_spec.output_shape(&*x_fact.shape)?;
+        let (mmm_output_shape, c_axis, h_axis) = self.mmm_output_shape(&geo_output_shape)?;
+        let geo = AddMatMulGeometry {
+            k: k.to_dim(),
+            c_to_a_axis_mapping: MapOutputAxisToInput(tvec!((c_axis - 1, 0))), // group
+            c_to_b_axis_mapping: MapOutputAxisToInput(tvec!((0, 0), (c_axis - 1, 1))), // batch, group
+        };
+        let mut ops: Vec<ProtoFusedSpec> = vec![ProtoFusedSpec::AddMatMul {
+            geo,
+            a: MatMulOperand::Input(1),
+            b: MatMulOperand::Input(0),
+            packings: vec![(1, None)],
+        }];
+        let mut wires: TVec<OutletId> = tvec!(rows_b, packed_ker);
+        let bias_fact = model.outlet_fact(bias)?;
+        if bias_fact.konst.is_none() || !bias_fact.konst.as_ref().unwrap().is_all_zero()? {
+            let (fused, bias) = self.wire_bias_as_non_linear(model, name, bias, c_axis - 1)?;
+            wires.push(bias);
+            ops.push(fused);
+        }
+        ops.push(ProtoFusedSpec::Store(vec![unsafe { mmm.c_view(Some(c_axis), Some(h_axis)) }]));
+        let c_dt = crate::ops::matmul::output_type(x_fact.datum_type);
+        debug!("{name} as im2col rows: m={m} k={k} n={n} {mmm:?}");
+        let wire = model.wire_node(
+            format!("{name}.matmatmul"),
+            OptMatMul::new(
+                vec![mmm],
+                ModePicker::Single,
+                c_dt.fact(mmm_output_shape.clone()),
+                Some(c_axis),
+                Some(h_axis),
+                ops,
+                true,
+            )?,
+            &wires,
+        )?;
+        let wire = self.wire_remove_group(model, name, &wire, &mmm_output_shape, c_axis)?;
+        let wire = self.wire_rm_n_if_needed(model, name, &wire)?;
+        Ok(Self::wire_geo_reshape(model, name, &wire, &geo_output_shape)?[0])
+    }
+
     #[allow(clippy::type_complexity)]
     fn compute_geo(
         &self,
@@ -1426,6 +1544,15 @@ impl TypedOp for Conv {
                 patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
                 patch.obliterate(node.id)?;
                 Ok(Some(patch))
+            } else if let Some((rows_op, mmm)) = self.im2col_rows_plan(model, node)? {
+                let mut patch = TypedModelPatch::new("im2col-rows");
+                let inputs = patch.taps(model, &node.inputs)?;
+                let wire = self
+                    .wire_as_im2col_rows(&mut patch, &node.name, &inputs, rows_op, mmm)
+                    .context("wire_as_im2col_rows")?;
+                patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
+                patch.obliterate(node.id)?;
+                Ok(Some(patch))
             } else if input_fact
                 .shape
                 .as_concrete()
@@ -1468,6 +1595,17 @@ impl TypedOp for Conv {
 
     as_op!();
 }
+
+/// The most input channels [`Conv::im2col_rows_plan`] takes. Its rows hold `kh * kw * c` values
+/// per output position, copied in runs of `kw * c`; with few channels those runs are short and
+/// the rows stay a few times the image's size. (DoseWitness patch)
+const MAX_ROWS_IM2COL_CHANNELS: usize = 4;
+
+/// The fewest values per kernel row (`kw * c`) [`Conv::im2col_rows_plan`] takes. A panel's rows
+/// cost one copy per kernel row and position, the lazy im2col one gather per value; measured on
+/// first layers (`bench vision --profile`, alternating binaries), 5×5 on RGB (15) gained and
+/// 3×3 on RGB (9) did not. (DoseWitness patch)
+const MIN_ROWS_IM2COL_RUN: usize = 12;
 
 /// Default minimum kernel volume for picking LazyIm2col over eager Im2col.
 ///
@@ -1777,6 +1915,95 @@ mod test {
                             (g - want).abs() < 1e-4,
                             "{h}x{w} oc {oc} at {y},{xo},{o}: {g} vs {want}"
                         );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The im2col-rows path (DoseWitness patch): a bias, padding on every side (explicit and
+    /// asymmetric, and TensorFlow's "same"), 2, 3 and 4 input channels, 3x5 to 7x7 kernels,
+    /// strides 1 and 2, with and without the batch axis. The output matches a direct sum with
+    /// zeros outside the image, and the plan holds one `LazyIm2colRows` and no `Pad`; the last
+    /// case, 3x3 on RGB, holds none (lazy im2col) and matches too.
+    #[test]
+    fn im2col_rows_matches_direct_sum_with_padding_and_bias() -> TractResult<()> {
+        let cases: [(
+            DataFormat,
+            usize,
+            usize,
+            usize,
+            usize,
+            [usize; 2],
+            usize,
+            crate::ops::cnn::PaddingSpec,
+        ); 7] = [
+            (NHWC, 13, 17, 3, 8, [3, 5], 2, Explicit(tvec![1, 0], tvec![0, 2])),
+            (NHWC, 16, 16, 3, 24, [5, 5], 2, SameUpper),
+            (HWC, 11, 9, 4, 16, [3, 3], 1, Explicit(tvec![1, 1], tvec![1, 1])),
+            (NHWC, 10, 12, 2, 32, [1, 7], 1, Explicit(tvec![0, 2], tvec![0, 1])),
+            (NHWC, 7, 7, 3, 12, [5, 5], 1, Explicit(tvec![3, 3], tvec![3, 3])),
+            (NHWC, 19, 21, 3, 40, [7, 7], 2, Valid),
+            (NHWC, 9, 9, 3, 16, [3, 3], 2, Valid),
+        ];
+        for (fmt, h, w, ic, oc, [kh, kw], stride, padding) in cases {
+            let shape: TVec<usize> = if fmt.has_n() { tvec![1, h, w, ic] } else { tvec![h, w, ic] };
+            let input = filled(&shape, |i| ((i * 7) % 23) as f32 * 0.1 - 1.0);
+            let kernel = filled(&[oc, ic, kh, kw], |i| ((i * 5) % 11) as f32 * 0.2 - 1.0);
+            let bias = filled(&[oc], |i| i as f32 * 0.25 - 2.0);
+            let pool_spec = PoolSpec {
+                data_format: fmt,
+                kernel_shape: tvec![kh, kw],
+                padding: padding.clone(),
+                dilations: None,
+                strides: Some(tvec![stride, stride]),
+                input_channels: ic,
+                output_channels: oc,
+            };
+            let pads = pool_spec.computed_padding(&[h, w]);
+            let (oh, ow) = (pads[0].convoluted, pads[1].convoluted);
+            let (pt, pl) = (pads[0].pad_before, pads[1].pad_before);
+            let mut model = TypedModel::default();
+            let x = model.add_source("input", f32::fact(&shape))?;
+            let k = model.add_const("kernel", kernel.clone().into_arc_tensor())?;
+            let b = model.add_const("bias", bias.clone().into_arc_tensor())?;
+            let op = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: 1, q_params: None };
+            let y = model.wire_node("conv", op, &[x, k, b])?;
+            model.select_output_outlets(&y)?;
+            let model = model.into_optimized()?;
+            let ops: Vec<_> = model.nodes().iter().map(|n| n.op.name().to_string()).collect();
+            let case = format!("{fmt:?} {h}x{w}x{ic} -> {oc}, {kh}x{kw}/{stride} {padding:?}");
+            // A 3x3 kernel on RGB (a run of 9 values) stays on the lazy im2col path.
+            let rows = (kw * ic >= MIN_ROWS_IM2COL_RUN) as usize;
+            let found = ops.iter().filter(|o| *o == "LazyIm2colRows").count();
+            ensure!(found == rows, "{case}: {ops:?}");
+            ensure!(rows == 0 || !ops.iter().any(|o| o == "Pad"), "{case}: {ops:?}");
+            let out = model.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
+            let got = out[0].to_plain_array_view::<f32>()?;
+            let got = got.to_shape((oh, ow, oc))?;
+            let xv = input.to_plain_array_view::<f32>()?;
+            let xv = xv.to_shape((h, w, ic))?;
+            let kv = kernel.to_plain_array_view::<f32>()?;
+            let bv = bias.to_plain_array_view::<f32>()?;
+            for y in 0..oh {
+                for xo in 0..ow {
+                    for o in 0..oc {
+                        let mut want = bv[[o]];
+                        for dy in 0..kh {
+                            for dx in 0..kw {
+                                let iy = (y * stride + dy) as isize - pt as isize;
+                                let ix = (xo * stride + dx) as isize - pl as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                for c in 0..ic {
+                                    want += xv[[iy as usize, ix as usize, c]] * kv[[o, c, dy, dx]];
+                                }
+                            }
+                        }
+                        let g = got[[y, xo, o]];
+                        ensure!((g - want).abs() < 1e-4, "{case} at {y},{xo},{o}: {g} vs {want}");
                     }
                 }
             }

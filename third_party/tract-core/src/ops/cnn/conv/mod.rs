@@ -5,6 +5,7 @@ mod conv;
 mod depth_wise;
 mod direct_spatial;
 mod im2col;
+mod im2col_rows;
 mod lazy_im2col;
 mod nhwc;
 mod q_sum_b;
@@ -16,6 +17,7 @@ pub use self::blocked::BlockedConv;
 pub use self::conv::Conv;
 pub use self::direct_spatial::DirectSpatialConv;
 pub use self::im2col::Im2Col;
+pub use self::im2col_rows::{Im2colRows, LazyIm2colRows};
 pub(crate) use self::q_sum_b::QSumB;
 
 #[derive(Debug, Copy, Clone, PartialEq, Eq, Hash, Default)]
