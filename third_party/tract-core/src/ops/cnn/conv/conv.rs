@@ -553,7 +553,6 @@ impl Conv {
             || self.group != 1
             || !spec.data_format.c_is_last()
             || spec.kernel_shape.len() != 2
-            || spec.kernel_shape.iter().product::<usize>() < 2
             || spec.dilations().iter().any(|&d| d != 1)
             || x_fact.datum_type != f32::datum_type()
             || w_fact.datum_type != f32::datum_type()
@@ -609,45 +608,25 @@ impl Conv {
         let g_o_i_hw = self.kernel_fmt.kernel_as_group_o_i_hw(&kernel, 1)?;
         let g_o_hwi = g_o_i_hw.permute_axes(&[0, 1, 3, 2])?.into_shape(&[1, m, k])?;
         let g_o_hwi = model.add_const(format!("{name}.kernel_hwi"), g_o_hwi)?;
-        let packed_ker = self.wire_pack_g_o_ihw(model, name, &*mmm.packings()[1].0, g_o_hwi)?;
 
         let rows_b = model.wire_node(format!("{name}.im2col_rows"), rows_op, &[x])?[0];
-
         let geo_output_shape = self.pool_spec.output_shape(&*x_fact.shape)?;
         let (mmm_output_shape, c_axis, h_axis) = self.mmm_output_shape(&geo_output_shape)?;
-        let geo = AddMatMulGeometry {
-            k: k.to_dim(),
-            c_to_a_axis_mapping: MapOutputAxisToInput(tvec!((c_axis - 1, 0))), // group
-            c_to_b_axis_mapping: MapOutputAxisToInput(tvec!((0, 0), (c_axis - 1, 1))), // batch, group
-        };
-        let mut ops: Vec<ProtoFusedSpec> = vec![ProtoFusedSpec::AddMatMul {
-            geo,
-            a: MatMulOperand::Input(1),
-            b: MatMulOperand::Input(0),
-            packings: vec![(1, None)],
-        }];
-        let mut wires: TVec<OutletId> = tvec!(rows_b, packed_ker);
-        let bias_fact = model.outlet_fact(bias)?;
-        if bias_fact.konst.is_none() || !bias_fact.konst.as_ref().unwrap().is_all_zero()? {
-            let (fused, bias) = self.wire_bias_as_non_linear(model, name, bias, c_axis - 1)?;
-            wires.push(bias);
-            ops.push(fused);
-        }
-        ops.push(ProtoFusedSpec::Store(vec![unsafe { mmm.c_view(Some(c_axis), Some(h_axis)) }]));
         let c_dt = crate::ops::matmul::output_type(x_fact.datum_type);
         debug!("{name} as im2col rows: m={m} k={k} n={n} {mmm:?}");
-        let wire = model.wire_node(
-            format!("{name}.matmatmul"),
-            OptMatMul::new(
-                vec![mmm],
-                ModePicker::Single,
-                c_dt.fact(mmm_output_shape.clone()),
-                Some(c_axis),
-                Some(h_axis),
-                ops,
-                true,
-            )?,
-            &wires,
+        let wire = self.wire_mm_weights_bias(
+            model,
+            name,
+            rows_b,
+            g_o_hwi,
+            bias,
+            mmm,
+            1,
+            c_dt,
+            mmm_output_shape.clone().into(),
+            k,
+            c_axis,
+            h_axis,
         )?;
         let wire = self.wire_remove_group(model, name, &wire, &mmm_output_shape, c_axis)?;
         let wire = self.wire_rm_n_if_needed(model, name, &wire)?;
@@ -735,6 +714,10 @@ impl Conv {
         c_n_axis: usize,
     ) -> TractResult<TVec<OutletId>> {
         ensure!(model.outlet_fact(bias)?.datum_type == mmm.internal_type());
+        // DoseWitness patch: the row-panel packing (im2col rows) needs no per-call packing either.
+        let trivial_packing = self.group == 1
+            && (packing == 0
+                || mmm.packings()[packing].1.is::<tract_linalg::row_panel::RowMajorPanels>());
         let a_pack = &mmm.packings()[packing].0;
         let packed_ker = self
             .wire_pack_g_o_ihw(model, name, &**a_pack, g_o_ihw)
@@ -775,7 +758,7 @@ impl Conv {
                 Some(c_m_axis),
                 Some(c_n_axis),
                 ops,
-                packing == 0 && self.group == 1,
+                trivial_packing,
             )?,
             &wires,
         )

@@ -68,29 +68,25 @@ impl Im2colRows {
                 continue;
             }
             let (oy, ox) = (pos / ow, pos % ow);
-            {
-                let x0 = (ox * sw) as isize - pl as isize;
-                for (ky, seg) in row.chunks_exact_mut(run).enumerate() {
-                    let y = (oy * sh + ky) as isize - pt as isize;
-                    if y < 0 || y >= h as isize {
-                        seg.fill(0.0);
-                    } else if x0 >= 0 && x0 as usize + kw <= w {
-                        let src = &input[(y as usize * w + x0 as usize) * c..][..run];
-                        if RUN > 0 {
-                            seg[..RUN].copy_from_slice(&src[..RUN]);
-                        } else {
-                            seg.copy_from_slice(src);
-                        }
+            let x0 = (ox * sw) as isize - pl as isize;
+            for (ky, seg) in row.chunks_exact_mut(run).enumerate() {
+                let y = (oy * sh + ky) as isize - pt as isize;
+                if y < 0 || y >= h as isize {
+                    seg.fill(0.0);
+                } else if x0 >= 0 && x0 as usize + kw <= w {
+                    let src = &input[(y as usize * w + x0 as usize) * c..][..run];
+                    if RUN > 0 {
+                        seg[..RUN].copy_from_slice(&src[..RUN]);
                     } else {
-                        for (kx, cell) in seg.chunks_exact_mut(c).enumerate() {
-                            let x = x0 + kx as isize;
-                            if x < 0 || x >= w as isize {
-                                cell.fill(0.0);
-                            } else {
-                                cell.copy_from_slice(
-                                    &input[(y as usize * w + x as usize) * c..][..c],
-                                );
-                            }
+                        seg.copy_from_slice(src);
+                    }
+                } else {
+                    for (kx, cell) in seg.chunks_exact_mut(c).enumerate() {
+                        let x = x0 + kx as isize;
+                        if x < 0 || x >= w as isize {
+                            cell.fill(0.0);
+                        } else {
+                            cell.copy_from_slice(&input[(y as usize * w + x as usize) * c..][..c]);
                         }
                     }
                 }
