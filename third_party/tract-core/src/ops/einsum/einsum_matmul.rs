@@ -960,10 +960,7 @@ fn optimized_mat_mul(
         && input_facts[1].exotic_fact.is_none()
         && input_facts[1].datum_type == DatumType::F32
         && input_shapes[1][op.b_k() + 1..].iter().all(|d| d.is_one())
-        && impls[0].0.packings().get(1).is_some_and(|(a, b)| {
-            b.is::<tract_linalg::row_panel::RowMajorPanels>()
-                && a.dyn_eq(&*impls[0].0.packings()[0].0)
-        });
+        && crate::ops::matmul::pack::offers_row_panels(&*impls[0].0);
 
     let pack_a: Box<dyn TypedOp> = if input_facts[0].konst.is_some() {
         if let Some(packed_format) = left_pack.downcast_ref::<PackedBlockQuantFormat>().cloned() {

@@ -8,6 +8,15 @@ use tract_linalg::mmm::{MMMInputFormat, MMMInputValue, PackedMatrixStorage};
 
 use super::ModePicker;
 
+/// Whether `mmm` offers row panels (`tract_linalg::row_panel`) as its packing 1, with the same A
+/// packing as its packing 0, so a caller that picked packing 0 can switch to reading B's rows in
+/// place (DoseWitness patch; the AVX-512 16x12, 16x8, 32x6 and 32x5 kernels).
+pub fn offers_row_panels(mmm: &dyn tract_linalg::mmm::MatMatMul) -> bool {
+    mmm.packings().get(1).is_some_and(|(a, b)| {
+        b.is::<tract_linalg::row_panel::RowMajorPanels>() && a.dyn_eq(&*mmm.packings()[0].0)
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OptMatMulPack {
     pub(crate) packers: Vec<Box<dyn MMMInputFormat>>,

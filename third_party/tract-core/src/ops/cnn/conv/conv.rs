@@ -580,10 +580,7 @@ impl Conv {
         let (k, n) = (geometry.k(), geometry.n());
         let (mmm, packing) =
             self.choose_impl(x_fact, w_fact, self.output_channels(), k, &n.to_dim())?;
-        let rows_capable = packing == 0
-            && mmm.packings().get(1).is_some_and(|(a, b)| {
-                b.is::<tract_linalg::row_panel::RowMajorPanels>() && a.dyn_eq(&*mmm.packings()[0].0)
-            });
+        let rows_capable = packing == 0 && crate::ops::matmul::pack::offers_row_panels(&*mmm);
         let op = super::LazyIm2colRows { geometry, r: mmm.nr() };
         Ok(rows_capable.then_some((op, mmm)))
     }
