@@ -536,6 +536,75 @@ impl Conv {
         Self::wire_geo_reshape(model, name, &wire, &geo.output_shape)
     }
 
+    /// DoseWitness patch: the direct path for a first layer (`SmallChannelConv`): a
+    /// channel-last, f32, ungrouped, undilated 2-D convolution of one image with at most
+    /// [`MAX_SMALL_CHANNELS`](super::MAX_SMALL_CHANNELS) input channels, at most
+    /// [`MAX_SMALL_CHANNEL_OUTPUTS`](super::MAX_SMALL_CHANNEL_OUTPUTS) output channels, a
+    /// constant kernel and bias, on a host that runs the op's vector loop.
+    fn small_channel_plan(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<super::SmallChannelConv>> {
+        let x_fact = model.outlet_fact(node.inputs[0])?;
+        let w_fact = model.outlet_fact(node.inputs[1])?;
+        let b_fact = model.outlet_fact(node.inputs[2])?;
+        let Some(shape) = x_fact.shape.as_concrete() else { return Ok(None) };
+        let spec = &self.pool_spec;
+        if !super::SmallChannelConv::available()
+            || self.q_params.is_some()
+            || self.group != 1
+            || !spec.data_format.c_is_last()
+            || spec.kernel_shape.len() != 2
+            || spec.dilations().iter().any(|&d| d != 1)
+            || x_fact.datum_type != f32::datum_type()
+            || w_fact.datum_type != f32::datum_type()
+            || w_fact.konst.is_none()
+            || b_fact.konst.is_none()
+            || self.input_channels() > super::MAX_SMALL_CHANNELS
+            || self.output_channels() > super::MAX_SMALL_CHANNEL_OUTPUTS
+        {
+            return Ok(None);
+        }
+        let ishape = spec.data_format.shape(shape)?;
+        if ishape.n().is_some_and(|n| *n != 1) {
+            return Ok(None);
+        }
+        let oshape = spec.output_shape(shape)?;
+        let padding = spec.computed_padding(ishape.hw_dims());
+        let hw = |d: &[usize]| [d[0], d[1]];
+        let geometry = super::Im2colRows {
+            input_hw: hw(ishape.hw_dims()),
+            channels: self.input_channels(),
+            kernel_hw: hw(&spec.kernel_shape),
+            strides: hw(&spec.strides()),
+            pad_before: [padding[0].pad_before, padding[1].pad_before],
+            output_hw: hw(oshape.hw_dims()),
+        };
+        Ok(Some(super::SmallChannelConv::new(geometry, self.output_channels(), oshape.shape)))
+    }
+
+    /// Wires the plan of [`Self::small_channel_plan`]: the kernel and bias packed once as
+    /// constants, and the op.
+    fn wire_as_small_channel(
+        &self,
+        model: &mut TypedModel,
+        name: &str,
+        wire: &[OutletId],
+        op: super::SmallChannelConv,
+    ) -> TractResult<OutletId> {
+        let &[x, kernel, bias] = wire else { bail!("Wrong number of inputs") };
+        let kernel = model.outlet_fact(kernel)?.konst.clone().context("constant kernel")?;
+        let bias = model.outlet_fact(bias)?.konst.clone().context("constant bias")?;
+        let kernel = super::SmallChannelConv::pack_kernel(
+            &self.kernel_fmt.kernel_as_group_o_i_hw(&kernel, 1)?,
+        )?;
+        let bias = super::SmallChannelConv::pack_bias(&bias, op.output_channels)?;
+        let kernel = model.add_const(format!("{name}.kernel_taps"), kernel)?;
+        let bias = model.add_const(format!("{name}.bias_padded"), bias)?;
+        Ok(model.wire_node(name, op, &[x, kernel, bias])?[0])
+    }
+
     /// DoseWitness patch: the im2col-into-rows path (`LazyIm2colRows`) for a channel-last, f32,
     /// ungrouped, undilated 2-D convolution with a constant kernel, few input channels (a first
     /// layer on an image) and kernel rows of at least [`MIN_ROWS_IM2COL_RUN`] values, one image,
@@ -1524,6 +1593,15 @@ impl TypedOp for Conv {
                 patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
                 patch.obliterate(node.id)?;
                 Ok(Some(patch))
+            } else if let Some(op) = self.small_channel_plan(model, node)? {
+                let mut patch = TypedModelPatch::new("small-channel");
+                let inputs = patch.taps(model, &node.inputs)?;
+                let wire = self
+                    .wire_as_small_channel(&mut patch, &node.name, &inputs, op)
+                    .context("wire_as_small_channel")?;
+                patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
+                patch.obliterate(node.id)?;
+                Ok(Some(patch))
             } else if let Some((rows_op, mmm)) = self.im2col_rows_plan(model, node)? {
                 let mut patch = TypedModelPatch::new("im2col-rows");
                 let inputs = patch.taps(model, &node.inputs)?;
@@ -1809,6 +1887,12 @@ mod test {
         Ok(())
     }
 
+    /// The op a 3x3 first layer on RGB becomes: the direct one where the host runs it, the lazy
+    /// im2col elsewhere.
+    fn first_layer_path() -> &'static str {
+        if super::super::SmallChannelConv::available() { "SmallChannelConv" } else { "LazyIm2col" }
+    }
+
     fn filled(shape: &[usize], mut f: impl FnMut(usize) -> f32) -> Tensor {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = (0..n).map(|i| f(i)).collect();
@@ -1872,7 +1956,7 @@ mod test {
                 oc,
                 tvec![3, 3],
             )?;
-            ensure!(model.nodes().iter().any(|n| n.op.name() == "LazyIm2col"));
+            ensure!(model.nodes().iter().any(|n| n.op.name() == first_layer_path()));
             let (oh, ow) = ((h - 3) / stride + 1, (w - 3) / stride + 1);
             ensure!(out.shape() == [1, oh, ow, oc]);
             let x = input.to_plain_array_view::<f32>()?;
@@ -1902,11 +1986,11 @@ mod test {
         Ok(())
     }
 
-    /// The im2col-rows path (DoseWitness patch): a bias, padding on every side (explicit and
-    /// asymmetric, and TensorFlow's "same"), 2, 3 and 4 input channels, 3x5 to 7x7 kernels,
-    /// strides 1 and 2, with and without the batch axis. The output matches a direct sum with
-    /// zeros outside the image, and the plan holds one `LazyIm2colRows` and no `Pad`; the last
-    /// case, 3x3 on RGB, holds none (lazy im2col) and matches too.
+    /// The first-layer paths (DoseWitness patch), `SmallChannelConv` and the im2col rows: a
+    /// bias, padding on every side (explicit and asymmetric, and TensorFlow's "same"), 2, 3 and
+    /// 4 input channels, 3x5 to 7x7 kernels, strides 1 and 2, 8 to 80 output channels, with and
+    /// without the batch axis. The output matches a direct sum with zeros outside the image, and
+    /// the plan holds the path expected on this host and no `Pad`.
     #[test]
     fn im2col_rows_matches_direct_sum_with_padding_and_bias() -> TractResult<()> {
         let cases: [(
@@ -1924,7 +2008,7 @@ mod test {
             (HWC, 11, 9, 4, 16, [3, 3], 1, Explicit(tvec![1, 1], tvec![1, 1])),
             (NHWC, 10, 12, 2, 32, [1, 7], 1, Explicit(tvec![0, 2], tvec![0, 1])),
             (NHWC, 7, 7, 3, 12, [5, 5], 1, Explicit(tvec![3, 3], tvec![3, 3])),
-            (NHWC, 19, 21, 3, 40, [7, 7], 2, Valid),
+            (NHWC, 19, 21, 3, 80, [7, 7], 2, Valid),
             (NHWC, 9, 9, 3, 16, [3, 3], 2, Valid),
         ];
         for (fmt, h, w, ic, oc, [kh, kw], stride, padding) in cases {
@@ -1954,11 +2038,17 @@ mod test {
             let model = model.into_optimized()?;
             let ops: Vec<_> = model.nodes().iter().map(|n| n.op.name().to_string()).collect();
             let case = format!("{fmt:?} {h}x{w}x{ic} -> {oc}, {kh}x{kw}/{stride} {padding:?}");
-            // A 3x3 kernel on RGB (a run of 9 values) stays on the lazy im2col path.
-            let rows = (kw * ic >= MIN_ROWS_IM2COL_RUN) as usize;
+            // With the direct path (AVX-512 hosts) every case up to 64 output channels takes
+            // it; otherwise a 3x3 kernel on RGB (a run of 9 values) stays on the lazy im2col
+            // path and the others take the rows.
+            let direct = super::super::SmallChannelConv::available()
+                && oc <= super::super::MAX_SMALL_CHANNEL_OUTPUTS;
+            let rows = (!direct && kw * ic >= MIN_ROWS_IM2COL_RUN) as usize;
             let found = ops.iter().filter(|o| *o == "LazyIm2colRows").count();
             ensure!(found == rows, "{case}: {ops:?}");
-            ensure!(rows == 0 || !ops.iter().any(|o| o == "Pad"), "{case}: {ops:?}");
+            let found = ops.iter().filter(|o| *o == "SmallChannelConv").count();
+            ensure!(found == direct as usize, "{case}: {ops:?}");
+            ensure!(rows + found == 0 || !ops.iter().any(|o| o == "Pad"), "{case}: {ops:?}");
             let out = model.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
             let got = out[0].to_plain_array_view::<f32>()?;
             let got = got.to_shape((oh, ow, oc))?;
@@ -2038,7 +2128,7 @@ mod test {
         )?;
         model.select_output_outlets(&y)?;
         let model = model.into_optimized()?;
-        ensure!(model.nodes().iter().any(|n| n.op.name() == "LazyIm2col"));
+        ensure!(model.nodes().iter().any(|n| n.op.name() == first_layer_path()));
         let elementwise: Vec<String> = model
             .nodes()
             .iter()

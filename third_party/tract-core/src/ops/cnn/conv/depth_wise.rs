@@ -33,18 +33,66 @@ fn clamp(values: &mut [f32], lo: f32, hi: f32) {
 /// convolution costs a full pass over the activation otherwise. Each step is
 /// `(is_max, f32 bits)`, kept as bits so the op stays `Hash + Eq`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Default)]
-pub struct PostClamp(TVec<(bool, u32)>);
+pub struct PostClamp(pub(super) TVec<(bool, u32)>);
 
 impl PostClamp {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// "then max(0), min(6)" for an op's `info`, nothing when there are no steps.
+    pub(super) fn describe(&self) -> Option<String> {
+        let steps: Vec<String> = self
+            .0
+            .iter()
+            .map(|(is_max, bits)| {
+                format!("{}({})", if *is_max { "max" } else { "min" }, f32::from_bits(*bits))
+            })
+            .collect();
+        (!steps.is_empty()).then(|| format!("then {}", steps.join(", ")))
+    }
+
+    /// When `node`'s only successor is a max/min by scalar f32 constants (`OptBinByScalar`,
+    /// or a chain of them), these steps followed by that successor's, and the successor, whose
+    /// output the fused op then takes over.
+    pub(super) fn absorb<'m>(
+        &self,
+        model: &'m TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<(PostClamp, &'m TypedNode)>> {
+        use crate::ops::binary::{OptBinByScalar, OptBinChain};
+        use tract_linalg::BinOp;
+        rule_if!(model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type());
+        rule_if!(!model.output_outlets()?.contains(&OutletId::new(node.id, 0)));
+        rule_if_some!(succ = model.single_succ(node.id)?);
+        rule_if!(succ.inputs.first() == Some(&OutletId::new(node.id, 0)));
+        let steps: TVec<(BinOp, usize)> = if let Some(op) = succ.op_as::<OptBinByScalar>() {
+            tvec![(op.linalg_op, 1)]
+        } else if let Some(chain) = succ.op_as::<OptBinChain>() {
+            chain.steps.iter().enumerate().map(|(ix, step)| (step.linalg_op, ix + 1)).collect()
+        } else {
+            return Ok(None);
+        };
+        rule_if!(succ.inputs.len() == steps.len() + 1);
+        let mut post = self.0.clone();
+        for (op, input) in steps {
+            let is_max = match op {
+                BinOp::Max => true,
+                BinOp::Min => false,
+                _ => return Ok(None),
+            };
+            rule_if_some!(bound = model.outlet_fact(succ.inputs[input])?.konst.clone());
+            rule_if!(bound.len() == 1 && bound.datum_type() == f32::datum_type());
+            post.push((is_max, bound.cast_to_scalar::<f32>()?.to_bits()));
+        }
+        Ok(Some((PostClamp(post), succ)))
+    }
+
     /// `f32::max`/`min` would keep their NaN rule (`cmpunord` + blend per vector, 8 % of
     /// hand landmarks' time); `x > bound ? x : bound` is one `maxps` and gives the same
     /// result for every number (a NaN input yields `bound`, as `f32::max` does). A
     /// max-then-min pair (ReLU6) runs as one pass, with AVX where the CPU has it.
-    fn apply(&self, values: &mut [f32]) {
+    pub(super) fn apply(&self, values: &mut [f32]) {
         if let [(true, lo), (false, hi)] = self.0.as_slice() {
             return clamp(values, f32::from_bits(*lo), f32::from_bits(*hi));
         }
@@ -61,7 +109,7 @@ impl PostClamp {
     /// The steps as one `[lo, hi]` clamp with `maxps`/`minps` semantics, where they are one: a
     /// max then a min (ReLU6), or a lone max (ReLU, `hi` = +∞). A lone min is not: with `lo` =
     /// −∞ a NaN would come out −∞ instead of the bound.
-    fn bounds(&self) -> Option<[f32; 2]> {
+    pub(super) fn bounds(&self) -> Option<[f32; 2]> {
         match self.0.as_slice() {
             [(true, lo), (false, hi)] => Some([f32::from_bits(*lo), f32::from_bits(*hi)]),
             [(true, lo)] => Some([f32::from_bits(*lo), f32::INFINITY]),
@@ -85,17 +133,7 @@ impl Op for DepthWise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let mut info = vec![format!("{:?}", self.patch)];
-        if !self.post.is_empty() {
-            let steps: Vec<String> = self
-                .post
-                .0
-                .iter()
-                .map(|(is_max, bits)| {
-                    format!("{}({})", if *is_max { "max" } else { "min" }, f32::from_bits(*bits))
-                })
-                .collect();
-            info.push(format!("then {}", steps.join(", ")));
-        }
+        info.extend(self.post.describe());
         Ok(info)
     }
 
@@ -169,32 +207,8 @@ impl TypedOp for DepthWise {
     /// DoseWitness patch: absorb a following max/min by scalar constants (the
     /// ReLU6 of MobileNet blocks), one successor at a time.
     fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-        use crate::ops::binary::{OptBinByScalar, OptBinChain};
-        use tract_linalg::BinOp;
-        rule_if!(model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type());
-        rule_if!(!model.output_outlets()?.contains(&OutletId::new(node.id, 0)));
-        rule_if_some!(succ = model.single_succ(node.id)?);
-        rule_if!(succ.inputs.first() == Some(&OutletId::new(node.id, 0)));
-        let steps: TVec<(BinOp, usize)> = if let Some(op) = succ.op_as::<OptBinByScalar>() {
-            tvec![(op.linalg_op, 1)]
-        } else if let Some(chain) = succ.op_as::<OptBinChain>() {
-            chain.steps.iter().enumerate().map(|(ix, step)| (step.linalg_op, ix + 1)).collect()
-        } else {
-            return Ok(None);
-        };
-        rule_if!(succ.inputs.len() == steps.len() + 1);
-        let mut post = self.post.0.clone();
-        for (op, input) in steps {
-            let is_max = match op {
-                BinOp::Max => true,
-                BinOp::Min => false,
-                _ => return Ok(None),
-            };
-            rule_if_some!(bound = model.outlet_fact(succ.inputs[input])?.konst.clone());
-            rule_if!(bound.len() == 1 && bound.datum_type() == f32::datum_type());
-            post.push((is_max, bound.cast_to_scalar::<f32>()?.to_bits()));
-        }
-        let op = DepthWise { post: PostClamp(post), ..self.clone() };
+        rule_if_some!((post, succ) = self.post.absorb(model, node)?);
+        let op = DepthWise { post, ..self.clone() };
         let mut patch = TypedModelPatch::default();
         let inputs = patch.taps(model, &node.inputs)?;
         let wire = patch.wire_node(&node.name, op, &inputs)?[0];

@@ -9,6 +9,7 @@ mod im2col_rows;
 mod lazy_im2col;
 mod nhwc;
 mod q_sum_b;
+mod small_channel;
 
 use crate::internal::*;
 use crate::ops::cnn::Deconv;
@@ -19,6 +20,7 @@ pub use self::direct_spatial::DirectSpatialConv;
 pub use self::im2col::Im2Col;
 pub use self::im2col_rows::{Im2colRows, LazyIm2colRows};
 pub(crate) use self::q_sum_b::QSumB;
+pub use self::small_channel::{MAX_SMALL_CHANNEL_OUTPUTS, MAX_SMALL_CHANNELS, SmallChannelConv};
 
 #[derive(Debug, Copy, Clone, PartialEq, Eq, Hash, Default)]
 pub enum KernelFormat {
