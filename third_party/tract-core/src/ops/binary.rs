@@ -1080,7 +1080,7 @@ impl OptBinChain {
     /// tensor. The generic chain first copies `x` (it is shared with the final add), then
     /// makes three kernel passes per chunk (FaceMesh: 0.8 of 3.5 ms in these chains). Same
     /// operations in the same order as the chain, so the same values.
-    fn eval_prelu(&self, inputs: &[TValue]) -> TractResult<Option<Tensor>> {
+    fn eval_prelu(&self, inputs: &mut TVec<TValue>) -> TractResult<Option<Tensor>> {
         let [min, mul, add] = &*self.steps else { return Ok(None) };
         if min.linalg_op != BinOp::Min
             || min.share != BShare::PerBlock
@@ -1109,6 +1109,40 @@ impl OptBinChain {
             || !xs.len().is_multiple_of(slope.len())
         {
             return Ok(None);
+        }
+        // `y` is `x` and no one else holds it: write in place, over the lines just read, rather
+        // than into a fresh tensor whose lines come from memory first.
+        let exclusive = |a: &TValue, b: &TValue| {
+            a.as_arc_tensor()
+                .zip(b.as_arc_tensor())
+                .is_some_and(|(a, b)| Arc::ptr_eq(a, b) && Arc::strong_count(a) == 2)
+        };
+        if exclusive(x, y) {
+            let slope: TVec<f32> = slope.into();
+            drop((x_plain, y_plain));
+            inputs.truncate(1);
+            let mut x = inputs.remove(0).into_tensor();
+            let mut x_plain = x.try_as_plain_ram_mut()?;
+            let os = x_plain.as_slice_mut::<f32>()?;
+            crate::ops::vector::with_avx(|| match mul.share {
+                BShare::Lockstep => {
+                    for o in os.chunks_exact_mut(slope.len()) {
+                        for (o, &s) in o.iter_mut().zip(&slope) {
+                            *o = prelu_one(*o, s, *o);
+                        }
+                    }
+                }
+                BShare::PerBlock => {
+                    let block = os.len() / slope.len();
+                    for (o, &s) in os.chunks_exact_mut(block).zip(&slope) {
+                        for o in o {
+                            *o = prelu_one(*o, s, *o);
+                        }
+                    }
+                }
+            });
+            drop(x_plain);
+            return Ok(Some(x));
         }
         let mut out = unsafe { Tensor::uninitialized::<f32>(x.shape())? };
         let mut out_plain = out.try_as_plain_ram_mut()?;
@@ -1167,7 +1201,7 @@ impl EvalOp for OptBinChain {
                 && t.strides() == &*Tensor::natural_strides(t.shape())
         };
         let all_natural = inputs.iter().all(|t| natural(t));
-        if all_natural && let Some(out) = self.eval_prelu(&inputs)? {
+        if all_natural && let Some(out) = self.eval_prelu(&mut inputs)? {
             return Ok(tvec!(out.into_tvalue()));
         }
         let acc = inputs.remove(0);
@@ -1876,13 +1910,22 @@ mod dosewitness_unicast_tests {
     #[test]
     fn prelu_add_joins_the_chain() {
         // channel-last (per-channel slope in lockstep) and channel-first (slope per block)
-        prelu_chain_case([1, 6, 5, 32], [1, 1, 1, 32]);
-        prelu_chain_case([1, 32, 6, 5], [1, 32, 1, 1]);
+        prelu_chain_case([1, 6, 5, 32], [1, 1, 1, 32], false);
+        prelu_chain_case([1, 32, 6, 5], [1, 32, 1, 1], false);
     }
 
-    fn prelu_chain_case(shape: [usize; 4], slope_shape: [usize; 4]) {
+    /// The chains compute in place when only they hold `x` (DoseWitness patch); here `x` is
+    /// also a model output, so it must come out untouched beside the same PReLU values.
+    #[test]
+    fn prelu_leaves_a_shared_value_untouched() {
+        prelu_chain_case([1, 6, 5, 32], [1, 1, 1, 32], true);
+        prelu_chain_case([1, 32, 6, 5], [1, 32, 1, 1], true);
+    }
+
+    fn prelu_chain_case(shape: [usize; 4], slope_shape: [usize; 4], x_is_output: bool) {
         let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact(shape)).unwrap();
+        let source = model.add_source("x", f32::fact(shape)).unwrap();
+        let x = model.wire_node("neg", crate::ops::math::neg(), &[source]).unwrap()[0];
         let zero = model.add_const("zero", tensor0(0f32).broadcast_into_rank(4).unwrap()).unwrap();
         let slope = tract_ndarray::Array4::from_shape_fn(slope_shape, |(_, a, _, b)| {
             (a + b) as f32 * 0.03 - 0.9
@@ -1890,7 +1933,10 @@ mod dosewitness_unicast_tests {
         let slope = model.add_const("slope", slope.into_tensor()).unwrap();
         let neg = model.wire_node("min", crate::ops::math::min(), &[x, zero]).unwrap()[0];
         let scaled = model.wire_node("mul", crate::ops::math::mul(), &[neg, slope]).unwrap()[0];
-        let out = model.wire_node("add", crate::ops::math::add(), &[x, scaled]).unwrap();
+        let mut out = model.wire_node("add", crate::ops::math::add(), &[x, scaled]).unwrap();
+        if x_is_output {
+            out.push(x);
+        }
         model.select_output_outlets(&out).unwrap();
         let input = tract_ndarray::Array4::from_shape_fn(shape, |(_, a, b, c)| {
             (a * 37 + b * 11 + c * 3) as f32 * 0.125 - 20.0
@@ -1908,6 +1954,9 @@ mod dosewitness_unicast_tests {
         assert!(!optimized.nodes.iter().any(|n| n.op_is::<OptBinUnicast>()));
         let fast = optimized.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
         assert_eq!(*fast[0], *plain[0]);
+        if x_is_output {
+            assert_eq!(*fast[1], *plain[1]);
+        }
         let plain_ram = fast[0].try_as_plain_ram().unwrap();
         let values = plain_ram.as_slice::<f32>().unwrap();
         assert!(values.iter().any(|v| *v < 0.0) && values.iter().any(|v| *v > 0.0));

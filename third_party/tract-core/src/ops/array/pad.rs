@@ -101,6 +101,41 @@ impl Pad {
     /// input slab of `dims[last..]` is one contiguous copy. The generic path
     /// assigns through an ndarray slice, element by element for small inner
     /// dimensions (an NHWC image with 3 channels, a channel pad).
+    /// DoseWitness patch: a constant pad of one axis only (`axis`; every axis before it
+    /// unpadded), as BlazeFace, FaceMesh and palm detection pad channels before a residual add.
+    /// Each input slab (the values from `axis` on) lands in its own output slab between its
+    /// `before` and `after` fills: one pass, no index arithmetic per slab, and no fill of values
+    /// that are then overwritten (this took 0.17 ms of BlazeFace's 2 ms for 64x64x24 -> 28).
+    fn pad_one_axis<T: Copy + Datum>(
+        input: &Tensor,
+        output_shape: &[usize],
+        axis: usize,
+        (before, after): (usize, usize),
+        element: T,
+    ) -> TractResult<Tensor> {
+        let inner: usize = output_shape[axis + 1..].iter().product();
+        let (head, block) = (before * inner, input.shape()[axis..].iter().product::<usize>());
+        let out_block = head + block + after * inner;
+        let mut tensor = unsafe { Tensor::uninitialized::<T>(output_shape)? };
+        let mut output_plain = tensor.try_as_plain_ram_mut()?;
+        let output = output_plain.as_slice_mut::<T>()?;
+        let input_plain = input.try_as_plain_ram()?;
+        let input = input_plain.as_slice::<T>()?;
+        if block == 0 {
+            output.fill(element);
+        } else if out_block > 0 {
+            for (slab, out) in input.chunks_exact(block).zip(output.chunks_exact_mut(out_block)) {
+                let (fill_before, rest) = out.split_at_mut(head);
+                let (values, fill_after) = rest.split_at_mut(block);
+                fill_before.fill(element);
+                values.copy_from_slice(slab);
+                fill_after.fill(element);
+            }
+        }
+        drop(output_plain);
+        Ok(tensor)
+    }
+
     fn eval_constant_blocks<T: Copy + Datum>(
         &self,
         input: &Tensor,
@@ -115,6 +150,15 @@ impl Pad {
         }
         let output_shape: TVec<usize> =
             shape.iter().zip(&self.pads).map(|(d, (a, b))| d + a + b).collect();
+        if self.pads[..last].iter().all(|p| *p == (0, 0)) {
+            return Ok(Some(Self::pad_one_axis(
+                input,
+                &output_shape,
+                last,
+                self.pads[last],
+                element,
+            )?));
+        }
         let mut output_strides: TVec<usize> = tvec![1; shape.len()];
         for axis in (0..shape.len().saturating_sub(1)).rev() {
             output_strides[axis] = output_strides[axis + 1] * output_shape[axis + 1];
@@ -342,5 +386,41 @@ mod dosewitness_tests {
             node.op.change_axes(&model, node, InOut::In(0), &AxisOp::Move(1, 3)).unwrap().unwrap();
         let moved = consequence.substitute_op.unwrap();
         assert_eq!(moved.downcast_ref::<Pad>().unwrap().pads, vec![(0, 0), (1, 0), (0, 0), (0, 4)]);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The one-axis fast path against ndarray's slice assignment (the generic path), for
+        /// a pad of any axis of a rank-1 to rank-4 tensor, empty axes included.
+        #[test]
+        fn one_axis_constant_pad_matches_the_generic_path(
+            shape in proptest::collection::vec(0usize..5, 1..5),
+            axis_seed in 0usize..4, before in 0usize..4, after in 0usize..4,
+        ) {
+            let axis = axis_seed % shape.len();
+            prop_assume!(before + after > 0);
+            let len: usize = shape.iter().product();
+            let input = Tensor::from_shape(&shape, &(0..len).map(|i| i as f32 + 1.0).collect::<Vec<_>>()).unwrap();
+            let mut pads = vec![(0, 0); shape.len()];
+            pads[axis] = (before, after);
+            let op = Pad::new(pads.clone(), PadMode::Constant(rctensor0(-7f32)));
+            let got = op.eval_t::<f32>(input.clone().into_tvalue()).unwrap();
+            let mut want = tract_ndarray::ArrayD::<f32>::from_elem(
+                shape.iter().zip(&pads).map(|(d, (a, b))| d + a + b).collect::<Vec<_>>(),
+                -7.0,
+            );
+            let view = input.to_plain_array_view::<f32>().unwrap();
+            want.slice_each_axis_mut(|ax| {
+                let (a, _) = pads[ax.axis.index()];
+                tract_ndarray::Slice::from(a..a + shape[ax.axis.index()])
+            })
+            .assign(&view);
+            prop_assert_eq!(got.to_plain_array_view::<f32>().unwrap(), want.view());
+        }
     }
 }
