@@ -29,18 +29,28 @@ pub const MAX_SMALL_CHANNEL_OUTPUTS: usize = 4 * LANES;
 /// The convolution's geometry (the same one the im2col rows describe), its output channels and
 /// shape, and the clamp fused after it. Inputs: the image (`h * w * c` values, channel-last,
 /// an optional batch axis of one), the kernel packed by [`SmallChannelConv::pack_kernel`], and
-/// the bias packed by [`SmallChannelConv::pack_bias`].
+/// the bias packed by [`SmallChannelConv::pack_bias`], and with a fused PReLU its slopes packed
+/// the same way.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct SmallChannelConv {
     pub geometry: Im2colRows,
     pub output_channels: usize,
     pub output_shape: TVec<usize>,
+    /// A PReLU fused after the sum, `x + s·min(x, 0)` per channel: the op then takes the
+    /// slopes, padded as the bias is, as a fourth input. Applied before `post`.
+    prelu: bool,
     post: PostClamp,
 }
 
 impl SmallChannelConv {
     pub fn new(geometry: Im2colRows, output_channels: usize, output_shape: TVec<usize>) -> Self {
-        SmallChannelConv { geometry, output_channels, output_shape, post: PostClamp::default() }
+        SmallChannelConv {
+            geometry,
+            output_channels,
+            output_shape,
+            prelu: false,
+            post: PostClamp::default(),
+        }
     }
 
     /// Whether this host runs the vector loop; `Conv::codegen` only picks the op where it does.
@@ -92,7 +102,14 @@ impl SmallChannelConv {
         Tensor::from_shape(&[packed.len()], &packed)
     }
 
-    fn run(&self, image: &[f32], kernel: &[f32], bias: &[f32], output: &mut [f32]) {
+    fn run(
+        &self,
+        image: &[f32],
+        kernel: &[f32],
+        bias: &[f32],
+        slope: Option<&[f32]>,
+        output: &mut [f32],
+    ) {
         let bounds = self.post.bounds();
         #[cfg(target_arch = "x86_64")]
         if Self::available() {
@@ -103,19 +120,27 @@ impl SmallChannelConv {
                 _ => avx512::run::<4>,
             };
             // SAFETY: the CPU has AVX-512 (checked above) and eval checked every length.
-            unsafe { run(self, bounds, image, kernel, bias, output) };
+            unsafe { run(self, bounds, image, kernel, bias, slope, output) };
         } else {
-            self.run_portable(image, kernel, bias, output);
+            self.run_portable(image, kernel, bias, slope, output);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        self.run_portable(image, kernel, bias, output);
+        self.run_portable(image, kernel, bias, slope, output);
         if bounds.is_none() {
             self.post.apply(output);
         }
     }
 
-    /// The same sums one position and one channel at a time, for hosts without AVX-512.
-    fn run_portable(&self, image: &[f32], kernel: &[f32], bias: &[f32], output: &mut [f32]) {
+    /// The same sums one position and one channel at a time, for hosts without AVX-512, then
+    /// the PReLU when there is one (the clamp is left to the caller).
+    fn run_portable(
+        &self,
+        image: &[f32],
+        kernel: &[f32],
+        bias: &[f32],
+        slope: Option<&[f32]>,
+        output: &mut [f32],
+    ) {
         let g = &self.geometry;
         let ([h, w], c, [kh, kw]) = (g.input_hw, g.channels, g.kernel_hw);
         let (m, padded) = (self.output_channels, self.padded_outputs());
@@ -141,6 +166,11 @@ impl SmallChannelConv {
                                 *o += value * weight;
                             }
                         }
+                    }
+                }
+                if let Some(slope) = slope {
+                    for (o, &s) in out.iter_mut().zip(slope) {
+                        *o += (if *o < 0.0 { *o } else { 0.0 }) * s;
                     }
                 }
             }
@@ -177,6 +207,7 @@ mod avx512 {
         image: &[f32],
         kernel: &[f32],
         bias: &[f32],
+        slope: Option<&[f32]>,
         output: &mut [f32],
     ) {
         let g = &op.geometry;
@@ -196,6 +227,9 @@ mod avx512 {
             image: image.as_ptr(),
             kernel: kernel.as_ptr(),
             bias: std::array::from_fn(|v| unsafe { _mm512_loadu_ps(bias.as_ptr().add(v * LANES)) }),
+            slope: slope.map(|slope| {
+                std::array::from_fn(|v| unsafe { _mm512_loadu_ps(slope.as_ptr().add(v * LANES)) })
+            }),
             clamp: bounds.map(|[lo, hi]| (_mm512_set1_ps(lo), _mm512_set1_ps(hi))),
             outputs: m,
             row_values: w * c,
@@ -231,6 +265,8 @@ mod avx512 {
         image: *const f32,
         kernel: *const f32,
         bias: [__m512; V],
+        /// PReLU slopes per channel, when one is fused.
+        slope: Option<[__m512; V]>,
         /// `max` then `min` with these before the store (ReLU, ReLU6), when any.
         clamp: Option<(__m512, __m512)>,
         /// Output channels (`m`): values between two positions' outputs.
@@ -287,10 +323,15 @@ mod avx512 {
                 for (p, acc) in acc.iter().enumerate() {
                     let o = out.add(p * self.outputs);
                     for v in 0..V {
-                        let value = match self.clamp {
-                            Some((lo, hi)) => _mm512_min_ps(_mm512_max_ps(acc[v], lo), hi),
-                            None => acc[v],
-                        };
+                        let mut value = acc[v];
+                        if let Some(slope) = &self.slope {
+                            // x + s·min(x, 0), rounded as the unfused chain rounds it.
+                            let negative = _mm512_min_ps(value, _mm512_setzero_ps());
+                            value = _mm512_add_ps(_mm512_mul_ps(negative, slope[v]), value);
+                        }
+                        if let Some((lo, hi)) = self.clamp {
+                            value = _mm512_min_ps(_mm512_max_ps(value, lo), hi);
+                        }
                         if v + 1 < V {
                             _mm512_storeu_ps(o.add(v * LANES), value);
                         } else {
@@ -303,6 +344,51 @@ mod avx512 {
     }
 }
 
+impl SmallChannelConv {
+    /// When the only successor is the chain `x + s·min(x, 0)` (`OptBinChain` Min, Mul, Add, as
+    /// `eval_prelu` runs it) on this op's output, with a zero and one constant slope per output
+    /// channel, the op with the PReLU fused and the slopes as its fourth input.
+    fn fuse_prelu(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        use crate::ops::binary::OptBinChain;
+        use tract_linalg::BinOp;
+        use tract_linalg::multithread::BShare;
+        rule_if!(!self.prelu && self.post.describe().is_none());
+        rule_if!(!model.output_outlets()?.contains(&OutletId::new(node.id, 0)));
+        let out = OutletId::new(node.id, 0);
+        // The chain reads the output twice (as `x` and as `y`), and nothing else reads it.
+        let readers = model.outlet_successors(out);
+        rule_if_some!(first = readers.first());
+        rule_if!(readers.iter().all(|inlet| inlet.node == first.node));
+        let succ = model.node(first.node);
+        rule_if_some!(chain = succ.op_as::<OptBinChain>());
+        let [min, mul, add] = &*chain.steps else { return Ok(None) };
+        rule_if!(
+            min.linalg_op == BinOp::Min
+                && mul.linalg_op == BinOp::Mul
+                && mul.share == BShare::Lockstep
+                && add.linalg_op == BinOp::Add
+                && add.share == BShare::Lockstep
+        );
+        rule_if!(succ.inputs.len() == 4 && succ.inputs[0] == out && succ.inputs[3] == out);
+        rule_if_some!(zero = model.outlet_fact(succ.inputs[1])?.konst.clone());
+        rule_if!(zero.len() == 1 && zero.cast_to_scalar::<f32>()? == 0.0);
+        rule_if_some!(slope = model.outlet_fact(succ.inputs[2])?.konst.clone());
+        rule_if!(slope.datum_type() == f32::datum_type() && slope.len() == self.output_channels);
+        let slope = Self::pack_bias(&slope, self.output_channels)?;
+        let mut patch = TypedModelPatch::default();
+        let mut inputs = patch.taps(model, &node.inputs)?;
+        inputs.push(patch.add_const(format!("{}.prelu_slope", node.name), slope)?);
+        let op = SmallChannelConv { prelu: true, ..self.clone() };
+        let wire = patch.wire_node(&node.name, op, &inputs)?[0];
+        patch.shunt_outside(model, succ.id.into(), wire)?;
+        Ok(Some(patch))
+    }
+}
+
 impl Op for SmallChannelConv {
     fn name(&self) -> StaticName {
         "SmallChannelConv".into()
@@ -310,6 +396,9 @@ impl Op for SmallChannelConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let mut info = vec![format!("{:?} -> {} channels", self.geometry, self.output_channels)];
+        if self.prelu {
+            info.push("then PReLU".to_string());
+        }
         info.extend(self.post.describe());
         Ok(info)
     }
@@ -324,10 +413,12 @@ impl Op for SmallChannelConv {
 impl EvalOp for SmallChannelConv {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let slope = if self.prelu { Some(inputs.pop().context("PReLU slopes")?) } else { None };
         let (image, kernel, bias) = args_3!(inputs);
         let g = &self.geometry;
         let padded = self.padded_outputs();
+        ensure!(slope.as_ref().is_none_or(|s| s.len() == padded), "packed PReLU slopes");
         ensure!(
             image.datum_type() == f32::datum_type()
                 && image.len() == g.input_hw[0] * g.input_hw[1] * g.channels,
@@ -343,11 +434,14 @@ impl EvalOp for SmallChannelConv {
             let image = image.try_as_plain_ram()?;
             let kernel = kernel.try_as_plain_ram()?;
             let bias = bias.try_as_plain_ram()?;
+            let slope = slope.as_ref().map(|s| s.try_as_plain_ram()).transpose()?;
+            let slope = slope.as_ref().map(|s| s.as_slice::<f32>()).transpose()?;
             let mut out = output.try_as_plain_ram_mut()?;
             self.run(
                 image.as_slice::<f32>()?,
                 kernel.as_slice::<f32>()?,
                 bias.as_slice::<f32>()?,
+                slope,
                 out.as_slice_mut::<f32>()?,
             );
         }
@@ -357,7 +451,8 @@ impl EvalOp for SmallChannelConv {
 
 impl TypedOp for SmallChannelConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 3 && inputs[0].datum_type == f32::datum_type());
+        ensure!(inputs.len() == 3 + self.prelu as usize);
+        ensure!(inputs[0].datum_type == f32::datum_type());
         Ok(tvec!(f32::fact(&self.output_shape)))
     }
 
@@ -366,8 +461,12 @@ impl TypedOp for SmallChannelConv {
         Ok(tvec!((Cost::FMA(f32::datum_type()), fma.to_dim())))
     }
 
-    /// Absorbs a following max/min by scalar constants (ReLU, ReLU6), as `DepthWise` does.
+    /// Absorbs a following PReLU (palm detection and FaceMesh start with one), or a max/min by
+    /// scalar constants (ReLU, ReLU6) as `DepthWise` does.
     fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        if let Some(patch) = self.fuse_prelu(model, node)? {
+            return Ok(Some(patch));
+        }
         rule_if_some!((post, succ) = self.post.absorb(model, node)?);
         let op = SmallChannelConv { post, ..self.clone() };
         let mut patch = TypedModelPatch::default();
@@ -424,12 +523,13 @@ mod test {
         /// sum: every kernel size up to 7x7 on 1 to 4 channels, strides 1 to 3, padding up to
         /// past the kernel on each side, 1 to 64 output channels (whole and partial registers),
         /// rows long enough for blocks of positions and short enough for none, with and without
-        /// a ReLU6.
+        /// a PReLU and a ReLU6.
         #[test]
         fn direct_sums_match_the_plain_convolution(
             h in 1usize..10, w in 1usize..20, c in 1usize..5, kh in 1usize..8, kw in 1usize..8,
             sh in 1usize..4, sw in 1usize..4, pt in 0usize..4, pl in 0usize..4,
             pb in 0usize..4, pr in 0usize..4, m in 1usize..65, relu6 in any::<bool>(),
+            prelu in any::<bool>(),
         ) {
             prop_assume!(h + pt + pb >= kh && w + pl + pr >= kw);
             let geometry = Im2colRows {
@@ -446,6 +546,16 @@ mod test {
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 2.0).collect();
             let mut want = reference(&geometry, m, &image, &kernel, &bias);
             let mut op = SmallChannelConv::new(geometry.clone(), m, tvec![geometry.n(), m]);
+            let slope: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 2.0).collect();
+            let packed_slope = SmallChannelConv::pack_bias(&Tensor::from_shape(&[m], &slope).unwrap(), m).unwrap();
+            let packed_slope = packed_slope.try_as_plain_ram().unwrap();
+            let packed_slope = packed_slope.as_slice::<f32>().unwrap();
+            if prelu {
+                op.prelu = true;
+                for (v, s) in want.iter_mut().zip(slope.iter().cycle()) {
+                    *v += v.min(0.0) * s;
+                }
+            }
             if relu6 {
                 op.post = PostClamp(tvec![(true, 0f32.to_bits()), (false, 6f32.to_bits())]);
                 want.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
@@ -459,14 +569,75 @@ mod test {
             let packed_bias = packed_bias.try_as_plain_ram().unwrap();
             let packed_bias = packed_bias.as_slice::<f32>().unwrap();
             let mut got = vec![f32::NAN; want.len()];
-            op.run(&image, packed, packed_bias, &mut got);
+            let slope = prelu.then_some(packed_slope);
+            op.run(&image, packed, packed_bias, slope, &mut got);
             let mut portable = vec![f32::NAN; want.len()];
-            op.run_portable(&image, packed, packed_bias, &mut portable);
+            op.run_portable(&image, packed, packed_bias, slope, &mut portable);
             op.post.apply(&mut portable);
             for (ix, ((g, p), w)) in got.iter().zip(&portable).zip(&want).enumerate() {
                 prop_assert!((g - w).abs() < 1e-4, "run at {}: {} vs {}", ix, g, w);
                 prop_assert!((p - w).abs() < 1e-4, "portable at {}: {} vs {}", ix, p, w);
             }
         }
+    }
+
+    /// A first layer followed by PReLU as the model converter writes it, `x + s·min(x, 0)`
+    /// (palm detection, FaceMesh): the optimised plan fuses the PReLU into `SmallChannelConv`
+    /// where the host runs it, leaves no elementwise node, and gives the plain graph's values.
+    #[test]
+    fn prelu_after_a_first_layer_fuses_and_matches() -> TractResult<()> {
+        use crate::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+        use crate::ops::nn::DataFormat;
+        // 6x5x32 out, as in the chain test of `binary.rs` (some other sizes leave the
+        // per-channel `Mul` unoptimised here, and no chain forms to fuse).
+        let (h, w, oc) = (11, 9, 32);
+        let filled = |shape: &[usize], f: &dyn Fn(usize) -> f32| {
+            let data: Vec<f32> = (0..shape.iter().product()).map(f).collect();
+            Tensor::from_shape(shape, &data)
+        };
+        let input = filled(&[1, h, w, 3], &|i| ((i * 7) % 23) as f32 * 0.3 - 3.0)?;
+        let kernel = filled(&[oc, 3, 3, 3], &|i| ((i * 5) % 11) as f32 * 0.2 - 1.0)?;
+        let slope = filled(&[1, 1, 1, oc], &|i| i as f32 * 0.05 - 0.6)?;
+        let mut model = TypedModel::default();
+        let x = model.add_source("input", f32::fact(input.shape()))?;
+        let k = model.add_const("kernel", kernel)?;
+        let b = model.add_const("bias", filled(&[oc], &|i| i as f32 * 0.1 - 1.0)?)?;
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NHWC,
+                kernel_shape: tvec![3, 3],
+                padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+                dilations: None,
+                strides: Some(tvec![2, 2]),
+                input_channels: 3,
+                output_channels: oc,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", conv, &[x, k, b])?[0];
+        let zero = model.add_const("zero", tensor0(0f32).broadcast_into_rank(4)?)?;
+        let slope = model.add_const("slope", slope)?;
+        let negative = model.wire_node("min", crate::ops::math::min(), &[y, zero])?[0];
+        let scaled = model.wire_node("mul", crate::ops::math::mul(), &[negative, slope])?[0];
+        let out = model.wire_node("add", crate::ops::math::add(), &[y, scaled])?;
+        model.select_output_outlets(&out)?;
+        let plain = model.clone().into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
+        let optimized = model.into_optimized()?;
+        let ops: Vec<String> = optimized.nodes().iter().map(|n| n.op.name().to_string()).collect();
+        if SmallChannelConv::available() {
+            ensure!(ops.iter().any(|o| o == "SmallChannelConv"), "{ops:?}");
+            ensure!(!ops.iter().any(|o| o.contains("Chain") || o.contains("Min")), "{ops:?}");
+        }
+        let fast = optimized.into_runnable()?.run(tvec!(input.into_tvalue()))?;
+        let (want, got) =
+            (plain[0].to_plain_array_view::<f32>()?, fast[0].to_plain_array_view::<f32>()?);
+        ensure!(want.shape() == got.shape());
+        ensure!(want.iter().any(|v| *v < -0.5) && want.iter().any(|v| *v > 0.5));
+        for (g, w) in got.iter().zip(want.iter()) {
+            ensure!((g - w).abs() < 1e-4, "{g} vs {w}");
+        }
+        Ok(())
     }
 }
