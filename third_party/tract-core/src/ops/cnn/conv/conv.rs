@@ -536,23 +536,20 @@ impl Conv {
         Self::wire_geo_reshape(model, name, &wire, &geo.output_shape)
     }
 
-    /// DoseWitness patch: the direct path for a first layer (`SmallChannelConv`): a
-    /// channel-last, f32, ungrouped, undilated 2-D convolution of one image with at most
-    /// [`MAX_SMALL_CHANNELS`](super::MAX_SMALL_CHANNELS) input channels, at most
-    /// [`MAX_SMALL_CHANNEL_OUTPUTS`](super::MAX_SMALL_CHANNEL_OUTPUTS) output channels, a
-    /// constant kernel and bias, on a host that runs the op's vector loop.
-    fn small_channel_plan(
+    /// DoseWitness patch: the geometry of a first layer on an image, which both first-layer
+    /// paths take: a channel-last, f32, ungrouped, undilated 2-D convolution of one image with
+    /// a constant kernel and at most `max_channels` input channels.
+    fn first_layer_geometry(
         &self,
         model: &TypedModel,
         node: &TypedNode,
-    ) -> TractResult<Option<super::SmallChannelConv>> {
+        max_channels: usize,
+    ) -> TractResult<Option<super::Im2colRows>> {
         let x_fact = model.outlet_fact(node.inputs[0])?;
         let w_fact = model.outlet_fact(node.inputs[1])?;
-        let b_fact = model.outlet_fact(node.inputs[2])?;
         let Some(shape) = x_fact.shape.as_concrete() else { return Ok(None) };
         let spec = &self.pool_spec;
-        if !super::SmallChannelConv::available()
-            || self.q_params.is_some()
+        if self.q_params.is_some()
             || self.group != 1
             || !spec.data_format.c_is_last()
             || spec.kernel_shape.len() != 2
@@ -560,9 +557,7 @@ impl Conv {
             || x_fact.datum_type != f32::datum_type()
             || w_fact.datum_type != f32::datum_type()
             || w_fact.konst.is_none()
-            || b_fact.konst.is_none()
-            || self.input_channels() > super::MAX_SMALL_CHANNELS
-            || self.output_channels() > super::MAX_SMALL_CHANNEL_OUTPUTS
+            || self.input_channels() > max_channels
         {
             return Ok(None);
         }
@@ -573,15 +568,39 @@ impl Conv {
         let oshape = spec.output_shape(shape)?;
         let padding = spec.computed_padding(ishape.hw_dims());
         let hw = |d: &[usize]| [d[0], d[1]];
-        let geometry = super::Im2colRows {
+        Ok(Some(super::Im2colRows {
             input_hw: hw(ishape.hw_dims()),
             channels: self.input_channels(),
             kernel_hw: hw(&spec.kernel_shape),
             strides: hw(&spec.strides()),
             pad_before: [padding[0].pad_before, padding[1].pad_before],
             output_hw: hw(oshape.hw_dims()),
+        }))
+    }
+
+    /// DoseWitness patch: the direct path for a first layer (`SmallChannelConv`), on a host
+    /// that runs the op's vector loop: [`Self::first_layer_geometry`] with at most
+    /// [`MAX_SMALL_CHANNELS`](super::MAX_SMALL_CHANNELS) input channels, at most
+    /// [`MAX_SMALL_CHANNEL_OUTPUTS`](super::MAX_SMALL_CHANNEL_OUTPUTS) output channels and a
+    /// constant bias.
+    fn small_channel_plan(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<super::SmallChannelConv>> {
+        if !super::SmallChannelConv::available()
+            || self.output_channels() > super::MAX_SMALL_CHANNEL_OUTPUTS
+            || model.outlet_fact(node.inputs[2])?.konst.is_none()
+        {
+            return Ok(None);
+        }
+        let Some(geometry) = self.first_layer_geometry(model, node, super::MAX_SMALL_CHANNELS)?
+        else {
+            return Ok(None);
         };
-        Ok(Some(super::SmallChannelConv::new(geometry, self.output_channels(), oshape.shape)))
+        let x_shape = model.outlet_fact(node.inputs[0])?.shape.as_concrete().context("shape")?;
+        let output_shape = self.pool_spec.output_shape(x_shape)?.shape;
+        Ok(Some(super::SmallChannelConv::new(geometry, self.output_channels(), output_shape)))
     }
 
     /// Wires the plan of [`Self::small_channel_plan`]: the kernel and bias packed once as
@@ -605,47 +624,26 @@ impl Conv {
         Ok(model.wire_node(name, op, &[x, kernel, bias])?[0])
     }
 
-    /// DoseWitness patch: the im2col-into-rows path (`LazyIm2colRows`) for a channel-last, f32,
-    /// ungrouped, undilated 2-D convolution with a constant kernel, few input channels (a first
-    /// layer on an image) and kernel rows of at least [`MIN_ROWS_IM2COL_RUN`] values, one image,
-    /// and a matmul kernel that reads row panels in place. Returns the rows op and that kernel.
+    /// DoseWitness patch: the im2col-into-rows path (`LazyIm2colRows`):
+    /// [`Self::first_layer_geometry`] with at most [`MAX_ROWS_IM2COL_CHANNELS`] input channels
+    /// and kernel rows of at least [`MIN_ROWS_IM2COL_RUN`] values, and a matmul kernel that
+    /// reads row panels in place. Returns the rows op and that kernel.
     fn im2col_rows_plan(
         &self,
         model: &TypedModel,
         node: &TypedNode,
     ) -> TractResult<Option<(super::LazyIm2colRows, Box<dyn MatMatMul>)>> {
-        let x_fact = model.outlet_fact(node.inputs[0])?;
-        let w_fact = model.outlet_fact(node.inputs[1])?;
-        let Some(shape) = x_fact.shape.as_concrete() else { return Ok(None) };
-        let spec = &self.pool_spec;
-        if self.q_params.is_some()
-            || self.group != 1
-            || !spec.data_format.c_is_last()
-            || spec.kernel_shape.len() != 2
-            || spec.dilations().iter().any(|&d| d != 1)
-            || x_fact.datum_type != f32::datum_type()
-            || w_fact.datum_type != f32::datum_type()
-            || w_fact.konst.is_none()
-            || self.input_channels() > MAX_ROWS_IM2COL_CHANNELS
-            || spec.kernel_shape[1] * self.input_channels() < MIN_ROWS_IM2COL_RUN
+        if self.pool_spec.kernel_shape.get(1).map_or(0, |kw| kw * self.input_channels())
+            < MIN_ROWS_IM2COL_RUN
         {
             return Ok(None);
         }
-        let ishape = spec.data_format.shape(shape)?;
-        if ishape.n().is_some_and(|n| *n != 1) {
+        let Some(geometry) = self.first_layer_geometry(model, node, MAX_ROWS_IM2COL_CHANNELS)?
+        else {
             return Ok(None);
-        }
-        let oshape = spec.output_shape(shape)?;
-        let padding = spec.computed_padding(ishape.hw_dims());
-        let hw = |d: &[usize]| [d[0], d[1]];
-        let geometry = super::Im2colRows {
-            input_hw: hw(ishape.hw_dims()),
-            channels: self.input_channels(),
-            kernel_hw: hw(&spec.kernel_shape),
-            strides: hw(&spec.strides()),
-            pad_before: [padding[0].pad_before, padding[1].pad_before],
-            output_hw: hw(oshape.hw_dims()),
         };
+        let x_fact = model.outlet_fact(node.inputs[0])?;
+        let w_fact = model.outlet_fact(node.inputs[1])?;
         let (k, n) = (geometry.k(), geometry.n());
         let (mmm, packing) =
             self.choose_impl(x_fact, w_fact, self.output_channels(), k, &n.to_dim())?;

@@ -6,8 +6,8 @@
 //! 5x5 one 1.5 ms. This op computes it directly on the channel-last image instead: each output
 //! position keeps its channels in vector registers, and every tap adds its input value times
 //! the tap's vector of weights. Four positions along a row share each weight load. Zero
-//! padding is skipped tap by tap (no `Pad` pass), and the bias and a following clamp (ReLU,
-//! ReLU6) are applied in the registers before the one store.
+//! padding is skipped tap by tap (no `Pad` pass), and the bias, a following PReLU and a
+//! following clamp (ReLU, ReLU6) are applied in the registers before the one store.
 //!
 //! `Conv::codegen` picks it on hosts with AVX-512 (the vector loop is written for that); a
 //! portable loop computes the same sums elsewhere.
@@ -121,18 +121,17 @@ impl SmallChannelConv {
             };
             // SAFETY: the CPU has AVX-512 (checked above) and eval checked every length.
             unsafe { run(self, bounds, image, kernel, bias, slope, output) };
-        } else {
-            self.run_portable(image, kernel, bias, slope, output);
+            if bounds.is_none() {
+                self.post.apply(output);
+            }
+            return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
         self.run_portable(image, kernel, bias, slope, output);
-        if bounds.is_none() {
-            self.post.apply(output);
-        }
+        self.post.apply(output);
     }
 
     /// The same sums one position and one channel at a time, for hosts without AVX-512, then
-    /// the PReLU when there is one (the clamp is left to the caller).
+    /// the PReLU when there is one (the caller applies `post`).
     fn run_portable(
         &self,
         image: &[f32],
@@ -196,7 +195,8 @@ mod avx512 {
 
     /// Every output row: the positions whose taps all fall inside the image in blocks of
     /// [`POSITIONS`], those at the left and right edges one at a time with their taps cut.
-    /// `V` is the number of registers per position; values are clamped to `bounds`.
+    /// `V` is the number of registers per position; the PReLU (`slope`) applies first, then the
+    /// clamp to `bounds`.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `image`, `kernel`, `bias` and `output` hold the geometry's values.
