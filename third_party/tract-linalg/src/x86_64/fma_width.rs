@@ -29,7 +29,9 @@
 // lands near 2.0 on a dual-FMA core and at/below 1.0 on a single-FMA one; we
 // split at 1.5. Best-of-N (minimum elapsed = peak throughput) rejects scheduling
 // noise, since interference only ever slows a sample. The whole probe is ~1-2 ms
-// and runs at most once per process (memoised).
+// per round and runs at most once per process (memoised); DoseWitness patch: it
+// takes the best over 3 rounds, and over up to 8 before answering one port (see
+// `PROBE_ROUNDS`).
 //
 // `TRACT_AVX512_FMA_UNITS` (`1` or `2`) skips the probe entirely -- an escape
 // hatch for locked-down hosts, reproducible benchmarking, or forcing a verdict.
@@ -152,6 +154,27 @@ unsafe fn vnni_ymm_burst(iters: u64) {
 
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
 unsafe fn probe_fma_units() -> u8 {
+    let mac_ratio = unsafe { probe_mac_ratio(PROBE_ROUNDS, PROBE_MAX_ROUNDS) };
+    if mac_ratio >= DUAL_PORT_RATIO { 2 } else { 1 }
+}
+
+/// The `mac_ratio` from which the core counts as having two 512-bit FMA ports.
+const DUAL_PORT_RATIO: f64 = 1.5;
+
+/// Rounds of the probe whose best times make the verdict (DoseWitness patch). One round could
+/// answer 1 on a two-port Xeon when something else held the core through all five zmm trials
+/// (under `perf`, or busy loops on both cores: 6 of 150 probes): the plan then took the 256-bit
+/// kernels for the whole process. Interference only ever slows a sample, so the best times over
+/// more rounds are at least as right. A ratio that still says one port after
+/// [`PROBE_ROUNDS`] rounds is confirmed over up to [`PROBE_MAX_ROUNDS`]: a genuine one-port
+/// core pays ~10 ms once per process for that, a disturbed two-port one gets its answer back.
+const PROBE_ROUNDS: usize = 3;
+const PROBE_MAX_ROUNDS: usize = 8;
+
+/// `2 * t_ymm / t_zmm` from the best time of each width over at least `rounds` rounds, and
+/// over up to `max_rounds` while the ratio is below [`DUAL_PORT_RATIO`].
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
+unsafe fn probe_mac_ratio(rounds: usize, max_rounds: usize) -> f64 {
     const TRIALS: u32 = 5;
     const WINDOW_NS: u128 = 150_000; // ~150 us per timed window
     const MAX_ITERS: u64 = 1 << 22;
@@ -184,16 +207,25 @@ unsafe fn probe_fma_units() -> u8 {
 
     // Measure ymm first, while the core is still at its high (light-license)
     // frequency; then warm up and measure zmm at its settled AVX-512 frequency.
-    let t_ymm = best(false);
-    unsafe { vnni_zmm_burst(iters) }; // freq-settle warmup, untimed
-    let t_zmm = best(true);
-
+    // Later rounds measure ymm right after zmm work, at a frequency no higher than
+    // the first round's, so the minimum keeps the first round's ymm time unless
+    // that one was disturbed.
     // Equal iteration counts, so zmm does 2x the MACs of ymm per op:
     //   mac_ratio = (16*64*iters / t_zmm) / (16*32*iters / t_ymm) = 2 * t_ymm / t_zmm
     // ~2.0 on a dual-512-FMA core, <=~1.0 on a single-FMA one. Split at 1.5.
-    let mac_ratio = 2.0 * (t_ymm as f64) / (t_zmm as f64);
+    let (mut t_ymm, mut t_zmm) = (u128::MAX, u128::MAX);
+    let mut mac_ratio = 0.0;
+    for round in 0..max_rounds.max(rounds).max(1) {
+        t_ymm = t_ymm.min(best(false));
+        unsafe { vnni_zmm_burst(iters) }; // freq-settle warmup, untimed
+        t_zmm = t_zmm.min(best(true));
+        mac_ratio = 2.0 * (t_ymm as f64) / (t_zmm as f64);
+        if round + 1 >= rounds && mac_ratio >= DUAL_PORT_RATIO {
+            break;
+        }
+    }
     log::debug!(
-        "avx512_fma_units probe: iters={iters} t_ymm={t_ymm}ns t_zmm={t_zmm}ns mac_ratio={mac_ratio:.2}"
+        "avx512_fma_units probe: iters={iters} rounds={rounds} t_ymm={t_ymm}ns t_zmm={t_zmm}ns mac_ratio={mac_ratio:.2}"
     );
-    if mac_ratio >= 1.5 { 2 } else { 1 }
+    mac_ratio
 }
