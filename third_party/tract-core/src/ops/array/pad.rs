@@ -95,12 +95,6 @@ impl Pad {
 }
 
 impl Pad {
-    /// Constant padding by contiguous block copies (DoseWitness patch).
-    ///
-    /// Past the last padded axis the input and output rows coincide, so each
-    /// input slab of `dims[last..]` is one contiguous copy. The generic path
-    /// assigns through an ndarray slice, element by element for small inner
-    /// dimensions (an NHWC image with 3 channels, a channel pad).
     /// DoseWitness patch: a constant pad of one axis only (`axis`; every axis before it
     /// unpadded), as BlazeFace, FaceMesh and palm detection pad channels before a residual add.
     /// Each input slab (the values from `axis` on) lands in its own output slab between its
@@ -136,6 +130,12 @@ impl Pad {
         Ok(tensor)
     }
 
+    /// Constant padding by contiguous block copies (DoseWitness patch).
+    ///
+    /// Past the last padded axis the input and output rows coincide, so each
+    /// input slab of `dims[last..]` is one contiguous copy. The generic path
+    /// assigns through an ndarray slice, element by element for small inner
+    /// dimensions (an NHWC image with 3 channels, a channel pad).
     fn eval_constant_blocks<T: Copy + Datum>(
         &self,
         input: &Tensor,
@@ -331,6 +331,7 @@ impl TypedOp for Pad {
 #[cfg(test)]
 mod dosewitness_tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// The block-copy path against a per-element reference, padding every
     /// subset of axes (including none before the last, and only the last).
@@ -387,12 +388,6 @@ mod dosewitness_tests {
         let moved = consequence.substitute_op.unwrap();
         assert_eq!(moved.downcast_ref::<Pad>().unwrap().pads, vec![(0, 0), (1, 0), (0, 0), (0, 4)]);
     }
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-    use proptest::prelude::*;
 
     proptest! {
         /// The one-axis fast path against ndarray's slice assignment (the generic path), for

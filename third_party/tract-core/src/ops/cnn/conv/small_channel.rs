@@ -357,8 +357,8 @@ impl SmallChannelConv {
         use tract_linalg::BinOp;
         use tract_linalg::multithread::BShare;
         rule_if!(!self.prelu && self.post.describe().is_none());
-        rule_if!(!model.output_outlets()?.contains(&OutletId::new(node.id, 0)));
         let out = OutletId::new(node.id, 0);
+        rule_if!(!model.output_outlets()?.contains(&out));
         // The chain reads the output twice (as `x` and as `y`), and nothing else reads it.
         let readers = model.outlet_successors(out);
         rule_if_some!(first = readers.first());
