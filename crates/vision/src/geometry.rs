@@ -279,6 +279,15 @@ pub fn resample(
     if side == 0 {
         return tensor;
     }
+    // Replicating the border is the same as clamping the sample point into the image: a point
+    // up to a pixel past an edge reads two copies of the edge pixel, and so does the edge itself.
+    // A clamped point is interpolated like any interior one (a point on the last row or column
+    // takes its lower neighbour at full weight), so a crop reaching past the frame — a hand
+    // held close fills it — costs no more than one inside. Images under 2×2 keep the border rule.
+    let clamp = (border == Border::Replicate && width >= 2 && height >= 2)
+        .then_some(((width - 1) << FRACTION_BITS, (height - 1) << FRACTION_BITS));
+    let fraction =
+        |value: i64| ((value >> (FRACTION_BITS - WEIGHT_BITS)) & ((1 << WEIGHT_BITS) - 1)) as i32;
     for (row, out_row) in tensor.chunks_exact_mut(side * 3).enumerate() {
         let (mut x, mut y) = (
             fixed(f64::from(grid.origin.x) + row as f64 * f64::from(grid.row.x)),
@@ -286,13 +295,27 @@ pub fn resample(
         );
         for out in out_row.chunks_exact_mut(3) {
             // Arithmetic shifts floor, also left of and above the image.
-            let (left, top) = (x >> FRACTION_BITS, y >> FRACTION_BITS);
-            let fraction = |value: i64| {
-                ((value >> (FRACTION_BITS - WEIGHT_BITS)) & ((1 << WEIGHT_BITS) - 1)) as i32
-            };
-            let (fx, fy) = (fraction(x), fraction(y));
+            let (mut left, mut top) = (x >> FRACTION_BITS, y >> FRACTION_BITS);
+            let (mut fx, mut fy) = (fraction(x), fraction(y));
+            let inside =
+                |left: i64, top: i64| left >= 0 && top >= 0 && left + 1 < width && top + 1 < height;
+            if let Some((max_x, max_y)) = clamp
+                && !inside(left, top)
+            {
+                let (clamped_x, clamped_y) = (x.clamp(0, max_x), y.clamp(0, max_y));
+                (left, top) = (clamped_x >> FRACTION_BITS, clamped_y >> FRACTION_BITS);
+                (fx, fy) = (fraction(clamped_x), fraction(clamped_y));
+                // On the last column or row: interpolate from the neighbour before it, at full
+                // weight on the edge pixel (exact in the integer path below).
+                if left == width - 1 {
+                    (left, fx) = (width - 2, 1 << WEIGHT_BITS);
+                }
+                if top == height - 1 {
+                    (top, fy) = (height - 2, 1 << WEIGHT_BITS);
+                }
+            }
             (x, y) = (x + step_x, y + step_y);
-            if left >= 0 && top >= 0 && left + 1 < width && top + 1 < height {
+            if inside(left, top) {
                 // All four neighbours inside: integer interpolation, one conversion per value.
                 let start = (top * width + left) as usize * 3;
                 let upper_row = &raw[start..start + 6];
@@ -481,6 +504,40 @@ mod tests {
                 // 0.05 of a level: the fixed-point weights are finer than that, and the
                 // reference's own f32 rounding of the sample point is most of what is left.
                 prop_assert!((a - b).abs() <= 0.05 / 255.0, "value {index}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// A grid on whole pixels reads the pixels themselves, the last row and column included,
+    /// and past the image the nearest edge pixel (the clamped sample point takes the integer path).
+    #[test]
+    fn whole_pixel_grids_read_pixels_and_replicate_the_edges() {
+        let pixels = image::RgbImage::from_fn(6, 5, |x, y| {
+            image::Rgb([
+                (x * 40 + 3) as u8,
+                (y * 50 + 1) as u8,
+                ((x + 2 * y) * 17) as u8,
+            ])
+        });
+        let grid = SampleGrid {
+            origin: Point { x: -3.0, y: -4.0 },
+            column: Point { x: 1.0, y: 0.0 },
+            row: Point { x: 0.0, y: 1.0 },
+        };
+        let side = 13;
+        let crop = resample(&pixels, side, Border::Replicate, [0.0, 255.0], grid);
+        for v in 0..side {
+            for u in 0..side {
+                let (x, y) = ((u as i64 - 3).clamp(0, 5), (v as i64 - 4).clamp(0, 4));
+                let expected = pixels.get_pixel(x as u32, y as u32).0;
+                for channel in 0..3 {
+                    let value = crop[(v * side + u) * 3 + channel];
+                    assert!(
+                        (value - f32::from(expected[channel])).abs() < 1e-3,
+                        "({u}, {v}) channel {channel}: {value} vs {}",
+                        expected[channel]
+                    );
+                }
             }
         }
     }

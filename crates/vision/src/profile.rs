@@ -11,6 +11,9 @@ use tract_onnx::tract_core::plan::{SimpleState, eval};
 
 use crate::{OnnxModel, VisionError};
 
+/// Larger than the last-level caches of the machines we measure on (32 MiB here).
+const EVICTION_BYTES: usize = 64 << 20;
+
 /// One op type's share of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpShare {
@@ -46,8 +49,10 @@ pub struct Profile {
 }
 
 impl OnnxModel {
-    /// Runs the model `runs` times (after three warm-ups) on `input`, timing every node.
-    pub fn profile(&self, input: &[f32], runs: usize) -> Result<Profile, VisionError> {
+    /// Runs the model `runs` times (after three warm-ups) on `input`, timing every node. With
+    /// `cold`, 64 MiB of unrelated writes before each run evict the caches, as the other models
+    /// and the camera do between two runs of one model in a dose session.
+    pub fn profile(&self, input: &[f32], runs: usize, cold: bool) -> Result<Profile, VisionError> {
         let failed = |error: TractError| VisionError::Inference {
             name: self.entry().name.clone(),
             reason: format!("{error:#}"),
@@ -58,7 +63,16 @@ impl OnnxModel {
         let mut state = SimpleState::new(plan).map_err(failed)?;
         let mut per_node: BTreeMap<usize, f64> = BTreeMap::new();
         let mut walls = Vec::with_capacity(runs);
+        let mut evictor = if cold {
+            vec![0u8; EVICTION_BYTES]
+        } else {
+            Vec::new()
+        };
         for run in 0..runs + 3 {
+            for (index, byte) in evictor.iter_mut().enumerate().step_by(64) {
+                *byte = byte.wrapping_add(index as u8);
+            }
+            std::hint::black_box(&mut evictor);
             let mut times: Vec<(usize, f64)> = Vec::new();
             let wall = Instant::now();
             state

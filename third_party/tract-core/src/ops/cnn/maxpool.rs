@@ -187,6 +187,11 @@ impl OptMaxPool {
             return Ok(tvec!(values.into_tvalue()));
         }
         if self.with_index_outputs.is_none()
+            && let Some(values) = self.try_nhwc_2x2_s2_f32::<T>(input, geo)?
+        {
+            return Ok(tvec!(values.into_tvalue()));
+        }
+        if self.with_index_outputs.is_none()
             && let Some(values) = self.try_row_spans::<T>(input, geo)?
         {
             return Ok(tvec!(values.into_tvalue()));
@@ -273,6 +278,53 @@ impl OptMaxPool {
         Ok(Some(values))
     }
 
+    /// DoseWitness patch: a 2×2 stride-2 f32 pool over channel-last images whose windows all
+    /// lie inside (hand landmarks' 112² → 56² pool). Each output pixel is the lane-wise max of
+    /// four contiguous input pixels, vectorised across channels; `try_row_spans` took four
+    /// passes over the output, pixel by pixel.
+    fn try_nhwc_2x2_s2_f32<T: Datum>(
+        &self,
+        input: &Tensor,
+        geo: &ConcretePoolGeometry,
+    ) -> TractResult<Option<Tensor>> {
+        let patch = &geo.patch;
+        let ish = &geo.input_shape;
+        if T::datum_type() != f32::datum_type()
+            || !self.pool_spec.data_format.c_is_last()
+            || patch.rank() != 2
+            || patch.spec.kernel_shape[..] != [2, 2]
+            || patch.spec.strides[..] != [2, 2]
+            || patch.spec.dilations[..] != [1, 1]
+            || patch.pad_before[..] != [0, 0]
+        {
+            return Ok(None);
+        }
+        let (h, w, c) = (ish.hw_dims()[0], ish.hw_dims()[1], *ish.c());
+        let (oh, ow) = (patch.output_shape[0], patch.output_shape[1]);
+        if *ish.c_stride() != 1
+            || *ish.w_stride() != c
+            || *ish.h_stride() != w * c
+            || 2 * oh > h
+            || 2 * ow > w
+            || c == 0
+        {
+            return Ok(None);
+        }
+        let mut output =
+            unsafe { Tensor::uninitialized_dt(input.datum_type(), &geo.output_shape.shape)? };
+        let input_plain = input.try_as_plain_ram()?;
+        let input_slice = input_plain.as_slice::<f32>()?;
+        let mut output_plain = output.try_as_plain_ram_mut()?;
+        let output_slice = output_plain.as_slice_mut::<f32>()?;
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            unsafe { maxpool_nhwc_2x2_s2_avx512(input_slice, output_slice, h, w, c, oh, ow) };
+            return Ok(Some(output));
+        }
+        maxpool_nhwc_2x2_s2(input_slice, output_slice, h, w, c, oh, ow);
+        Ok(Some(output))
+    }
+
     /// Any 2D pool, walked one output row at a time over images of contiguous pixels: a
     /// channel plane of 1-element pixels when channels come first, a whole image of
     /// C-element pixels when they come last. Each kernel tap folds into the row over the
@@ -351,6 +403,59 @@ impl OptMaxPool {
         }
         Ok(Some(output))
     }
+}
+
+/// The body of [`OptMaxPool::try_nhwc_2x2_s2_f32`]: images of `h`×`w` pixels of `c` channels
+/// into `oh`×`ow`. Taps fold in the generic walk's order with its comparison (a NaN tap is
+/// skipped), so every path picks the same values.
+#[inline(always)]
+fn maxpool_nhwc_2x2_s2(
+    input: &[f32],
+    output: &mut [f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+) {
+    let fold = |o: f32, v: f32| if o < v { v } else { o };
+    for (image, out_image) in
+        input.chunks_exact(h * w * c).zip(output.chunks_exact_mut(oh * ow * c))
+    {
+        for (oy, out_row) in out_image.chunks_exact_mut(ow * c).enumerate() {
+            let top = &image[2 * oy * w * c..][..2 * ow * c];
+            let bottom = &image[(2 * oy + 1) * w * c..][..2 * ow * c];
+            for ((pixel, top), bottom) in out_row
+                .chunks_exact_mut(c)
+                .zip(top.chunks_exact(2 * c))
+                .zip(bottom.chunks_exact(2 * c))
+            {
+                let (top_left, top_right) = top.split_at(c);
+                let (bottom_left, bottom_right) = bottom.split_at(c);
+                for (channel, out) in pixel.iter_mut().enumerate() {
+                    let mut max = fold(f32::MIN, top_left[channel]);
+                    max = fold(max, top_right[channel]);
+                    max = fold(max, bottom_left[channel]);
+                    *out = fold(max, bottom_right[channel]);
+                }
+            }
+        }
+    }
+}
+
+/// [`maxpool_nhwc_2x2_s2`] compiled for AVX-512, where a 16-channel pixel is one vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn maxpool_nhwc_2x2_s2_avx512(
+    input: &[f32],
+    output: &mut [f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+) {
+    maxpool_nhwc_2x2_s2(input, output, h, w, c, oh, ow)
 }
 
 fn fold_max<'a, T: Copy + PartialOrd + 'a>(row: &mut [T], taps: impl Iterator<Item = &'a T>) {
@@ -736,6 +841,44 @@ mod tests {
         assert!(
             node.op.change_axes(&model, node, InOut::In(0), &AxisOp::Move(2, 3)).unwrap().is_none()
         );
+    }
+
+    /// DoseWitness patch: the channel-last 2×2 stride-2 path gives what a plain walk over the
+    /// windows gives, with a row and a column left over, channel counts on and off the vector
+    /// width, and two images.
+    #[test]
+    fn nhwc_2x2_stride_2_pool_matches_a_plain_walk() {
+        for (n, h, w, c) in [(1usize, 8usize, 8usize, 16usize), (2, 9, 11, 19), (1, 5, 7, 3)] {
+            let input = ndarray::Array4::from_shape_fn((n, h, w, c), |(i, y, x, ch)| {
+                ((i * 31 + y * 17 + x * 5 + ch * 11) % 89) as f32 * 0.5 - 20.0
+            });
+            let (oh, ow) = (h / 2, w / 2);
+            let expected = ndarray::Array4::from_shape_fn((n, oh, ow, c), |(i, y, x, ch)| {
+                let mut max = f32::MIN;
+                for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    max = max.max(input[(i, 2 * y + dy, 2 * x + dx, ch)]);
+                }
+                max
+            })
+            .into_tensor();
+            let spec = PoolSpec::new(
+                DataFormat::NHWC,
+                tvec![2, 2],
+                PaddingSpec::Valid,
+                None,
+                Some(tvec![2, 2]),
+                c,
+                c,
+            );
+            let pool = MaxPool { pool_spec: spec, with_index_outputs: None };
+            let optimized = pool
+                .to_optimized(&input.shape().iter().map(|d| d.to_dim()).collect::<TVec<_>>())
+                .unwrap();
+            let got = optimized
+                .eval(&EvalContext::out_of_plan(), tvec!(input.into_tensor().into_tvalue()))
+                .unwrap();
+            assert_eq!(*got[0], expected, "{n}x{h}x{w}x{c}");
+        }
     }
 
     #[test]
