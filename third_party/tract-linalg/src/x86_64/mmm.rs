@@ -590,7 +590,7 @@ const X86_F32_CHOICES: &[KernelChoice] = &[
 
 /// n==1: below the widest matvec kernel's mr (128) the cost model picks a better-fitting kernel
 /// (16x1/32x1); at or above it the 128x1 is already optimal, so keep it. AMD has no
-/// n=1-calibrated mmv model yet, and keeps the fixed matvec dispatch.
+/// n=1-calibrated mmv model yet: there the kernel with less padding wins ([`mmv_by_padding`]).
 fn avx512_mmv_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> {
     match super::vendor() {
         super::Vendor::Intel => match query.m {
@@ -602,10 +602,20 @@ fn avx512_mmv_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> 
             ),
             _ => Some(avx512_mmm_f32_128x1.name.as_str()),
         },
-        _ => match query.m {
-            Some(m) if m < 31 => Some(avx512_mmm_f32_16x1.name.as_str()),
-            _ => Some(avx512_mmm_f32_128x1.name.as_str()),
-        },
+        _ => Some(mmv_by_padding(query.m)),
+    }
+}
+
+/// DoseWitness patch: the n == 1 kernel that pads `m` to fewer rows, 16x1 or 128x1 (128x1 on a
+/// tie or an unknown `m`). A matrix-vector product reads every packed row of A once, padding
+/// included, so it runs at the speed of that read: hand landmarks' 63-output heads read 128
+/// rows through 128x1 and 64 through 16x1. Upstream took 16x1 below m = 31 only.
+fn mmv_by_padding(m: Option<usize>) -> &'static str {
+    match m {
+        Some(m) if m.next_multiple_of(16) < m.next_multiple_of(128) => {
+            avx512_mmm_f32_16x1.name.as_str()
+        }
+        _ => avx512_mmm_f32_128x1.name.as_str(),
     }
 }
 
@@ -670,6 +680,19 @@ mod tests {
     use super::*;
     use crate::frame::mmm::{AsInputValue, FusedSpec};
     use tract_data::internal::*;
+
+    /// DoseWitness patch: n == 1 takes the kernel with less padding, 128x1 on a tie.
+    #[test]
+    fn matrix_vector_kernel_follows_padding() {
+        let (k16, k128) = (avx512_mmm_f32_16x1.name.as_str(), avx512_mmm_f32_128x1.name.as_str());
+        for (m, want) in [(1, k16), (30, k16), (63, k16), (100, k16), (128, k128), (129, k16)] {
+            assert_eq!(mmv_by_padding(Some(m)), want, "m = {m}");
+        }
+        for (m, want) in [(1404, k128), (256, k128), (250, k128), (240, k16)] {
+            assert_eq!(mmv_by_padding(Some(m)), want, "m = {m}");
+        }
+        assert_eq!(mmv_by_padding(None), k128);
+    }
 
     #[test]
     fn avx512_128x1_add_unicast_with_strided_c() -> TractResult<()> {
