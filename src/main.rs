@@ -5,6 +5,7 @@ mod bench;
 mod bench_server;
 mod demo;
 mod faces;
+mod huge_pages;
 mod seed;
 mod serve;
 mod store_command;
@@ -66,6 +67,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The commands that run the vision models restart once with a huge-page heap (see
+    // huge_pages.rs); the restart's error, if any, is logged below.
+    let restart_error = match cli.command {
+        Command::Demo(_) | Command::Bench { .. } | Command::Faces { .. } => {
+            huge_pages::restart_with_huge_pages()
+        }
+        _ => None,
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DOSEWITNESS_LOG")
@@ -77,6 +86,9 @@ fn main() -> ExitCode {
         logs.json().init();
     } else {
         logs.init();
+    }
+    if let Some(error) = restart_error {
+        tracing::debug!(%error, "running on 4 KiB pages: the restart with a huge-page heap failed");
     }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
