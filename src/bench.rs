@@ -254,7 +254,7 @@ fn tracked_phase(
 
 /// The pre-processing a tracked ingestion frame pays before its models run: the face mesh's and
 /// the hand landmarker's rotated ROI crops, taken from `frame` turned by 20° as a tilted head or
-/// hand would be. Median of 50 crops each.
+/// hand would be, and the hand's from past the frame's edges. Median of 50 crops each.
 fn crop_timings(frame: &dosewitness_vision::Frame) -> Vec<serde_json::Value> {
     use dosewitness_vision::geometry::{Point, RotatedRect, rotated_crop};
     let (width, height) = (frame.width() as f32, frame.height() as f32);
@@ -266,8 +266,9 @@ fn crop_timings(frame: &dosewitness_vision::Frame) -> Vec<serde_json::Value> {
         side: width.min(height) * 0.8,
         angle: 20f32.to_radians(),
     };
-    // A hand held close to the camera: MediaPipe's hand ROI is 2.6 palms wide and reaches past
-    // the frame on every side (the ingestion phase's photo gives a 775 px ROI on 640×480).
+    // A hand held close to the camera: its ROI (twice the hand's extent when tracked, 2.6× the
+    // palm from a detection) reaches past the frame on every side, as the ingestion phase's
+    // photo does (a 775 px ROI on 640×480).
     let past_frame = RotatedRect {
         side: width.max(height) * 1.2,
         ..rect

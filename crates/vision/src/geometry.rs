@@ -288,6 +288,8 @@ pub fn resample(
         .then_some(((width - 1) << FRACTION_BITS, (height - 1) << FRACTION_BITS));
     let fraction =
         |value: i64| ((value >> (FRACTION_BITS - WEIGHT_BITS)) & ((1 << WEIGHT_BITS) - 1)) as i32;
+    let inside =
+        |left: i64, top: i64| left >= 0 && top >= 0 && left + 1 < width && top + 1 < height;
     for (row, out_row) in tensor.chunks_exact_mut(side * 3).enumerate() {
         let (mut x, mut y) = (
             fixed(f64::from(grid.origin.x) + row as f64 * f64::from(grid.row.x)),
@@ -297,8 +299,6 @@ pub fn resample(
             // Arithmetic shifts floor, also left of and above the image.
             let (mut left, mut top) = (x >> FRACTION_BITS, y >> FRACTION_BITS);
             let (mut fx, mut fy) = (fraction(x), fraction(y));
-            let inside =
-                |left: i64, top: i64| left >= 0 && top >= 0 && left + 1 < width && top + 1 < height;
             if let Some((max_x, max_y)) = clamp
                 && !inside(left, top)
             {
