@@ -419,6 +419,7 @@ where
             eval_order_opt_ram_for_nodes(model.nodes(), &inputs, &outputs_nodes, &all_deps)?
         };
         order.retain(|node| !model.node(*node).op_is::<Const>());
+        hoist_readers_before_reshapes(&model, &mut order, &all_deps);
         let flush_lists = build_flush_list(&*model, &order, outputs, |n| !n.op_is::<Const>());
 
         #[allow(clippy::mutable_key_type)]
@@ -1388,6 +1389,88 @@ mod symbol_deps_tests {
             &[zero],
         )?;
         assert_eq!(symbol_deps_of(&model), before);
+        Ok(())
+    }
+}
+
+/// DoseWitness patch: a reshape (`IntoShape`) keeps its input's buffer when it is the value's
+/// last reader, and copies it otherwise. A sibling reader of the same value that is ready to run
+/// before the reshape (every input already computed, no ordering dependency of its own) moves in
+/// front of it, so the reshape reads last. Hand landmarks copied an 800 KB activation every run
+/// because its max-pool branch was ordered after the reshape feeding the other branch.
+fn hoist_readers_before_reshapes<F, O>(
+    model: &Graph<F, O>,
+    order: &mut Vec<usize>,
+    deps: &[(usize, usize)],
+) where
+    F: Fact + Clone + 'static,
+    O: Debug + Display + AsRef<dyn Op> + AsMut<dyn Op> + Clone + 'static,
+{
+    let mut step = 0;
+    while step < order.len() {
+        let node = model.node(order[step]);
+        if node.op_is::<crate::ops::change_axes::IntoShape>() && node.inputs.len() == 1 {
+            let input = node.inputs[0];
+            let siblings: TVec<usize> = model.node(input.node).outputs[input.slot]
+                .successors
+                .iter()
+                .map(|inlet| inlet.node)
+                .filter(|&sibling| sibling != node.id)
+                .collect();
+            for sibling in siblings {
+                let Some(at) = order.iter().position(|&id| id == sibling) else { continue };
+                let ready = at > step
+                    && !deps.iter().any(|dep| dep.0 == sibling)
+                    && model.node(sibling).inputs.iter().all(|outlet| {
+                        order[..step].contains(&outlet.node) || !order.contains(&outlet.node)
+                    });
+                if ready {
+                    order.remove(at);
+                    order.insert(step, sibling);
+                    step += 1;
+                }
+            }
+        }
+        step += 1;
+    }
+}
+
+#[cfg(test)]
+mod dosewitness_reshape_order_tests {
+    use super::*;
+    use crate::ops::change_axes::IntoShape;
+
+    /// The value read by a reshape and by a sibling: the sibling runs first whatever order the
+    /// outputs ask for, and both outputs keep their values.
+    #[test]
+    fn a_reshape_reads_its_input_last() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact([2, 3]))?;
+        let doubled = model.wire_node("doubled", crate::ops::math::add(), &[source, source])?[0];
+        let flat = model.wire_node(
+            "flat",
+            AxisOp::Reshape(0, tvec![2.to_dim(), 3.to_dim()], tvec![6.to_dim()]),
+            &[doubled],
+        )?[0];
+        let squared = model.wire_node("squared", crate::ops::math::square(), &[doubled])?[0];
+        model.select_output_outlets(&[flat, squared])?;
+        let model = model.into_optimized()?;
+        let plan = TypedSimplePlan::new(model)?;
+        let graph = plan.model();
+        let position = |found: &dyn Fn(&TypedNode) -> bool| {
+            plan.order_without_consts().iter().position(|&id| found(graph.node(id))).unwrap()
+        };
+        let reshape = position(&|node| node.op_is::<IntoShape>());
+        let sibling = position(&|node| {
+            node.inputs.len() == 1
+                && !node.op_is::<IntoShape>()
+                && graph.node(node.inputs[0].node).outputs[0].successors.len() == 2
+        });
+        assert!(sibling < reshape, "{:?}", plan.order_without_consts());
+        let input = tensor2(&[[1f32, 2., 3.], [4., 5., 6.]]);
+        let outputs = plan.run(tvec!(input.into_tvalue()))?;
+        assert_eq!(*outputs[0], tensor1(&[2f32, 4., 6., 8., 10., 12.]));
+        assert_eq!(*outputs[1], tensor2(&[[4f32, 16., 36.], [64., 100., 144.]]));
         Ok(())
     }
 }
