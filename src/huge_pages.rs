@@ -5,7 +5,7 @@
 //! heap with 2 MiB pages when started with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (it then
 //! `madvise`s its memory, which the default `madvise` THP mode honours), and a tunable is only
 //! read at start-up, so these commands restart themselves once with it. Measured on the EPYC
-//! (docs/measuring-speed.md): hand landmarks 4.92–4.99 → 4.63–4.69 ms in `bench vision`.
+//! (docs/measuring-speed.md): hand landmarks 4.76–4.89 → 4.55–4.62 ms in `bench vision`.
 //!
 //! `DOSEWITNESS_HUGE_PAGES=0` (or `off`) keeps the process as started, and tunables the user set
 //! are left alone. Elsewhere (macOS, Windows, musl) this does nothing.
