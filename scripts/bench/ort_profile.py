@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def node_kinds(optimized: Path) -> dict:
+    """Each node's kind ("Conv 1x1", "Conv depthwise", ...), in the optimised graph's order."""
     kinds = {}
     for node in onnx.load(str(optimized)).graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -49,6 +50,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument(
+        "--order",
+        action="store_true",
+        help="list every node in execution order (to set beside `bench vision --profile --nodes`)",
+    )
     parser.add_argument(
         "--cold",
         action="store_true",
@@ -99,7 +105,8 @@ def main() -> None:
     print(f"{args.model}: {total:.3f} ms summed over {len(medians)} nodes (ORT {ort.__version__})")
     for kind, ms in by_kind.most_common():
         print(f"  {kind:28s} {ms:7.3f} ms {100 * ms / total:5.1f} %")
-    for name, ms in sorted(medians.items(), key=lambda x: -x[1])[: args.top]:
+    ranked = [n for n in kinds if n in medians] if args.order else sorted(medians, key=lambda n: -medians[n])
+    for name, ms in ((n, medians[n]) for n in (ranked if args.order else ranked[: args.top])):
         print(f"  {ms:7.3f} ms  {kinds.get(name, '?'):20s} {name[:90]}")
 
 
