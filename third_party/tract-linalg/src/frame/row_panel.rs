@@ -329,11 +329,12 @@ mod tests {
     fn avx512_kernels_read_rows_in_place() -> TractResult<()> {
         use crate::mmm::MatMatMul;
         use crate::x86_64::mmm::*;
-        let kernels: [&dyn MatMatMul; 4] = [
+        let kernels: [&dyn MatMatMul; 5] = [
             &*avx512_mmm_f32_16x12,
             &*avx512_mmm_f32_16x8,
             &*avx512_mmm_f32_32x6,
             &*avx512_mmm_f32_32x5,
+            &*avx512_mmm_f32_32x12,
         ];
         for ker in kernels {
             rows_in_place(ker)?;

@@ -150,6 +150,11 @@ MMMExternKernel!(x86_64; avx512_mmm_f32_32x6 <f32>( 32, 6)@(512,4) isa(X86_64Avx
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x5 <f32>( 32, 5)@(512,4) isa(X86_64Avx512f)
     packing[1] = rows_b => |k| k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(5));
 );
+// DoseWitness patch: twice the 32x6 tile, for row panels with few K (third_party/README.md).
+// Not among X86_F32_CHOICES: tract-core's einsum codegen takes it for row panels only.
+MMMExternKernel!(x86_64; avx512_mmm_f32_32x12<f32>( 32,12)@(512,4) isa(X86_64Avx512f)
+    packing[1] = rows_b => |k| k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(12));
+);
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x4 <f32>( 48, 4)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_64x3 <f32>( 64, 3)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_80x2 <f32>( 80, 2)@(512,4) isa(X86_64Avx512f));

@@ -924,12 +924,20 @@ fn flatten_rule(
     TypedModelPatch::replace_single_op(model, node, &node.inputs, op.op.clone()).map(Some)
 }
 
+/// The AVX-512 32x12 f32 kernel, where this build has it (DoseWitness patch).
+fn wide_row_panel_kernel() -> Option<Box<dyn tract_linalg::mmm::MatMatMul>> {
+    tract_linalg::mmm_routines::declared()
+        .map(|routine| (routine.make)())
+        .find(|mmm| mmm.name() == "avx512_mmm_f32_32x12")
+        .filter(|mmm| crate::ops::matmul::pack::offers_row_panels(&**mmm))
+}
+
 fn optimized_mat_mul(
     model: &TypedModel,
     node: &TypedNode,
     op: &EinSumMatMul,
 ) -> TractResult<Option<TypedModelPatch>> {
-    let (mode_picker, left_pack, impls) = kernel_selection::strategize(model, node, op)?;
+    let (mode_picker, mut left_pack, mut impls) = kernel_selection::strategize(model, node, op)?;
     let input_facts = model.node_input_facts(node.id)?;
     let input_shapes = op.actual_input_shapes_from_facts(&input_facts)?;
     let prefix = &node.name;
@@ -961,6 +969,23 @@ fn optimized_mat_mul(
         && input_facts[1].datum_type == DatumType::F32
         && input_shapes[1][op.b_k() + 1..].iter().all(|d| d.is_one())
         && crate::ops::matmul::pack::offers_row_panels(&*impls[0].0);
+
+    // DoseWitness patch: with row panels and whole 32x12 tiles (m a multiple of 32, n of 12), the
+    // AVX-512 32x12 tile (twice 32x6's) halves the kernel calls, and with them the per-tile
+    // dispatch of the fused bias, clamp, residual add and store. Not in the generic pick: it
+    // only has row panels to gain. With a part-filled last column it lost (hand landmarks'
+    // 49-position layers), and so it did on a 3.2 MB output (112x112x64: twice the stores in
+    // flight per tile, each line fetched from L3 first).
+    if rows_b
+        && input_facts[0].konst.is_some()
+        && impls[0].0.name().starts_with("avx512_mmm_f32_")
+        && op.m.to_usize().is_ok_and(|m| m % 32 == 0)
+        && op.n.to_usize().is_ok_and(|n| n % 12 == 0)
+        && let Some(wide) = wide_row_panel_kernel()
+    {
+        left_pack = wide.packings()[0].0.clone();
+        impls[0].0 = wide;
+    }
 
     let pack_a: Box<dyn TypedOp> = if input_facts[0].konst.is_some() {
         if let Some(packed_format) = left_pack.downcast_ref::<PackedBlockQuantFormat>().cloned() {
@@ -1128,6 +1153,85 @@ mod dosewitness_row_panel_tests {
                     ensure!((g - want).abs() < 1e-4, "{n}x{k}x{m} at {ni},{mi}: {g} vs {want}");
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// DoseWitness patch: which 1x1 convolutions get the 32x12 row-panel kernel.
+#[cfg(test)]
+mod dosewitness_wide_tile_tests {
+    use crate::internal::*;
+    use crate::ops::cnn::conv::{Conv, KernelFormat};
+    use crate::ops::cnn::{PaddingSpec, PoolSpec};
+    use crate::ops::matmul::optimized::OptMatMul;
+    use crate::ops::nn::DataFormat;
+
+    /// The kernel of the optimised channel-last 1x1 convolution `h x w x k -> m`, and its
+    /// output against a plain sum.
+    fn kernel_of(h: usize, w: usize, k: usize, m: usize) -> TractResult<String> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([h, w, k]))?;
+        let weights: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.01).collect();
+        let wv = model.add_const("w", Tensor::from_shape(&[m, k, 1, 1], &weights)?)?;
+        let bv = model.add_const("b", Tensor::from_shape(&[m], &bias)?)?;
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::HWC,
+                kernel_shape: tvec!(1, 1),
+                padding: PaddingSpec::Valid,
+                dilations: None,
+                strides: None,
+                input_channels: k,
+                output_channels: m,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", conv, &[x, wv, bv])?;
+        model.select_output_outlets(&y)?;
+        let optimized = model.into_decluttered()?.into_optimized()?;
+        let name = optimized
+            .nodes
+            .iter()
+            .find_map(|n| n.op_as::<OptMatMul>())
+            .map(|op| op.mmm[0].name().to_string())
+            .unwrap_or_default();
+        let input: Vec<f32> = (0..h * w * k).map(|i| (i as f32 * 0.013).cos()).collect();
+        let got = optimized
+            .into_runnable()?
+            .run(tvec![Tensor::from_shape(&[h, w, k], &input)?.into_tvalue()])?;
+        let got = got[0].to_plain_array_view::<f32>()?;
+        for p in 0..h * w {
+            for o in 0..m {
+                let want: f32 =
+                    bias[o] + (0..k).map(|c| weights[o * k + c] * input[p * k + c]).sum::<f32>();
+                let found = got.as_slice().unwrap()[p * m + o];
+                ensure!((found - want).abs() < 1e-4, "{name} at {p},{o}: {found} vs {want}");
+            }
+        }
+        Ok(name)
+    }
+
+    #[test]
+    fn whole_wide_tiles_take_the_32x12_kernel() -> TractResult<()> {
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        // 12 x 12 positions, 64 outputs: whole 32x12 tiles.
+        let wide = kernel_of(12, 12, 16, 64)?;
+        // 7 x 7 positions (a part-filled last column) and 48 outputs: not.
+        let part_n = kernel_of(7, 7, 16, 64)?;
+        let part_m = kernel_of(12, 12, 16, 48)?;
+        if avx512 {
+            assert_eq!(wide, "avx512_mmm_f32_32x12");
+            assert_ne!(part_n, "avx512_mmm_f32_32x12");
+            assert_ne!(part_m, "avx512_mmm_f32_32x12");
+        } else {
+            assert!([wide, part_n, part_m].iter().all(|n| n != "avx512_mmm_f32_32x12"));
         }
         Ok(())
     }
