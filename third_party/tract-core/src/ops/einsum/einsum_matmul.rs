@@ -924,12 +924,16 @@ fn flatten_rule(
     TypedModelPatch::replace_single_op(model, node, &node.inputs, op.op.clone()).map(Some)
 }
 
-/// The AVX-512 32x12 f32 kernel, where this build has it (DoseWitness patch).
+/// The AVX-512 32x12 f32 kernel, on x86_64 builds (DoseWitness patch). The caller checks the
+/// host runs AVX-512 kernels.
 fn wide_row_panel_kernel() -> Option<Box<dyn tract_linalg::mmm::MatMatMul>> {
-    tract_linalg::mmm_routines::declared()
-        .map(|routine| (routine.make)())
-        .find(|mmm| mmm.name() == "avx512_mmm_f32_32x12")
-        .filter(|mmm| crate::ops::matmul::pack::offers_row_panels(&**mmm))
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(tract_linalg::x86_64::mmm::avx512_mmm_f32_32x12.mmm())
+            .filter(|mmm| crate::ops::matmul::pack::offers_row_panels(&**mmm))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 fn optimized_mat_mul(
