@@ -105,9 +105,12 @@ def main() -> None:
     print(f"{args.model}: {total:.3f} ms summed over {len(medians)} nodes (ORT {ort.__version__})")
     for kind, ms in by_kind.most_common():
         print(f"  {kind:28s} {ms:7.3f} ms {100 * ms / total:5.1f} %")
-    ranked = [n for n in kinds if n in medians] if args.order else sorted(medians, key=lambda n: -medians[n])
-    for name, ms in ((n, medians[n]) for n in (ranked if args.order else ranked[: args.top])):
-        print(f"  {ms:7.3f} ms  {kinds.get(name, '?'):20s} {name[:90]}")
+    if args.order:
+        shown = [n for n in kinds if n in medians] + [n for n in medians if n not in kinds]
+    else:
+        shown = sorted(medians, key=lambda n: -medians[n])[: args.top]
+    for name in shown:
+        print(f"  {medians[name]:7.3f} ms  {kinds.get(name, '?'):20s} {name[:90]}")
 
 
 if __name__ == "__main__":

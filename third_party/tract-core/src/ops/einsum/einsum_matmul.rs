@@ -924,13 +924,12 @@ fn flatten_rule(
     TypedModelPatch::replace_single_op(model, node, &node.inputs, op.op.clone()).map(Some)
 }
 
-/// The AVX-512 32x12 f32 kernel, on x86_64 builds (DoseWitness patch). The caller checks the
-/// host runs AVX-512 kernels.
+/// The AVX-512 32x12 f32 kernel, on x86_64 builds (DoseWitness patch). Only the AVX-512 kernels
+/// offer row panels, so a caller holding row panels is on a host that runs it.
 fn wide_row_panel_kernel() -> Option<Box<dyn tract_linalg::mmm::MatMatMul>> {
     #[cfg(target_arch = "x86_64")]
     {
         Some(tract_linalg::x86_64::mmm::avx512_mmm_f32_32x12.mmm())
-            .filter(|mmm| crate::ops::matmul::pack::offers_row_panels(&**mmm))
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
@@ -982,7 +981,6 @@ fn optimized_mat_mul(
     // flight per tile, each line fetched from L3 first).
     if rows_b
         && input_facts[0].konst.is_some()
-        && impls[0].0.name().starts_with("avx512_mmm_f32_")
         && op.m.to_usize().is_ok_and(|m| m % 32 == 0)
         && op.n.to_usize().is_ok_and(|n| n % 12 == 0)
         && let Some(wide) = wide_row_panel_kernel()
