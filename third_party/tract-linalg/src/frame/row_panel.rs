@@ -329,12 +329,15 @@ mod tests {
     fn avx512_kernels_read_rows_in_place() -> TractResult<()> {
         use crate::mmm::MatMatMul;
         use crate::x86_64::mmm::*;
-        let kernels: [&dyn MatMatMul; 5] = [
+        let kernels: [&dyn MatMatMul; 8] = [
             &*avx512_mmm_f32_16x12,
             &*avx512_mmm_f32_16x8,
             &*avx512_mmm_f32_32x6,
             &*avx512_mmm_f32_32x5,
             &*avx512_mmm_f32_32x12,
+            &*avx512_mmm_f32_16x7,
+            &*avx512_mmm_f32_32x7,
+            &*avx512_mmm_f32_48x7,
         ];
         for ker in kernels {
             rows_in_place(ker)?;

@@ -155,6 +155,18 @@ MMMExternKernel!(x86_64; avx512_mmm_f32_32x5 <f32>( 32, 5)@(512,4) isa(X86_64Avx
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x12<f32>( 32,12)@(512,4) isa(X86_64Avx512f)
     packing[1] = rows_b => |k| k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(12));
 );
+// DoseWitness patch: seven-column tiles for row panels whose positions come in sevens (224-pixel
+// inputs: 112, 56, 28, 14 and 7 squared), which 12-column tiles leave part-filled
+// (third_party/README.md). Not among X86_F32_CHOICES either.
+MMMExternKernel!(x86_64; avx512_mmm_f32_16x7 <f32>( 16, 7)@(512,4) isa(X86_64Avx512f)
+    packing[1] = rows_b => |k| k.with_packing(f32::packing(16).align(512), crate::row_panel::RowMajorPanels::new(7));
+);
+MMMExternKernel!(x86_64; avx512_mmm_f32_32x7 <f32>( 32, 7)@(512,4) isa(X86_64Avx512f)
+    packing[1] = rows_b => |k| k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(7));
+);
+MMMExternKernel!(x86_64; avx512_mmm_f32_48x7 <f32>( 48, 7)@(512,4) isa(X86_64Avx512f)
+    packing[1] = rows_b => |k| k.with_packing(f32::packing(48).align(512), crate::row_panel::RowMajorPanels::new(7));
+);
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x4 <f32>( 48, 4)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_64x3 <f32>( 64, 3)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_80x2 <f32>( 80, 2)@(512,4) isa(X86_64Avx512f));
