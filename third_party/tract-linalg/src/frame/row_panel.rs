@@ -322,8 +322,9 @@ mod tests {
     }
 
     /// The AVX-512 kernels reading row panels (packing 1) give the plain product, with a
-    /// per-row bias and a ReLU6 fused, on full tiles and on short ones at both edges,
-    /// written channel-last as a 1x1 convolution writes it.
+    /// per-row bias, a channel-last residual and a ReLU6 fused, on full tiles and on short ones
+    /// at both edges, written channel-last as a 1x1 convolution writes it. Columns of full
+    /// tiles go through the kernels' tile loop.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_kernels_read_rows_in_place() -> TractResult<()> {
@@ -341,6 +342,69 @@ mod tests {
         ];
         for ker in kernels {
             rows_in_place(ker)?;
+        }
+        Ok(())
+    }
+
+    /// The AVX-512 row-panel kernels' tile loop (DoseWitness patch) runs the program once per
+    /// tile: a stride on the store pointer moves it by one word per tile, and the count of
+    /// tiles left goes down to zero.
+    #[cfg(all(target_arch = "x86_64", not(target_env = "msvc")))]
+    #[test]
+    fn avx512_row_panel_kernels_loop_over_tiles() -> TractResult<()> {
+        use crate::mmm::{FusedKerSpec, MatMatMulKer, OutputStoreKer, TileLoop, TileStride};
+        use crate::x86_64::mmm::*;
+        tile_loop_stores_each_tile(&*avx512_mmm_f32_16x12)?;
+        tile_loop_stores_each_tile(&*avx512_mmm_f32_16x8)?;
+        tile_loop_stores_each_tile(&*avx512_mmm_f32_32x6)?;
+        tile_loop_stores_each_tile(&*avx512_mmm_f32_32x5)?;
+        tile_loop_stores_each_tile(&*avx512_mmm_f32_32x12)?;
+        tile_loop_stores_each_tile(&*avx512_mmm_f32_16x7)?;
+        tile_loop_stores_each_tile(&*avx512_mmm_f32_32x7)?;
+        tile_loop_stores_each_tile(&*avx512_mmm_f32_48x7)?;
+
+        fn tile_loop_stores_each_tile<const MR: usize, const NR: usize>(
+            ker: &crate::mmm::DynKernel<MR, NR, f32>,
+        ) -> TractResult<()> {
+            if !ker.runnable() {
+                return Ok(());
+            }
+            let tiles = 5;
+            let tile = MR * NR;
+            // Each tile clears, adds 2.5 and stores; the stride moves the store a whole tile on.
+            let mut out = vec![0f32; tile * tiles];
+            let mut specs = vec![
+                FusedKerSpec::Clear,
+                FusedKerSpec::ScalarAdd(2.5),
+                FusedKerSpec::Store(OutputStoreKer {
+                    ptr: out.as_mut_ptr() as *mut u8,
+                    row_byte_stride: 4,
+                    col_byte_stride: 4 * MR as isize,
+                    item_size: 4,
+                }),
+                FusedKerSpec::Done,
+            ];
+            let word = std::mem::size_of::<usize>();
+            let mut strides = [TileStride::default(); crate::mmm::TILE_LOOP_MAX_STRIDES];
+            strides[0] = TileStride {
+                offset: 2 * std::mem::size_of::<FusedKerSpec<f32>>() + word,
+                bytes: (tile * 4) as isize,
+            };
+            let mut lp = TileLoop {
+                remaining: tiles - 2,
+                specs: specs.as_mut_ptr() as *mut u8,
+                count: 1,
+                strides,
+            };
+            let err = unsafe { ker.kernel_tiles(&mut specs, &mut lp) };
+            assert_eq!(err, Some(0), "{}", ker.name());
+            assert_eq!(lp.remaining, 0);
+            // `remaining + 1` tiles stored, the last slot untouched.
+            for (i, v) in out.iter().enumerate() {
+                let want = if i < tile * (tiles - 1) { 2.5 } else { 0.0 };
+                assert_eq!(*v, want, "{} at {i}", ker.name());
+            }
+            Ok(())
         }
         Ok(())
     }
@@ -366,9 +430,13 @@ mod tests {
             assert!(pb.downcast_ref::<RowPanelInput>().unwrap().is_view_of(&b));
             let bias_t = Tensor::from_shape(&[m], &bias)?;
             let (zero, six) = (tensor0(0f32), tensor0(6f32));
+            // A channel-last residual, added before the clamp.
+            let residual: Vec<f32> = (0..n * m).map(|i| ((i * 3) % 11) as f32 * 0.1 - 0.4).collect();
+            let residual_t = Tensor::from_shape(&[n, m], &residual)?;
             // Output [n, m]: channel-last.
             let mut found = Tensor::zero::<f32>(&[n, m])?;
             unsafe {
+                let res = ker.c_view(Some(1), Some(0)).wrap(&residual_t.view());
                 let c = ker.c_view(Some(1), Some(0)).wrap(&found.view_mut());
                 ker.run(
                     m,
@@ -380,6 +448,7 @@ mod tests {
                             packing: 1,
                         },
                         FusedSpec::BinPerRow(bias_t.view(), BinOp::Add),
+                        FusedSpec::AddUnicast(res),
                         FusedSpec::BinScalar(&zero, BinOp::Max),
                         FusedSpec::BinScalar(&six, BinOp::Min),
                         FusedSpec::Store(c),
@@ -390,7 +459,7 @@ mod tests {
             let mut clamped = 0;
             for ni in 0..n {
                 for mi in 0..m {
-                    let mut acc = bias[mi];
+                    let mut acc = bias[mi] + residual[ni * m + mi];
                     for ki in 0..k {
                         acc += a_data[mi * k + ki] * b_data[ni * k + ki];
                     }

@@ -133,39 +133,65 @@ MMMExternKernel!(x86_64; fma_mmm_f32_32x3<f32>(32,3)@(256,4) isa(X86_64Avx, X86_
  store(f16)
 );
 
+// DoseWitness patch: the several-tiles entries (x86_64/avx512/preamble.j2) of the kernels that
+// take row panels; a column of tiles then costs one call (frame/mmm/scratch.rs,
+// `run_tile_column`). Not assembled for MSVC.
+#[cfg(not(target_env = "msvc"))]
+mod tile_entries {
+    use crate::frame::mmm::{FusedKerSpec, TileLoop};
+    extern_kernel!(fn avx512_mmm_f32_16x12_tiles(op: *const FusedKerSpec<f32>, tiles: *mut TileLoop) -> isize);
+    extern_kernel!(fn avx512_mmm_f32_16x8_tiles(op: *const FusedKerSpec<f32>, tiles: *mut TileLoop) -> isize);
+    extern_kernel!(fn avx512_mmm_f32_32x6_tiles(op: *const FusedKerSpec<f32>, tiles: *mut TileLoop) -> isize);
+    extern_kernel!(fn avx512_mmm_f32_32x5_tiles(op: *const FusedKerSpec<f32>, tiles: *mut TileLoop) -> isize);
+    extern_kernel!(fn avx512_mmm_f32_32x12_tiles(op: *const FusedKerSpec<f32>, tiles: *mut TileLoop) -> isize);
+    extern_kernel!(fn avx512_mmm_f32_16x7_tiles(op: *const FusedKerSpec<f32>, tiles: *mut TileLoop) -> isize);
+    extern_kernel!(fn avx512_mmm_f32_32x7_tiles(op: *const FusedKerSpec<f32>, tiles: *mut TileLoop) -> isize);
+    extern_kernel!(fn avx512_mmm_f32_48x7_tiles(op: *const FusedKerSpec<f32>, tiles: *mut TileLoop) -> isize);
+}
+
+macro_rules! with_tiles {
+    ($k:expr, $entry:ident) => {{
+        #[cfg(not(target_env = "msvc"))]
+        let k = $k.with_tile_loop(tile_entries::$entry);
+        #[cfg(target_env = "msvc")]
+        let k = $k;
+        k
+    }};
+}
+
 MMMExternKernel!(x86_64; avx512_mmm_f32_128x1<f32>(128, 1)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x1 <f32>( 16, 1)@(512,4) isa(X86_64Avx512f));
 // DoseWitness patch: packing 1 of 16x12, 16x8, 32x6 and 32x5 reads B's rows in place
 // (channel-last activations, K innermost); the einsum codegen opts into it, the generic
 // dispatch never does.
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x12<f32>( 16,12)@(512,4) isa(X86_64Avx512f)
-    packing[1] = rows_b => |k| k.with_packing(f32::packing(16).align(512), crate::row_panel::RowMajorPanels::new(12));
+    packing[1] = rows_b => |k| with_tiles!(k.with_packing(f32::packing(16).align(512), crate::row_panel::RowMajorPanels::new(12)), avx512_mmm_f32_16x12_tiles);
 );
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x8 <f32>( 16, 8)@(512,4) isa(X86_64Avx512f)
-    packing[1] = rows_b => |k| k.with_packing(f32::packing(16).align(512), crate::row_panel::RowMajorPanels::new(8));
+    packing[1] = rows_b => |k| with_tiles!(k.with_packing(f32::packing(16).align(512), crate::row_panel::RowMajorPanels::new(8)), avx512_mmm_f32_16x8_tiles);
 );
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x6 <f32>( 32, 6)@(512,4) isa(X86_64Avx512f)
-    packing[1] = rows_b => |k| k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(6));
+    packing[1] = rows_b => |k| with_tiles!(k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(6)), avx512_mmm_f32_32x6_tiles);
 );
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x5 <f32>( 32, 5)@(512,4) isa(X86_64Avx512f)
-    packing[1] = rows_b => |k| k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(5));
+    packing[1] = rows_b => |k| with_tiles!(k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(5)), avx512_mmm_f32_32x5_tiles);
 );
 // DoseWitness patch: twice the 32x6 tile, for row panels with few K (third_party/README.md).
 // Not among X86_F32_CHOICES: tract-core's einsum codegen takes it for row panels only.
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x12<f32>( 32,12)@(512,4) isa(X86_64Avx512f)
-    packing[1] = rows_b => |k| k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(12));
+    packing[1] = rows_b => |k| with_tiles!(k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(12)), avx512_mmm_f32_32x12_tiles);
 );
 // DoseWitness patch: seven-column tiles for row panels whose positions come in sevens (224-pixel
 // inputs: 112, 56, 28, 14 and 7 squared), which 12-column tiles leave part-filled
 // (third_party/README.md). Not among X86_F32_CHOICES either.
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x7 <f32>( 16, 7)@(512,4) isa(X86_64Avx512f)
-    packing[1] = rows_b => |k| k.with_packing(f32::packing(16).align(512), crate::row_panel::RowMajorPanels::new(7));
+    packing[1] = rows_b => |k| with_tiles!(k.with_packing(f32::packing(16).align(512), crate::row_panel::RowMajorPanels::new(7)), avx512_mmm_f32_16x7_tiles);
 );
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x7 <f32>( 32, 7)@(512,4) isa(X86_64Avx512f)
-    packing[1] = rows_b => |k| k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(7));
+    packing[1] = rows_b => |k| with_tiles!(k.with_packing(f32::packing(32).align(512), crate::row_panel::RowMajorPanels::new(7)), avx512_mmm_f32_32x7_tiles);
 );
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x7 <f32>( 48, 7)@(512,4) isa(X86_64Avx512f)
-    packing[1] = rows_b => |k| k.with_packing(f32::packing(48).align(512), crate::row_panel::RowMajorPanels::new(7));
+    packing[1] = rows_b => |k| with_tiles!(k.with_packing(f32::packing(48).align(512), crate::row_panel::RowMajorPanels::new(7)), avx512_mmm_f32_48x7_tiles);
 );
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x4 <f32>( 48, 4)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_64x3 <f32>( 64, 3)@(512,4) isa(X86_64Avx512f));

@@ -73,9 +73,51 @@ pub trait MatMatMulKer: Clone + Debug + Send + Sync + 'static {
     fn stores_row_major_tile(&self) -> bool {
         false
     }
+
+    /// DoseWitness patch: runs the fused-op program `op` on `1 + tiles.remaining` tiles in one
+    /// call, adding the listed strides to the spec list between tiles (see [`TileLoop`]).
+    /// `None` when the kernel has no such entry; the caller then runs the tiles one by one.
+    ///
+    /// # Safety
+    /// As for [`Self::kernel`], for every tile the strides reach; `tiles.specs` is `op`.
+    #[allow(unused_variables)]
+    unsafe fn kernel_tiles(
+        &self,
+        op: &mut [FusedKerSpec<Self::Acc>],
+        tiles: &mut TileLoop,
+    ) -> Option<isize> {
+        None
+    }
 }
 
 type Kernel<Acc> = unsafe fn(&[FusedKerSpec<Acc>]) -> isize;
+
+/// DoseWitness patch: the entry of a kernel that runs several tiles per call (the AVX-512 f32
+/// kernels' `..._tiles_...` symbols, x86_64/avx512/preamble.j2).
+pub type TileKernel<Acc> = unsafe extern "C" fn(*const FusedKerSpec<Acc>, *mut TileLoop) -> isize;
+
+/// Most pointer words a [`TileLoop`] advances: one per location-dependent fused op.
+pub const TILE_LOOP_MAX_STRIDES: usize = 8;
+
+/// DoseWitness patch: what a kernel's tile loop reads after each tile (layout shared with
+/// x86_64/avx512/dispatcher.j2): while `remaining` is not zero it decrements it, adds each of
+/// the first `count` strides to its word of the spec list, and runs the program again.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TileLoop {
+    pub remaining: usize,
+    pub specs: *mut u8,
+    pub count: usize,
+    pub strides: [TileStride; TILE_LOOP_MAX_STRIDES],
+}
+
+/// One word of the spec list a [`TileLoop`] steps: its byte offset and what to add to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TileStride {
+    pub offset: usize,
+    pub bytes: isize,
+}
 
 #[derive(Clone)]
 pub struct DynKernel<const MR: usize, const NR: usize, Acc: LADatum> {
@@ -98,6 +140,8 @@ pub struct DynKernel<const MR: usize, const NR: usize, Acc: LADatum> {
     pub boost: fn() -> isize,
     pub can_fuse: fn(&FusedSpec) -> bool,
     pub row_major_store: bool,
+    /// DoseWitness patch: the several-tiles entry, where the kernel has one.
+    pub tiles: Option<TileKernel<Acc>>,
 }
 
 impl<const MR: usize, const NR: usize, Acc: LADatum> DynKernel<MR, NR, Acc> {
@@ -119,6 +163,7 @@ impl<const MR: usize, const NR: usize, Acc: LADatum> DynKernel<MR, NR, Acc> {
             boost: || 0,
             can_fuse: |_| true,
             row_major_store: false,
+            tiles: None,
         };
         kernel.with_packing(packing_a, packing_b)
     }
@@ -154,6 +199,11 @@ impl<const MR: usize, const NR: usize, Acc: LADatum> DynKernel<MR, NR, Acc> {
 
     pub fn regular_pack_b(&self) -> PackedFormat {
         *self.packings[0].1.clone().downcast::<PackedFormat>().unwrap()
+    }
+
+    /// DoseWitness patch: the kernel's several-tiles entry ([`MatMatMulKer::kernel_tiles`]).
+    pub fn with_tile_loop(self, tiles: TileKernel<Acc>) -> Self {
+        Self { tiles: Some(tiles), ..self }
     }
 
     pub fn with_can_fuse(self, can_fuse: fn(&FusedSpec) -> bool) -> Self {
@@ -212,6 +262,16 @@ impl<const MR: usize, const NR: usize, Acc: LADatum> MatMatMulKer for DynKernel<
 
     fn kernel(&self, op: &[FusedKerSpec<Self::Acc>]) -> isize {
         unsafe { (self.kernel)(op) }
+    }
+
+    unsafe fn kernel_tiles(
+        &self,
+        op: &mut [FusedKerSpec<Self::Acc>],
+        tiles: &mut TileLoop,
+    ) -> Option<isize> {
+        let entry = self.tiles?;
+        debug_assert_eq!(tiles.specs, op.as_mut_ptr() as *mut u8);
+        Some(unsafe { entry(op.as_ptr(), tiles) })
     }
 
     #[allow(clippy::type_complexity)]

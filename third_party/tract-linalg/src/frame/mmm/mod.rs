@@ -597,7 +597,7 @@ fn outer_block_edge(
 /// outer loop runs once and this is exactly the single-level inner walk. Pure
 /// tile reordering ⇒ no result changes; extracted so the nesting can be
 /// unit-tested independently of the kernel.
-#[inline]
+#[cfg(test)]
 fn for_each_blocked_tile(
     m: Range<usize>,
     n: Range<usize>,
@@ -605,6 +605,26 @@ fn for_each_blocked_tile(
     blk_outer: usize,
     col_outer: bool,
     mut f: impl FnMut(usize, usize) -> TractResult<()>,
+) -> TractResult<()> {
+    for_each_blocked_run(m, n, blk, blk_outer, col_outer, |rows, ib| {
+        for ia in rows {
+            f(ia, ib)?;
+        }
+        Ok(())
+    })
+}
+
+/// [`for_each_blocked_tile`]'s walk, in the same order, handing the tiles over as runs down
+/// one column: each inner block's row tiles under one `ib` when `col_outer`, single tiles
+/// otherwise (DoseWitness patch: a kernel's tile loop runs such a run in one call).
+#[inline]
+fn for_each_blocked_run(
+    m: Range<usize>,
+    n: Range<usize>,
+    blk: usize,
+    blk_outer: usize,
+    col_outer: bool,
+    mut f: impl FnMut(Range<usize>, usize) -> TractResult<()>,
 ) -> TractResult<()> {
     let blk = blk.max(1);
     let blk_outer = blk_outer.max(blk);
@@ -622,14 +642,12 @@ fn for_each_blocked_tile(
                     let ja_end = ja.saturating_add(blk).min(ja3_end);
                     if col_outer {
                         for ib in jb..jb_end {
-                            for ia in ja..ja_end {
-                                f(ia, ib)?;
-                            }
+                            f(ja..ja_end, ib)?;
                         }
                     } else {
                         for ia in ja..ja_end {
                             for ib in jb..jb_end {
-                                f(ia, ib)?;
+                                f(ia..ia + 1, ib)?;
                             }
                         }
                     }
@@ -673,8 +691,8 @@ unsafe fn run_blocked<K: MatMatMulKer>(
         let blk = inner_block_edge(mr, nr, k, elem, m_panels, n_panels, col_outer, l2_share);
         let blk_outer = outer_block_edge(mr, nr, k, elem, blk, m_panels, n_panels, llc_share);
         scratch.run_in_tls_scope(|scratch, tls| {
-            for_each_blocked_tile(m, n, blk, blk_outer, col_outer, |ia, ib| {
-                scratch.run_one_tile(ker, non_linear, tls, ia, ib)
+            for_each_blocked_run(m, n, blk, blk_outer, col_outer, |rows, ib| {
+                scratch.run_tile_column(ker, non_linear, tls, rows, ib)
             })
         })
     }

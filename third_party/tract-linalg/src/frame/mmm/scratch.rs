@@ -1,4 +1,9 @@
-use super::{FusedKerSpec, FusedSpec, MatMatMulKer, OutputStoreKer};
+use super::{
+    EagerPackedInput, FusedKerSpec, FusedSpec, MatMatMulKer, OutputStoreKer, TILE_LOOP_MAX_STRIDES,
+    TileLoop, TileStride,
+};
+use crate::pack::PackedFormat;
+use std::ops::Range;
 use crate::{BinOp, LADatum};
 use downcast_rs::{Downcast, impl_downcast};
 use std::cell::RefCell;
@@ -76,6 +81,9 @@ pub struct ScratchSpaceImpl<TI: LADatum> {
     remnant_down: usize,
     valid_right_tiles: usize,
     remnant_right: usize,
+    /// DoseWitness patch: what a kernel's tile loop adds to the spec list between two tiles of
+    /// one column (byte offset, stride), or `None` when some fused op cannot be stepped so.
+    column_strides: Option<TVec<TileStride>>,
 }
 
 #[derive(Debug, new)]
@@ -245,11 +253,97 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
             self.ker_specs.push(ker_spec);
         }
         self.ker_specs.push(FKS::Done);
+        self.column_strides = Self::column_strides(ker, specs, &self.loc_dependent);
         self.blob_size = offset;
         self.blob_align = align;
 
         self.generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// DoseWitness patch: the strides that take a tile's spec list to the next tile down the
+    /// same column (next A panel, next rows of the per-row vectors and of C). `None` unless every location-dependent op is one of
+    /// these and A is packed eagerly (its panels then sit a constant stride apart).
+    fn column_strides(
+        ker: &impl MatMatMulKer<Acc = TI>,
+        specs: &[FusedSpec],
+        loc_dependent: &[LocDependent],
+    ) -> Option<TVec<TileStride>> {
+        let spec_bytes = std::mem::size_of::<FusedKerSpec<TI>>();
+        let word = std::mem::size_of::<usize>();
+        let mr = ker.mr() as isize;
+        let mut strides = tvec!();
+        let mut matmuls = 0;
+        for ld in loc_dependent {
+            let first_word = ld.ker_spec * spec_bytes + word;
+            match &specs[ld.spec] {
+                FusedSpec::BinPerRow(..) | FusedSpec::AddRowColProducts(..) => {
+                    strides.push(TileStride {
+                        offset: first_word,
+                        bytes: mr * TI::datum_type().size_of() as isize,
+                    })
+                }
+                FusedSpec::BinPerCol(..) => (),
+                FusedSpec::AddUnicast(store) | FusedSpec::Store(store) => {
+                    strides.push(TileStride { offset: first_word, bytes: mr * store.row_byte_stride })
+                }
+                FusedSpec::AddMatMul { a, .. } => {
+                    matmuls += 1;
+                    let eager = a.downcast_ref::<EagerPackedInput>()?;
+                    if !a.format().is::<PackedFormat>() || a.scratch_panel_buffer_layout().is_some()
+                    {
+                        return None;
+                    }
+                    // k, then pa: the A panel pointer is the second word of the payload.
+                    strides.push(TileStride {
+                        offset: first_word + word,
+                        bytes: eager.panel_bytes as isize,
+                    });
+                }
+                _ => return None,
+            }
+        }
+        (matmuls == 1 && strides.len() <= TILE_LOOP_MAX_STRIDES).then_some(strides)
+    }
+
+    /// DoseWitness patch: the tiles `down` of column `right`, in order, as
+    /// [`Self::run_one_tile`] would run them one by one; the full ones in a single kernel call
+    /// when the kernel has a tile loop ([`MatMatMulKer::kernel_tiles`]). Same caller contract
+    /// as `run_one_tile`.
+    pub(crate) unsafe fn run_tile_column(
+        &self,
+        ker: &impl MatMatMulKer<Acc = TI>,
+        specs: &[FusedSpec],
+        tls: &mut TLSScratch,
+        down: Range<usize>,
+        right: usize,
+    ) -> TractResult<()> {
+        unsafe {
+            let full_end = down.end.min(self.valid_down_tiles);
+            let mut next = down.start;
+            if right < self.valid_right_tiles
+                && full_end > next + 1
+                && let Some(strides) = &self.column_strides
+            {
+                self.for_valid_tile(ker, specs, tls, next, right)?;
+                let ker_specs = tls.ker_specs::<TI>();
+                let mut tiles = TileLoop {
+                    remaining: full_end - next - 1,
+                    specs: ker_specs.as_mut_ptr() as *mut u8,
+                    count: strides.len(),
+                    strides: [TileStride::default(); TILE_LOOP_MAX_STRIDES],
+                };
+                tiles.strides[..strides.len()].copy_from_slice(strides);
+                if let Some(err) = ker.kernel_tiles(ker_specs, &mut tiles) {
+                    ensure!(err == 0, "Kernel {} returned error {err}", ker.name());
+                    next = full_end;
+                }
+            }
+            for ia in next..down.end {
+                self.run_one_tile(ker, specs, tls, ia, right)?;
+            }
+            Ok(())
+        }
     }
 
     pub unsafe fn run(
