@@ -217,6 +217,11 @@ impl RowPanelInput {
         Ok(Self { format, source, tail, fact: NoFact, panels, k, mn })
     }
 
+    /// Bytes from one panel's descriptor to the next: what `panel_bytes` advances by from
+    /// panel to panel (the short last panel's included). DoseWitness patch: a kernel's tile
+    /// loop steps along a row of tiles by it.
+    pub const PANEL_STRIDE: usize = std::mem::size_of::<RowPanelDesc>();
+
     /// Whether the full panels point into the source activation (no copy).
     pub fn is_view_of(&self, tensor: &Tensor) -> bool {
         std::ptr::eq(&*self.source, tensor)
@@ -418,7 +423,18 @@ mod tests {
         }
         let r = ker.nr();
         assert_eq!(ker.packings()[1].1.downcast_ref::<RowMajorPanels>(), Some(&RowMajorPanels::new(r)));
-        for (m, k, n) in [(64, 16, r * 9), (24, 27, r * 4 + 7), (16, 1, 5), (40, 96, 29), (70, 3, r + 1)] {
+        // The last three are one row of tiles for 16-, 32- and 48-row kernels (a tile loop
+        // along the row, B panel to B panel).
+        for (m, k, n) in [
+            (64, 16, r * 9),
+            (24, 27, r * 4 + 7),
+            (16, 1, 5),
+            (40, 96, 29),
+            (70, 3, r + 1),
+            (16, 24, r * 6 + 3),
+            (32, 20, r * 5),
+            (48, 8, r * 3 + 1),
+        ] {
             // B: n positions of k channels, channel innermost.
             let b_data: Vec<f32> = (0..n * k).map(|i| ((i * 7) % 19) as f32 * 0.1 - 0.9).collect();
             let a_data: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 13) as f32 * 0.2 - 1.1).collect();

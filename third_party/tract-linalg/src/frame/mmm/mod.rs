@@ -691,6 +691,11 @@ unsafe fn run_blocked<K: MatMatMulKer>(
         let blk = inner_block_edge(mr, nr, k, elem, m_panels, n_panels, col_outer, l2_share);
         let blk_outer = outer_block_edge(mr, nr, k, elem, blk, m_panels, n_panels, llc_share);
         scratch.run_in_tls_scope(|scratch, tls| {
+            // One row of panels: every walk order visits it left to right, so it can go to the
+            // kernel's tile loop as a row (DoseWitness patch).
+            if m.len() == 1 {
+                return scratch.run_tile_row(ker, non_linear, tls, m.start, n);
+            }
             for_each_blocked_run(m, n, blk, blk_outer, col_outer, |rows, ib| {
                 scratch.run_tile_column(ker, non_linear, tls, rows, ib)
             })

@@ -84,6 +84,9 @@ pub struct ScratchSpaceImpl<TI: LADatum> {
     /// DoseWitness patch: what a kernel's tile loop adds to the spec list between two tiles of
     /// one column (byte offset, stride), or `None` when some fused op cannot be stepped so.
     column_strides: Option<TVec<TileStride>>,
+    /// The same along a row of tiles (next B panel, next columns of the per-column vectors and
+    /// of C).
+    row_strides: Option<TVec<TileStride>>,
 }
 
 #[derive(Debug, new)]
@@ -254,6 +257,7 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         }
         self.ker_specs.push(FKS::Done);
         self.column_strides = Self::column_strides(ker, specs, &self.loc_dependent);
+        self.row_strides = Self::row_strides(ker, specs, &self.loc_dependent);
         self.blob_size = offset;
         self.blob_align = align;
 
@@ -306,6 +310,111 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         (matmuls == 1 && strides.len() <= TILE_LOOP_MAX_STRIDES).then_some(strides)
     }
 
+    /// DoseWitness patch: [`Self::column_strides`] along a row of tiles: the next B panel
+    /// (row panels, or packed eagerly), the next columns of the per-column vectors and of C.
+    fn row_strides(
+        ker: &impl MatMatMulKer<Acc = TI>,
+        specs: &[FusedSpec],
+        loc_dependent: &[LocDependent],
+    ) -> Option<TVec<TileStride>> {
+        let spec_bytes = std::mem::size_of::<FusedKerSpec<TI>>();
+        let word = std::mem::size_of::<usize>();
+        let nr = ker.nr() as isize;
+        let elem = TI::datum_type().size_of() as isize;
+        let mut strides = tvec!();
+        let mut matmuls = 0;
+        for ld in loc_dependent {
+            let first_word = ld.ker_spec * spec_bytes + word;
+            match &specs[ld.spec] {
+                FusedSpec::BinPerRow(..) => (),
+                FusedSpec::BinPerCol(..) => {
+                    strides.push(TileStride { offset: first_word, bytes: nr * elem })
+                }
+                // Rows, then columns: the column pointer is the second word.
+                FusedSpec::AddRowColProducts(..) => {
+                    strides.push(TileStride { offset: first_word + word, bytes: nr * elem })
+                }
+                FusedSpec::AddUnicast(store) | FusedSpec::Store(store) => {
+                    strides.push(TileStride { offset: first_word, bytes: nr * store.col_byte_stride })
+                }
+                FusedSpec::AddMatMul { b, .. } => {
+                    matmuls += 1;
+                    let bytes = if b.downcast_ref::<crate::row_panel::RowPanelInput>().is_some() {
+                        crate::row_panel::RowPanelInput::PANEL_STRIDE
+                    } else if let Some(eager) = b.downcast_ref::<EagerPackedInput>()
+                        && b.format().is::<PackedFormat>()
+                        && b.scratch_panel_buffer_layout().is_none()
+                    {
+                        eager.panel_bytes
+                    } else {
+                        return None;
+                    };
+                    // k, pa, then pb: the B panel pointer is the third word of the payload.
+                    strides.push(TileStride { offset: first_word + 2 * word, bytes: bytes as isize });
+                }
+                _ => return None,
+            }
+        }
+        (matmuls == 1 && strides.len() <= TILE_LOOP_MAX_STRIDES).then_some(strides)
+    }
+
+    /// DoseWitness patch: the tiles `right` of row `down`, in order, the full ones in a single
+    /// kernel call when the kernel has a tile loop (see [`Self::run_tile_column`]).
+    pub(crate) unsafe fn run_tile_row(
+        &self,
+        ker: &impl MatMatMulKer<Acc = TI>,
+        specs: &[FusedSpec],
+        tls: &mut TLSScratch,
+        down: usize,
+        right: Range<usize>,
+    ) -> TractResult<()> {
+        unsafe {
+            let full_end = right.end.min(self.valid_right_tiles);
+            let mut next = right.start;
+            if down < self.valid_down_tiles
+                && full_end > next + 1
+                && let Some(strides) = &self.row_strides
+            {
+                self.for_valid_tile(ker, specs, tls, down, next)?;
+                if self.run_tile_loop(ker, tls, full_end - next - 1, strides)? {
+                    next = full_end;
+                }
+            }
+            for ib in next..right.end {
+                self.run_one_tile(ker, specs, tls, down, ib)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The kernel's tile loop over the spec list `for_valid_tile` just wrote: that tile and
+    /// `more` after it, each `strides` on from the last. False when the kernel has no loop.
+    unsafe fn run_tile_loop(
+        &self,
+        ker: &impl MatMatMulKer<Acc = TI>,
+        tls: &mut TLSScratch,
+        more: usize,
+        strides: &[TileStride],
+    ) -> TractResult<bool> {
+        unsafe {
+            let ker_specs = tls.ker_specs::<TI>();
+            let mut tiles = TileLoop {
+                remaining: more,
+                specs: ker_specs.as_mut_ptr() as *mut u8,
+                count: strides.len(),
+                strides: [TileStride::default(); TILE_LOOP_MAX_STRIDES],
+            };
+            tiles.strides[..strides.len()].copy_from_slice(strides);
+            match ker.kernel_tiles(ker_specs, &mut tiles) {
+                Some(err) => {
+                    ensure!(err == 0, "Kernel {} returned error {err}", ker.name());
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+    }
+
     /// DoseWitness patch: the tiles `down` of column `right`, in order, as
     /// [`Self::run_one_tile`] would run them one by one; the full ones in a single kernel call
     /// when the kernel has a tile loop ([`MatMatMulKer::kernel_tiles`]). Same caller contract
@@ -326,16 +435,7 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                 && let Some(strides) = &self.column_strides
             {
                 self.for_valid_tile(ker, specs, tls, next, right)?;
-                let ker_specs = tls.ker_specs::<TI>();
-                let mut tiles = TileLoop {
-                    remaining: full_end - next - 1,
-                    specs: ker_specs.as_mut_ptr() as *mut u8,
-                    count: strides.len(),
-                    strides: [TileStride::default(); TILE_LOOP_MAX_STRIDES],
-                };
-                tiles.strides[..strides.len()].copy_from_slice(strides);
-                if let Some(err) = ker.kernel_tiles(ker_specs, &mut tiles) {
-                    ensure!(err == 0, "Kernel {} returned error {err}", ker.name());
+                if self.run_tile_loop(ker, tls, full_end - next - 1, strides)? {
                     next = full_end;
                 }
             }
