@@ -82,10 +82,9 @@ pub struct ScratchSpaceImpl<TI: LADatum> {
     valid_right_tiles: usize,
     remnant_right: usize,
     /// DoseWitness patch: what a kernel's tile loop adds to the spec list between two tiles of
-    /// one column (byte offset, stride), or `None` when some fused op cannot be stepped so.
+    /// one column, and of one row ([`Self::tile_strides`]); `None` when some fused op cannot be
+    /// stepped so.
     column_strides: Option<TVec<TileStride>>,
-    /// The same along a row of tiles (next B panel, next columns of the per-column vectors and
-    /// of C).
     row_strides: Option<TVec<TileStride>>,
 }
 
@@ -256,8 +255,8 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
             self.ker_specs.push(ker_spec);
         }
         self.ker_specs.push(FKS::Done);
-        self.column_strides = Self::column_strides(ker, specs, &self.loc_dependent);
-        self.row_strides = Self::row_strides(ker, specs, &self.loc_dependent);
+        self.column_strides = Self::tile_strides(ker, specs, &self.loc_dependent, true);
+        self.row_strides = Self::tile_strides(ker, specs, &self.loc_dependent, false);
         self.blob_size = offset;
         self.blob_align = align;
 
@@ -265,94 +264,59 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         Ok(())
     }
 
-    /// DoseWitness patch: the strides that take a tile's spec list to the next tile down the
-    /// same column (next A panel, next rows of the per-row vectors and of C). `None` unless every location-dependent op is one of
-    /// these and A is packed eagerly (its panels then sit a constant stride apart).
-    fn column_strides(
+    /// DoseWitness patch: the strides that take a tile's spec list to the next tile, down the
+    /// same column (`down`: next A panel, next rows of the per-row vectors and of C) or along
+    /// the same row (next B panel, next columns of the per-column vectors and of C). `None`
+    /// unless every location-dependent op is one of these and the stepped operand's panels sit
+    /// a constant stride apart (packed eagerly, or row panels' descriptors).
+    fn tile_strides(
         ker: &impl MatMatMulKer<Acc = TI>,
         specs: &[FusedSpec],
         loc_dependent: &[LocDependent],
+        down: bool,
     ) -> Option<TVec<TileStride>> {
         let spec_bytes = std::mem::size_of::<FusedKerSpec<TI>>();
         let word = std::mem::size_of::<usize>();
-        let mr = ker.mr() as isize;
-        let mut strides = tvec!();
-        let mut matmuls = 0;
-        for ld in loc_dependent {
-            let first_word = ld.ker_spec * spec_bytes + word;
-            match &specs[ld.spec] {
-                FusedSpec::BinPerRow(..) | FusedSpec::AddRowColProducts(..) => {
-                    strides.push(TileStride {
-                        offset: first_word,
-                        bytes: mr * TI::datum_type().size_of() as isize,
-                    })
-                }
-                FusedSpec::BinPerCol(..) => (),
-                FusedSpec::AddUnicast(store) | FusedSpec::Store(store) => {
-                    strides.push(TileStride { offset: first_word, bytes: mr * store.row_byte_stride })
-                }
-                FusedSpec::AddMatMul { a, .. } => {
-                    matmuls += 1;
-                    let eager = a.downcast_ref::<EagerPackedInput>()?;
-                    if !a.format().is::<PackedFormat>() || a.scratch_panel_buffer_layout().is_some()
-                    {
-                        return None;
-                    }
-                    // k, then pa: the A panel pointer is the second word of the payload.
-                    strides.push(TileStride {
-                        offset: first_word + word,
-                        bytes: eager.panel_bytes as isize,
-                    });
-                }
-                _ => return None,
-            }
-        }
-        (matmuls == 1 && strides.len() <= TILE_LOOP_MAX_STRIDES).then_some(strides)
-    }
-
-    /// DoseWitness patch: [`Self::column_strides`] along a row of tiles: the next B panel
-    /// (row panels, or packed eagerly), the next columns of the per-column vectors and of C.
-    fn row_strides(
-        ker: &impl MatMatMulKer<Acc = TI>,
-        specs: &[FusedSpec],
-        loc_dependent: &[LocDependent],
-    ) -> Option<TVec<TileStride>> {
-        let spec_bytes = std::mem::size_of::<FusedKerSpec<TI>>();
-        let word = std::mem::size_of::<usize>();
-        let nr = ker.nr() as isize;
         let elem = TI::datum_type().size_of() as isize;
+        let step = if down { ker.mr() } else { ker.nr() } as isize;
         let mut strides = tvec!();
         let mut matmuls = 0;
         for ld in loc_dependent {
             let first_word = ld.ker_spec * spec_bytes + word;
-            match &specs[ld.spec] {
-                FusedSpec::BinPerRow(..) => (),
-                FusedSpec::BinPerCol(..) => {
-                    strides.push(TileStride { offset: first_word, bytes: nr * elem })
-                }
+            let stride = match &specs[ld.spec] {
+                FusedSpec::BinPerRow(..) if down => Some((first_word, step * elem)),
+                FusedSpec::BinPerCol(..) if !down => Some((first_word, step * elem)),
+                FusedSpec::BinPerRow(..) | FusedSpec::BinPerCol(..) => None,
                 // Rows, then columns: the column pointer is the second word.
                 FusedSpec::AddRowColProducts(..) => {
-                    strides.push(TileStride { offset: first_word + word, bytes: nr * elem })
+                    Some((first_word + if down { 0 } else { word }, step * elem))
                 }
                 FusedSpec::AddUnicast(store) | FusedSpec::Store(store) => {
-                    strides.push(TileStride { offset: first_word, bytes: nr * store.col_byte_stride })
+                    let bytes = if down { store.row_byte_stride } else { store.col_byte_stride };
+                    Some((first_word, step * bytes))
                 }
-                FusedSpec::AddMatMul { b, .. } => {
+                FusedSpec::AddMatMul { a, b, .. } => {
                     matmuls += 1;
-                    let bytes = if b.downcast_ref::<crate::row_panel::RowPanelInput>().is_some() {
+                    let stepped = if down { a } else { b };
+                    let bytes = if !down
+                        && stepped.downcast_ref::<crate::row_panel::RowPanelInput>().is_some()
+                    {
                         crate::row_panel::RowPanelInput::PANEL_STRIDE
-                    } else if let Some(eager) = b.downcast_ref::<EagerPackedInput>()
-                        && b.format().is::<PackedFormat>()
-                        && b.scratch_panel_buffer_layout().is_none()
+                    } else if let Some(eager) = stepped.downcast_ref::<EagerPackedInput>()
+                        && stepped.format().is::<PackedFormat>()
+                        && stepped.scratch_panel_buffer_layout().is_none()
                     {
                         eager.panel_bytes
                     } else {
                         return None;
                     };
-                    // k, pa, then pb: the B panel pointer is the third word of the payload.
-                    strides.push(TileStride { offset: first_word + 2 * word, bytes: bytes as isize });
+                    // k, pa, pb: the panel pointers are the payload's second and third words.
+                    Some((first_word + if down { word } else { 2 * word }, bytes as isize))
                 }
                 _ => return None,
+            };
+            if let Some((offset, bytes)) = stride {
+                strides.push(TileStride { offset, bytes });
             }
         }
         (matmuls == 1 && strides.len() <= TILE_LOOP_MAX_STRIDES).then_some(strides)
