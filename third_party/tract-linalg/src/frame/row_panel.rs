@@ -390,17 +390,11 @@ mod tests {
                 FusedKerSpec::Done,
             ];
             let word = std::mem::size_of::<usize>();
-            let mut strides = [TileStride::default(); crate::mmm::TILE_LOOP_MAX_STRIDES];
-            strides[0] = TileStride {
+            let store = TileStride {
                 offset: 2 * std::mem::size_of::<FusedKerSpec<f32>>() + word,
                 bytes: (tile * 4) as isize,
             };
-            let mut lp = TileLoop {
-                remaining: tiles - 2,
-                specs: specs.as_mut_ptr() as *mut u8,
-                count: 1,
-                strides,
-            };
+            let mut lp = TileLoop::new(tiles - 2, &[store]);
             let err = unsafe { ker.kernel_tiles(&mut specs, &mut lp) };
             assert_eq!(err, Some(0), "{}", ker.name());
             assert_eq!(lp.remaining, 0);

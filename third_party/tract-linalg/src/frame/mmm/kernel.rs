@@ -79,7 +79,7 @@ pub trait MatMatMulKer: Clone + Debug + Send + Sync + 'static {
     /// `None` when the kernel has no such entry; the caller then runs the tiles one by one.
     ///
     /// # Safety
-    /// As for [`Self::kernel`], for every tile the strides reach; `tiles.specs` is `op`.
+    /// As for [`Self::kernel`], for every tile the strides reach.
     #[allow(unused_variables)]
     unsafe fn kernel_tiles(
         &self,
@@ -109,6 +109,21 @@ pub struct TileLoop {
     pub specs: *mut u8,
     pub count: usize,
     pub strides: [TileStride; TILE_LOOP_MAX_STRIDES],
+}
+
+impl TileLoop {
+    /// `remaining` tiles after the first, each `strides` on from the last (at most
+    /// [`TILE_LOOP_MAX_STRIDES`]). The spec list is filled in by [`MatMatMulKer::kernel_tiles`].
+    pub fn new(remaining: usize, strides: &[TileStride]) -> Self {
+        let mut tiles = TileLoop {
+            remaining,
+            specs: std::ptr::null_mut(),
+            count: strides.len(),
+            strides: [TileStride::default(); TILE_LOOP_MAX_STRIDES],
+        };
+        tiles.strides[..strides.len()].copy_from_slice(strides);
+        tiles
+    }
 }
 
 /// One word of the spec list a [`TileLoop`] steps: its byte offset and what to add to it.
@@ -270,7 +285,7 @@ impl<const MR: usize, const NR: usize, Acc: LADatum> MatMatMulKer for DynKernel<
         tiles: &mut TileLoop,
     ) -> Option<isize> {
         let entry = self.tiles?;
-        debug_assert_eq!(tiles.specs, op.as_mut_ptr() as *mut u8);
+        tiles.specs = op.as_mut_ptr() as *mut u8;
         Some(unsafe { entry(op.as_ptr(), tiles) })
     }
 

@@ -362,13 +362,7 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
     ) -> TractResult<bool> {
         unsafe {
             let ker_specs = tls.ker_specs::<TI>();
-            let mut tiles = TileLoop {
-                remaining: more,
-                specs: ker_specs.as_mut_ptr() as *mut u8,
-                count: strides.len(),
-                strides: [TileStride::default(); TILE_LOOP_MAX_STRIDES],
-            };
-            tiles.strides[..strides.len()].copy_from_slice(strides);
+            let mut tiles = TileLoop::new(more, strides);
             match ker.kernel_tiles(ker_specs, &mut tiles) {
                 Some(err) => {
                     ensure!(err == 0, "Kernel {} returned error {err}", ker.name());
