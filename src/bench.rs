@@ -47,8 +47,13 @@ pub enum BenchCommand {
         nodes: bool,
         /// With --profile, evict the caches (64 MiB of writes) before each run, as the other
         /// models do between two runs of one model in a dose session.
-        #[arg(long, requires = "profile")]
+        #[arg(long, requires = "profile", conflicts_with = "between")]
         cold: bool,
+        /// With --profile, run every other model of the manifest once before each run, as the
+        /// benchmark's rounds do: the profile then shows where the model loses time in the
+        /// benchmark's conditions (caches, TLB and branch predictors left to other work).
+        #[arg(long, requires = "profile")]
+        between: bool,
     },
     /// Ingest events/s and batch latency of the clinic backend with concurrent devices, on
     /// SQLite and (with --database-url) PostgreSQL.
@@ -75,8 +80,16 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             profile: Some(name),
             nodes,
             cold,
+            between,
             ..
-        } => profile_vision(&models_dir, &name, runs, nodes, cold),
+        } => {
+            let before = match (cold, between) {
+                (true, _) => BeforeEachRun::Evict,
+                (_, true) => BeforeEachRun::OtherModels,
+                _ => BeforeEachRun::Nothing,
+            };
+            profile_vision(&models_dir, &name, runs, nodes, before)
+        }
         BenchCommand::Vision {
             runs,
             json,
@@ -400,19 +413,58 @@ impl Drop for OrtWorker {
     }
 }
 
+/// Larger than the last-level caches of the machines we measure on (32 MiB here).
+const EVICTION_BYTES: usize = 64 << 20;
+
+/// What `bench vision --profile` does before each timed run of the profiled model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BeforeEachRun {
+    Nothing,
+    /// 64 MiB of writes (`--cold`).
+    Evict,
+    /// One run of every other model in the manifest (`--between`).
+    OtherModels,
+}
+
 /// `bench vision --profile NAME`: per-op (and with `nodes`, per-node) times of one model's plan.
 fn profile_vision(
     models_dir: &Path,
     name: &str,
     runs: u32,
     nodes: bool,
-    cold: bool,
+    before: BeforeEachRun,
 ) -> anyhow::Result<ExitCode> {
     let manifest = dosewitness_vision::ModelManifest::open(models_dir)?;
     let model = manifest.load(name)?;
     let entry = model.entry();
     let input = deterministic_input(entry.input.shape.iter().product(), entry.input.range);
-    let profile = model.profile(&input, runs as usize, cold)?;
+    let mut evictor = vec![
+        0u8;
+        if before == BeforeEachRun::Evict {
+            EVICTION_BYTES
+        } else {
+            0
+        }
+    ];
+    let mut others = Vec::new();
+    if before == BeforeEachRun::OtherModels {
+        for other in manifest.models.iter().filter(|other| other.name != name) {
+            let model = manifest.load(&other.name)?;
+            let input = deterministic_input(other.input.shape.iter().product(), other.input.range);
+            model.run(&input)?;
+            others.push(model);
+        }
+    }
+    let profile = model.profile(&input, runs as usize, || {
+        for (index, byte) in evictor.iter_mut().enumerate().step_by(64) {
+            *byte = byte.wrapping_add(index as u8);
+        }
+        std::hint::black_box(&mut evictor);
+        for other in &others {
+            other.run_with(|_| ())?;
+        }
+        Ok(())
+    })?;
     let total: f64 = profile.ops.iter().map(|share| share.ms).sum();
     if nodes {
         for node in &profile.nodes {
@@ -427,10 +479,10 @@ fn profile_vision(
         profile.nodes.len(),
         profile.wall_min_ms,
         profile.wall_median_ms,
-        if cold {
-            ", caches evicted before each"
-        } else {
-            ""
+        match before {
+            BeforeEachRun::Nothing => "",
+            BeforeEachRun::Evict => ", caches evicted before each",
+            BeforeEachRun::OtherModels => ", the other models run before each",
         }
     );
     for share in &profile.ops {
@@ -462,8 +514,12 @@ fn vision(
         let model = manifest.load(&entry.name)?;
         let load_ms = started.elapsed().as_secs_f64() * 1000.0;
         let input = deterministic_input(entry.input.shape.iter().product(), entry.input.range);
-        for _ in 0..5 {
-            model.run(&input)?;
+        // The input goes into the model's own input tensor once; the timed runs below leave it
+        // there, as ONNX Runtime's timed runs reuse one prepared array (in the dose session,
+        // pre-processing writes each crop straight into that tensor).
+        model.run(&input)?;
+        for _ in 0..4 {
+            model.run_with(|_| ())?;
         }
         loaded.push((model, input, load_ms));
     }
@@ -476,10 +532,10 @@ fn vision(
     let mut tract_ms: Vec<Vec<f64>> = vec![Vec::new(); loaded.len()];
     let mut ort_ms: Vec<Vec<f64>> = vec![Vec::new(); loaded.len()];
     for _ in 0..rounds {
-        for (index, (model, input, _)) in loaded.iter().enumerate() {
+        for (index, (model, _, _)) in loaded.iter().enumerate() {
             for _ in 0..per_round {
                 let started = Instant::now();
-                model.run(input)?;
+                model.run_with(|_| ())?;
                 tract_ms[index].push(started.elapsed().as_secs_f64() * 1000.0);
             }
             if let Ok(worker) = &mut ort {

@@ -9,7 +9,7 @@ use crate::error::VisionError;
 use crate::frame::Frame;
 use crate::geometry::{BoundingBox, Letterbox, Point, weighted_nms};
 use crate::model::{ModelManifest, OnnxModel};
-use crate::ssd::{Anchor, SsdLayout, anchors, decode, letterbox_tensor};
+use crate::ssd::{Anchor, SsdLayout, anchors, decode, letterbox_tensor_into};
 
 /// The manifest name of the model this detector runs.
 pub const MODEL_NAME: &str = "blazeface_short";
@@ -84,8 +84,9 @@ impl FaceDetector {
     pub fn detect(&self, frame: &Frame) -> Result<Vec<FaceDetection>, VisionError> {
         let pixels = frame.pixels();
         let letterbox = Letterbox::fit(pixels.width(), pixels.height(), INPUT_SIDE, INPUT_SIDE);
-        let input = letterbox_tensor(pixels, &letterbox, INPUT_SIDE as usize, [-1.0, 1.0]);
-        let outputs = self.model.run(&input)?;
+        let outputs = self.model.run_with(|input| {
+            letterbox_tensor_into(pixels, &letterbox, INPUT_SIDE as usize, [-1.0, 1.0], input);
+        })?;
         let (regressors, logits) = self.split_outputs(&outputs)?;
         let decoded = decode(&LAYOUT, &self.anchors, regressors, logits, self.min_score);
         let side = INPUT_SIDE as f32;
@@ -142,6 +143,7 @@ impl FaceDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssd::letterbox_tensor;
 
     #[test]
     fn anchors_match_mediapipe_layout() {

@@ -8,7 +8,7 @@
 use crate::error::VisionError;
 use crate::face_detection::FaceDetection;
 use crate::frame::Frame;
-use crate::geometry::{RotatedRect, rotated_crop};
+use crate::geometry::{RotatedRect, rotated_crop_into};
 use crate::model::{ModelManifest, OnnxModel};
 
 /// The manifest name of the model.
@@ -208,7 +208,14 @@ pub fn face_region(face: &FaceDetection) -> RotatedRect {
 /// Samples the 150×150 chip of `region` from `frame`: NHWC raw 0–255, bilinear, border
 /// replicated, pixel centres mapped to pixel centres.
 pub fn face_chip(frame: &Frame, region: &RotatedRect) -> Vec<f32> {
-    rotated_crop(frame, region, CHIP_SIDE, 0.5, [0.0, 255.0])
+    let mut chip = vec![0.0f32; CHIP_SIDE * CHIP_SIDE * 3];
+    face_chip_into(frame, region, &mut chip);
+    chip
+}
+
+/// [`face_chip`] into `chip`, the embedder's input.
+fn face_chip_into(frame: &Frame, region: &RotatedRect, chip: &mut [f32]) {
+    rotated_crop_into(frame, region, CHIP_SIDE, 0.5, [0.0, 255.0], chip);
 }
 
 /// The face embedder. Load once; [`Self::embed`] is reentrant.
@@ -226,8 +233,10 @@ impl FaceEmbedder {
 
     /// The descriptor of `face` in `frame`.
     pub fn embed(&self, frame: &Frame, face: &FaceDetection) -> Result<FaceEmbedding, VisionError> {
-        let chip = face_chip(frame, &face_region(face));
-        let mut outputs = self.model.run(&chip)?;
+        let region = face_region(face);
+        let mut outputs = self
+            .model
+            .run_with(|chip| face_chip_into(frame, &region, chip))?;
         let embedding = outputs.pop().unwrap_or_default();
         if embedding.len() != 128 || embedding.iter().any(|value| !value.is_finite()) {
             return Err(VisionError::Inference {

@@ -9,7 +9,7 @@
 use crate::error::VisionError;
 use crate::face_detection::FaceDetection;
 use crate::frame::Frame;
-use crate::geometry::{Point, RotatedRect, rotated_crop};
+use crate::geometry::{Point, RotatedRect, rotated_crop_into};
 use crate::model::{ModelManifest, OnnxModel};
 
 /// The manifest name of the model.
@@ -76,8 +76,9 @@ impl FaceMesh {
         frame: &Frame,
         region: &RotatedRect,
     ) -> Result<FaceLandmarks, VisionError> {
-        let input = rotated_crop(frame, region, INPUT_SIDE, 0.0, [0.0, 1.0]);
-        let outputs = self.model.run(&input)?;
+        let outputs = self.model.run_with(|input| {
+            rotated_crop_into(frame, region, INPUT_SIDE, 0.0, [0.0, 1.0], input);
+        })?;
         let (Some(raw), Some(flag)) = (
             outputs
                 .iter()

@@ -244,7 +244,7 @@ fn fixed(value: f64) -> i64 {
     (value.clamp(-1.0e6, 1.0e6) * f64::from(1u32 << FRACTION_BITS)).round() as i64
 }
 
-/// Fills a `side`×`side` NHWC RGB tensor: pixel `(u, v)` is the bilinear sample of `pixels` at
+/// A `side`×`side` NHWC RGB tensor: pixel `(u, v)` is the bilinear sample of `pixels` at
 /// `grid`'s point for `(u, v)`, mapped from 0..255 to `range`. The one resampler behind every
 /// model input, so all models see identically sampled pixels. Coordinates and weights are
 /// fixed-point (see [`FRACTION_BITS`]): a weight is off by at most 2^-17, so a value by at most
@@ -256,6 +256,23 @@ pub fn resample(
     range: [f32; 2],
     grid: SampleGrid,
 ) -> Vec<f32> {
+    let mut tensor = vec![0.0f32; side * side * 3];
+    resample_into(pixels, side, border, range, grid, &mut tensor);
+    tensor
+}
+
+/// [`resample`] into `tensor`, a model's input ([`crate::model::OnnxModel::run_with`]). Every
+/// value of its `side`×`side`×3 is written; `tensor` should hold exactly that many (a longer one
+/// keeps the rest, a shorter one gets the rows that fit).
+pub fn resample_into(
+    pixels: &image::RgbImage,
+    side: usize,
+    border: Border,
+    range: [f32; 2],
+    grid: SampleGrid,
+    tensor: &mut [f32],
+) {
+    debug_assert_eq!(tensor.len(), side * side * 3);
     let (width, height) = (i64::from(pixels.width()), i64::from(pixels.height()));
     let raw = pixels.as_raw();
     let level = |x: i64, y: i64, channel: usize| -> f32 {
@@ -275,9 +292,8 @@ pub fn resample(
         fixed(f64::from(grid.column.x)),
         fixed(f64::from(grid.column.y)),
     );
-    let mut tensor = vec![0.0f32; side * side * 3];
     if side == 0 {
-        return tensor;
+        return;
     }
     // Replicating the border is the same as clamping the sample point into the image: a point
     // up to a pixel past an edge reads two copies of the edge pixel, and so does the edge itself.
@@ -290,7 +306,7 @@ pub fn resample(
         |value: i64| ((value >> (FRACTION_BITS - WEIGHT_BITS)) & ((1 << WEIGHT_BITS) - 1)) as i32;
     let inside =
         |left: i64, top: i64| left >= 0 && top >= 0 && left + 1 < width && top + 1 < height;
-    for (row, out_row) in tensor.chunks_exact_mut(side * 3).enumerate() {
+    for (row, out_row) in tensor.chunks_exact_mut(side * 3).take(side).enumerate() {
         let (mut x, mut y) = (
             fixed(f64::from(grid.origin.x) + row as f64 * f64::from(grid.row.x)),
             fixed(f64::from(grid.origin.y) + row as f64 * f64::from(grid.row.y)),
@@ -342,7 +358,6 @@ pub fn resample(
             }
         }
     }
-    tensor
 }
 
 /// Samples `rect` from `frame` into a `side`×`side` NHWC RGB crop with values in `range`,
@@ -357,13 +372,28 @@ pub fn rotated_crop(
     offset: f32,
     range: [f32; 2],
 ) -> Vec<f32> {
-    resample(
+    let mut crop = vec![0.0f32; side * side * 3];
+    rotated_crop_into(frame, rect, side, offset, range, &mut crop);
+    crop
+}
+
+/// [`rotated_crop`] into `crop`, a model's input ([`resample_into`]).
+pub fn rotated_crop_into(
+    frame: &crate::frame::Frame,
+    rect: &RotatedRect,
+    side: usize,
+    offset: f32,
+    range: [f32; 2],
+    crop: &mut [f32],
+) {
+    resample_into(
         frame.pixels(),
         side,
         Border::Replicate,
         range,
         rect.sample_grid(side, offset),
-    )
+        crop,
+    );
 }
 
 /// A scored box with keypoints, the unit of non-maximum suppression.

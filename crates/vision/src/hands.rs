@@ -8,9 +8,11 @@
 
 use crate::error::VisionError;
 use crate::frame::Frame;
-use crate::geometry::{BoundingBox, Letterbox, Point, RotatedRect, rotated_crop, weighted_nms};
+use crate::geometry::{
+    BoundingBox, Letterbox, Point, RotatedRect, rotated_crop_into, weighted_nms,
+};
 use crate::model::{ModelManifest, OnnxModel};
-use crate::ssd::{Anchor, SsdLayout, anchors, decode, letterbox_tensor};
+use crate::ssd::{Anchor, SsdLayout, anchors, decode, letterbox_tensor_into};
 
 /// Manifest names of the models (the lite variants: a dose session's hands are close).
 pub const PALM_MODEL: &str = "palm_detection_lite";
@@ -102,8 +104,9 @@ pub struct PalmDetector {
 
 impl PalmDetector {
     pub fn load(manifest: &ModelManifest) -> Result<Self, VisionError> {
+        let side = PALM_INPUT_SIDE as usize;
         Ok(Self {
-            model: manifest.load(PALM_MODEL)?,
+            model: manifest.load_expecting(PALM_MODEL, &[1, side, side, 3])?,
             anchors: anchors(&LAYOUT),
         })
     }
@@ -117,8 +120,10 @@ impl PalmDetector {
             PALM_INPUT_SIDE,
             PALM_INPUT_SIDE,
         );
-        let input = letterbox_tensor(pixels, &letterbox, PALM_INPUT_SIDE as usize, [0.0, 1.0]);
-        let outputs = self.model.run(&input)?;
+        let outputs = self.model.run_with(|input| {
+            let side = PALM_INPUT_SIDE as usize;
+            letterbox_tensor_into(pixels, &letterbox, side, [0.0, 1.0], input);
+        })?;
         let count = self.anchors.len();
         let find = |length: usize| outputs.iter().find(|output| output.len() == length);
         let (Some(regressors), Some(logits)) =
@@ -165,7 +170,10 @@ pub struct HandLandmarker {
 impl HandLandmarker {
     pub fn load(manifest: &ModelManifest) -> Result<Self, VisionError> {
         Ok(Self {
-            model: manifest.load(LANDMARK_MODEL)?,
+            model: manifest.load_expecting(
+                LANDMARK_MODEL,
+                &[1, LANDMARK_INPUT_SIDE, LANDMARK_INPUT_SIDE, 3],
+            )?,
         })
     }
 
@@ -175,8 +183,9 @@ impl HandLandmarker {
         frame: &Frame,
         region: &RotatedRect,
     ) -> Result<HandLandmarks, VisionError> {
-        let input = rotated_crop(frame, region, LANDMARK_INPUT_SIDE, 0.0, [0.0, 1.0]);
-        let outputs = self.model.run(&input)?;
+        let outputs = self.model.run_with(|input| {
+            rotated_crop_into(frame, region, LANDMARK_INPUT_SIDE, 0.0, [0.0, 1.0], input);
+        })?;
         // Outputs in manifest order: landmarks (63), hand_flag (1), handedness (1), world (63).
         let [landmarks, flag, handedness, _world] = outputs.as_slice() else {
             return Err(VisionError::ModelShapeMismatch {

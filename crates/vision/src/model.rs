@@ -115,15 +115,26 @@ impl ModelManifest {
 
 /// A loaded, optimised tract plan plus its manifest entry.
 ///
-/// It keeps one tract run state and reuses it for every frame, instead of setting up a fresh
-/// state (and its per-node op states) per run. The saving is small next to inference itself (it
-/// did not stand out from this machine's noise). A clone starts with its own state; if two
-/// threads run the same instance at once, the one that finds the state busy makes a fresh one.
+/// It keeps one tract run state and one input tensor and reuses them for every frame, instead
+/// of setting up a fresh state (and its per-node op states) and allocating a fresh input per run:
+/// pre-processing writes each frame's pixels straight into the kept input ([`Self::run_with`]),
+/// memory the previous run already touched, rather than into a new buffer that is then copied
+/// (600 KB for hand landmarks). A clone starts with its own; if two threads run the same
+/// instance at once, the one that finds it busy makes a fresh one.
 #[derive(Debug)]
 pub struct OnnxModel {
     entry: ModelEntry,
     plan: Arc<TypedRunnableModel>,
-    state: std::sync::Mutex<Option<TypedSimpleState>>,
+    session: std::sync::Mutex<Option<Session>>,
+}
+
+/// What one run needs besides the plan: tract's run state, and the input tensor. tract drops
+/// its references to the input at the end of each run, so between runs the `Arc` is ours alone
+/// and the tensor can be written in place.
+#[derive(Debug)]
+struct Session {
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
 }
 
 impl Clone for OnnxModel {
@@ -131,7 +142,7 @@ impl Clone for OnnxModel {
         Self {
             entry: self.entry.clone(),
             plan: Arc::clone(&self.plan),
-            state: std::sync::Mutex::new(None),
+            session: std::sync::Mutex::new(None),
         }
     }
 }
@@ -191,7 +202,7 @@ impl OnnxModel {
         let model = Self {
             entry: entry.clone(),
             plan,
-            state: std::sync::Mutex::new(None),
+            session: std::sync::Mutex::new(None),
         };
         model.check_outputs()?;
         Ok(model)
@@ -245,24 +256,47 @@ impl OnnxModel {
     /// Runs the model on one input tensor laid out as the manifest's input shape and returns
     /// every output flattened, in manifest order.
     pub fn run(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, VisionError> {
+        let expected: usize = self.entry.input.shape.iter().product();
+        if input.len() != expected {
+            return Err(VisionError::Inference {
+                name: self.entry.name.clone(),
+                reason: format!(
+                    "the input holds {} values; the model's input shape {:?} takes {expected}",
+                    input.len(),
+                    self.entry.input.shape
+                ),
+            });
+        }
+        self.run_with(|slot| slot.copy_from_slice(input))
+    }
+
+    /// Runs the model on the input `fill` writes, and returns every output flattened, in
+    /// manifest order. `fill` gets the model's input tensor (the manifest's input shape,
+    /// row-major) as it was left by the previous run on this instance, its input then, so code
+    /// that fills every value need not clear it first; a fresh instance's starts as zeros.
+    pub fn run_with(&self, fill: impl FnOnce(&mut [f32])) -> Result<Vec<Vec<f32>>, VisionError> {
         let failed = |error: TractError| VisionError::Inference {
             name: self.entry.name.clone(),
             reason: format!("{error:#}"),
         };
-        let tensor = Tensor::from_shape(&self.entry.input.shape, input).map_err(failed)?;
-        let outputs = match self.state.try_lock() {
+        let (outputs, session) = match self.session.try_lock() {
             Ok(mut slot) => {
-                let mut state = match slot.take() {
-                    Some(state) => state,
-                    None => self.plan.spawn().map_err(failed)?,
+                let mut session = match slot.take() {
+                    Some(session) => session,
+                    None => self.new_session().map_err(failed)?,
                 };
-                let outputs = state.run(tvec!(tensor.into())).map_err(failed)?;
-                *slot = Some(state);
-                outputs
+                let outputs = Self::run_session(&mut session, fill).map_err(failed)?;
+                *slot = Some(session);
+                (outputs, None)
             }
-            // Busy in another thread (or poisoned by a panic there): a state of our own.
-            Err(_) => self.plan.run(tvec!(tensor.into())).map_err(failed)?,
+            // Busy in another thread (or poisoned by a panic there): a session of our own.
+            Err(_) => {
+                let mut session = self.new_session().map_err(failed)?;
+                let outputs = Self::run_session(&mut session, fill).map_err(failed)?;
+                (outputs, Some(session))
+            }
         };
+        drop(session);
         outputs
             .iter()
             .map(|output| {
@@ -270,5 +304,29 @@ impl OnnxModel {
                 Ok(view.iter().copied().collect())
             })
             .collect()
+    }
+
+    fn new_session(&self) -> TractResult<Session> {
+        Ok(Session {
+            state: self.plan.spawn()?,
+            input: Arc::new(Tensor::zero::<f32>(&self.entry.input.shape)?),
+        })
+    }
+
+    fn run_session(
+        session: &mut Session,
+        fill: impl FnOnce(&mut [f32]),
+    ) -> TractResult<TVec<TValue>> {
+        // tract let go of the last run's input when that run ended; should anything still hold
+        // it, this run writes a copy instead of the tensor under it.
+        let mut input = Arc::make_mut(&mut session.input).to_plain_array_view_mut::<f32>()?;
+        match input.as_slice_mut() {
+            Some(values) => fill(values),
+            None => return Err(TractError::msg("the input tensor is not contiguous")),
+        }
+        drop(input);
+        session
+            .state
+            .run(tvec!(TValue::from_const(Arc::clone(&session.input))))
     }
 }

@@ -11,9 +11,6 @@ use tract_onnx::tract_core::plan::{SimpleState, eval};
 
 use crate::{OnnxModel, VisionError};
 
-/// Larger than the last-level caches of the machines we measure on (32 MiB here).
-const EVICTION_BYTES: usize = 64 << 20;
-
 /// One op type's share of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpShare {
@@ -49,35 +46,34 @@ pub struct Profile {
 }
 
 impl OnnxModel {
-    /// Runs the model `runs` times (after three warm-ups) on `input`, timing every node. With
-    /// `cold`, 64 MiB of unrelated writes before each run evict the caches, as the other models
-    /// and the camera do between two runs of one model in a dose session.
-    pub fn profile(&self, input: &[f32], runs: usize, cold: bool) -> Result<Profile, VisionError> {
+    /// Runs the model `runs` times (after three warm-ups) on `input`, timing every node.
+    /// `before_each` runs before every run, untimed: what a dose session does between two runs
+    /// of one model (other models, the camera) leaves the caches and predictors elsewhere, and a
+    /// profile of back-to-back runs misses what that costs.
+    pub fn profile(
+        &self,
+        input: &[f32],
+        runs: usize,
+        mut before_each: impl FnMut() -> Result<(), VisionError>,
+    ) -> Result<Profile, VisionError> {
         let failed = |error: TractError| VisionError::Inference {
             name: self.entry().name.clone(),
             reason: format!("{error:#}"),
         };
         let runs = runs.max(1);
-        let tensor = Tensor::from_shape(&self.entry().input.shape, input).map_err(failed)?;
+        let tensor =
+            Arc::new(Tensor::from_shape(&self.entry().input.shape, input).map_err(failed)?);
         let plan = self.plan();
         let mut state = SimpleState::new(plan).map_err(failed)?;
         let mut per_node: BTreeMap<usize, f64> = BTreeMap::new();
         let mut walls = Vec::with_capacity(runs);
-        let mut evictor = if cold {
-            vec![0u8; EVICTION_BYTES]
-        } else {
-            Vec::new()
-        };
         for run in 0..runs + 3 {
-            for (index, byte) in evictor.iter_mut().enumerate().step_by(64) {
-                *byte = byte.wrapping_add(index as u8);
-            }
-            std::hint::black_box(&mut evictor);
+            before_each()?;
             let mut times: Vec<(usize, f64)> = Vec::new();
             let wall = Instant::now();
             state
                 .run_plan_with_eval(
-                    tvec!(tensor.clone().into()),
+                    tvec!(TValue::from_const(Arc::clone(&tensor))),
                     |context, op_state, node, inputs| {
                         let started = Instant::now();
                         let result = eval(context, op_state, node, inputs);

@@ -1,7 +1,7 @@
 //! Pure pieces shared by MediaPipe's SSD detectors (BlazeFace, palm detection): the letterboxed
 //! input tensor, anchor generation and decoding of regressors + score logits.
 
-use crate::geometry::{Border, BoundingBox, Letterbox, Point, ScoredBox, resample};
+use crate::geometry::{Border, BoundingBox, Letterbox, Point, ScoredBox, resample, resample_into};
 use image::RgbImage;
 
 /// The layout of one SSD model's anchors and outputs.
@@ -112,4 +112,22 @@ pub fn letterbox_tensor(
     range: [f32; 2],
 ) -> Vec<f32> {
     resample(pixels, side, Border::Zero, range, letterbox.sample_grid())
+}
+
+/// [`letterbox_tensor`] into `tensor`, a model's input ([`crate::geometry::resample_into`]).
+pub fn letterbox_tensor_into(
+    pixels: &RgbImage,
+    letterbox: &Letterbox,
+    side: usize,
+    range: [f32; 2],
+    tensor: &mut [f32],
+) {
+    resample_into(
+        pixels,
+        side,
+        Border::Zero,
+        range,
+        letterbox.sample_grid(),
+        tensor,
+    );
 }

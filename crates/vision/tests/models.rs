@@ -20,6 +20,44 @@ fn the_shipped_model_loads_and_runs_with_the_manifest_shapes() {
 }
 
 #[test]
+fn a_model_keeps_its_input_between_runs_and_refuses_a_wrong_sized_one() {
+    let model = manifest().load("blazeface_short").unwrap();
+    let size = 128 * 128 * 3;
+    let mut seen = Vec::new();
+    model.run_with(|input| seen = input.to_vec()).unwrap();
+    assert_eq!(
+        seen,
+        vec![0.0; size],
+        "a fresh model's input starts as zeros"
+    );
+
+    let ramp: Vec<f32> = (0..size)
+        .map(|index| (index % 255) as f32 / 127.5 - 1.0)
+        .collect();
+    let copied = model.run(&ramp).unwrap();
+    // Filled in place, the same input gives the same outputs as the copied one, and the next
+    // fill sees it.
+    let in_place = model
+        .run_with(|input| {
+            seen = input.to_vec();
+            input.copy_from_slice(&ramp);
+        })
+        .unwrap();
+    assert_eq!(seen, ramp);
+    assert_eq!(in_place, copied);
+    // A clone has a session (and an input) of its own.
+    model
+        .clone()
+        .run_with(|input| seen = input.to_vec())
+        .unwrap();
+    assert_eq!(seen, vec![0.0; size]);
+
+    let error = model.run(&ramp[..size - 1]).unwrap_err();
+    assert!(matches!(error, VisionError::Inference { .. }), "{error}");
+    assert!(error.to_string().contains("49151"), "{error}");
+}
+
+#[test]
 fn every_model_in_the_manifest_loads_in_tract_and_runs() {
     let manifest = manifest();
     assert!(!manifest.models.is_empty());
