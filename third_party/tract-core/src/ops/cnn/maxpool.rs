@@ -444,7 +444,9 @@ fn maxpool_nhwc_2x2_s2(
     }
 }
 
-/// [`maxpool_nhwc_2x2_s2`] compiled for AVX-512, where a 16-channel pixel is one vector.
+/// [`maxpool_nhwc_2x2_s2`] compiled for AVX-512. Channels in whole vectors of 16 take explicit
+/// vector code: the compiled channel loop, whose count it does not know, spends more on its
+/// set-up and remainder than on the maxima (hand landmarks' 56x56x16 pool 0.04 -> 0.01 ms).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn maxpool_nhwc_2x2_s2_avx512(
@@ -456,7 +458,36 @@ unsafe fn maxpool_nhwc_2x2_s2_avx512(
     oh: usize,
     ow: usize,
 ) {
-    maxpool_nhwc_2x2_s2(input, output, h, w, c, oh, ow)
+    use std::arch::x86_64::*;
+    if c % 16 != 0 {
+        return maxpool_nhwc_2x2_s2(input, output, h, w, c, oh, ow);
+    }
+    for (image, out_image) in
+        input.chunks_exact(h * w * c).zip(output.chunks_exact_mut(oh * ow * c))
+    {
+        for (oy, out_row) in out_image.chunks_exact_mut(ow * c).enumerate() {
+            let top = &image[2 * oy * w * c..][..2 * ow * c];
+            let bottom = &image[(2 * oy + 1) * w * c..][..2 * ow * c];
+            for ox in 0..ow {
+                for ch in (0..c).step_by(16) {
+                    let at = 2 * ox * c + ch;
+                    // In bounds: `at + c + 16 <= 2 * ow * c` for both rows, `ox * c + ch + 16 <=
+                    // ow * c` for the output. `max_ps(v, o)` is `v > o ? v : o`, the scalar
+                    // fold's `o < v ? v : o`, NaN included.
+                    unsafe {
+                        let mut max = _mm512_set1_ps(f32::MIN);
+                        for row in [top, bottom] {
+                            let left = _mm512_loadu_ps(row.as_ptr().add(at));
+                            let right = _mm512_loadu_ps(row.as_ptr().add(at + c));
+                            max = _mm512_max_ps(left, max);
+                            max = _mm512_max_ps(right, max);
+                        }
+                        _mm512_storeu_ps(out_row.as_mut_ptr().add(ox * c + ch), max);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn fold_max<'a, T: Copy + PartialOrd + 'a>(row: &mut [T], taps: impl Iterator<Item = &'a T>) {
@@ -849,7 +880,9 @@ mod tests {
     /// width, and two images.
     #[test]
     fn nhwc_2x2_stride_2_pool_matches_a_plain_walk() {
-        for (n, h, w, c) in [(1usize, 8usize, 8usize, 16usize), (2, 9, 11, 19), (1, 5, 7, 3)] {
+        for (n, h, w, c) in
+            [(1usize, 8usize, 8usize, 16usize), (2, 9, 11, 19), (1, 5, 7, 3), (2, 7, 9, 48)]
+        {
             let input = ndarray::Array4::from_shape_fn((n, h, w, c), |(i, y, x, ch)| {
                 ((i * 31 + y * 17 + x * 5 + ch * 11) % 89) as f32 * 0.5 - 20.0
             });
