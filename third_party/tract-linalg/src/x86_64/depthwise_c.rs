@@ -269,6 +269,13 @@ mod avx512 {
                         let o = output.offset((i + p) as isize * out_stride).add(c);
                         _mm512_mask_storeu_ps(o, m0, post::<CLAMP>(acc0[p], lo, hi));
                         _mm512_mask_storeu_ps(o.wrapping_add(16), m1, post::<CLAMP>(acc1[p], lo, hi));
+                        // The outputs four groups on, for writing: an output buffer fresh from
+                        // the allocator is rarely in cache, and this loop outruns the stores'
+                        // line fills otherwise (a 28x28x144 5x5 layer with its output out of
+                        // cache: 150 -> 90-100 us, where the per-tap loop took 105-110).
+                        let ahead = o.wrapping_offset(4 * P as isize * out_stride);
+                        _mm_prefetch::<_MM_HINT_ET0>(ahead as *const i8);
+                        _mm_prefetch::<_MM_HINT_ET0>(ahead.wrapping_add(16) as *const i8);
                     }
                 };
                 let mut i = 0usize;
