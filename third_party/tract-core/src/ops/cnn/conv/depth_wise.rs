@@ -245,8 +245,8 @@ impl TypedOp for DepthWise {
     as_op!();
 }
 
-/// DoseWitness patch: the channel-last zone walk for the vectorised kernels, laid out once per
-/// op as the list of kernel calls it makes (one per run of output positions) with each zone's
+/// DoseWitness patch: the channel-last zone walk, laid out once per op as the list of kernel
+/// calls it makes (one per run of output positions) with each zone's
 /// taps, instead of collecting tap lists and stepping zone scanners on every evaluation. Each
 /// zone's taps come in rows along the axis its runs step on, the order in which the AVX-512
 /// kernel sees that neighbouring outputs share inputs (its grid path).
@@ -283,7 +283,7 @@ impl ZoneWalk {
             let rank = kernel_shape.len();
             taps.sort_by_cached_key(|&(tap, _)| {
                 // The tap's kernel coordinates, the run's axis moved last, as one number.
-                let mut coords = [0usize; 8];
+                let mut coords: TVec<usize> = tvec![0; rank];
                 let mut rest = tap;
                 for (axis, &dim) in kernel_shape.iter().enumerate().rev() {
                     coords[axis] = rest % dim.max(1);
@@ -516,125 +516,67 @@ macro_rules! impl_eval {
                 let (iptr, kptr, bias, optr) =
                     (iptr.add(c0), kptr.add(c0), bias.add(c0), optr.add(c0));
                 let width = c1 - c0;
-                if clamping.is_some() || ker.is_some() {
-                    let walk = dw.walk.get(&dw.patch);
-                    for ni in 0..n as isize {
-                        let iptr = iptr.offset(n_stride_i * ni);
-                        let optr = optr.offset(n_stride_o * ni);
-                        for run in &walk.runs {
-                            let (taps, offsets) = &walk.zones[run.zone];
-                            let (iptr, optr) = (iptr.offset(run.input), optr.offset(run.output));
-                            if let Some((ker, bounds)) = clamping {
-                                ker(
-                                    iptr as *const f32,
-                                    optr as *mut f32,
-                                    kptr as *const f32,
-                                    taps,
-                                    offsets,
-                                    bias as *const f32,
+                let walk = dw.walk.get(&dw.patch);
+                for ni in 0..n as isize {
+                    let iptr = iptr.offset(n_stride_i * ni);
+                    let optr = optr.offset(n_stride_o * ni);
+                    for run in &walk.runs {
+                        let (tap_indices, offsets) = &walk.zones[run.zone];
+                        let (iptr, optr) = (iptr.offset(run.input), optr.offset(run.output));
+                        if let Some((ker, bounds)) = clamping {
+                            ker(
+                                iptr as *const f32,
+                                optr as *mut f32,
+                                kptr as *const f32,
+                                tap_indices,
+                                offsets,
+                                bias as *const f32,
+                                width,
+                                k_stride_i as usize,
+                                run.len,
+                                run.in_stride,
+                                run.out_stride,
+                                bounds,
+                            );
+                        } else if let Some(ker) = ker {
+                            ker(
+                                iptr as *const f32,
+                                optr as *mut f32,
+                                kptr as *const f32,
+                                tap_indices,
+                                offsets,
+                                bias as *const f32,
+                                width,
+                                k_stride_i as usize,
+                                run.len,
+                                run.in_stride,
+                                run.out_stride,
+                            );
+                        } else {
+                            // Taps outer, channels inner: every inner loop is contiguous.
+                            for i in 0..run.len as isize {
+                                let iptr = iptr.offset(run.in_stride * i);
+                                let out = std::slice::from_raw_parts_mut(
+                                    optr.offset(run.out_stride * i),
                                     width,
-                                    k_stride_i as usize,
-                                    run.len,
-                                    run.in_stride,
-                                    run.out_stride,
-                                    bounds,
                                 );
-                            } else if let Some(ker) = ker {
-                                ker(
-                                    iptr as *const f32,
-                                    optr as *mut f32,
-                                    kptr as *const f32,
-                                    taps,
-                                    offsets,
-                                    bias as *const f32,
-                                    width,
-                                    k_stride_i as usize,
-                                    run.len,
-                                    run.in_stride,
-                                    run.out_stride,
-                                );
-                                if !dw.post.is_empty() {
-                                    for i in 0..run.len as isize {
-                                        dw.post.apply_to(optr.offset(run.out_stride * i), width);
+                                out.copy_from_slice(std::slice::from_raw_parts(bias, width));
+                                for (&kix, &off) in tap_indices.iter().zip(offsets) {
+                                    let k = std::slice::from_raw_parts(
+                                        kptr.offset(k_stride_i * kix as isize),
+                                        width,
+                                    );
+                                    let x = std::slice::from_raw_parts(iptr.offset(off), width);
+                                    for c in 0..width {
+                                        out[c] = add(out[c], mul(k[c], x[c]));
                                     }
                                 }
                             }
                         }
-                    }
-                    return;
-                }
-                for ni in 0..n as isize {
-                    let iptr = iptr.offset(n_stride_i * ni);
-                    let optr = optr.offset(n_stride_o * ni);
-                    for zone in &dw.patch.zones {
-                        let tap_indices: TVec<usize> =
-                            zone.values_offsets.iter().map(|pair| pair.0).collect();
-                        let offsets: TVec<isize> =
-                            zone.values_offsets.iter().map(|pair| pair.1).collect();
-                        let mut visitor = ZoneScanner::new(zone, &dw.patch);
-                        while !visitor.done {
-                            let iptr = iptr.offset(visitor.input_center_offset);
-                            let optr = optr.offset(visitor.output_offset);
-                            if let Some((ker, bounds)) = clamping {
-                                ker(
-                                    iptr as *const f32,
-                                    optr as *mut f32,
-                                    kptr as *const f32,
-                                    &tap_indices,
-                                    &offsets,
-                                    bias as *const f32,
-                                    width,
-                                    k_stride_i as usize,
-                                    visitor.inner_loop_len,
-                                    visitor.inner_loop_input_full_stride,
-                                    visitor.inner_loop_output_stride,
-                                    bounds,
-                                );
-                            } else if let Some(ker) = ker {
-                                ker(
-                                    iptr as *const f32,
-                                    optr as *mut f32,
-                                    kptr as *const f32,
-                                    &tap_indices,
-                                    &offsets,
-                                    bias as *const f32,
-                                    width,
-                                    k_stride_i as usize,
-                                    visitor.inner_loop_len,
-                                    visitor.inner_loop_input_full_stride,
-                                    visitor.inner_loop_output_stride,
-                                );
-                            } else {
-                                // Taps outer, channels inner: every inner loop is contiguous.
-                                for i in 0..visitor.inner_loop_len as isize {
-                                    let iptr =
-                                        iptr.offset(visitor.inner_loop_input_full_stride * i);
-                                    let out = std::slice::from_raw_parts_mut(
-                                        optr.offset(visitor.inner_loop_output_stride * i),
-                                        width,
-                                    );
-                                    out.copy_from_slice(std::slice::from_raw_parts(bias, width));
-                                    for (&kix, &off) in tap_indices.iter().zip(&offsets) {
-                                        let k = std::slice::from_raw_parts(
-                                            kptr.offset(k_stride_i * kix as isize),
-                                            width,
-                                        );
-                                        let x = std::slice::from_raw_parts(iptr.offset(off), width);
-                                        for c in 0..width {
-                                            out[c] = add(out[c], mul(k[c], x[c]));
-                                        }
-                                    }
-                                }
+                        if !dw.post.is_empty() && clamping.is_none() {
+                            for i in 0..run.len as isize {
+                                dw.post.apply_to(optr.offset(run.out_stride * i), width);
                             }
-                            if !dw.post.is_empty() && clamping.is_none() {
-                                for i in 0..visitor.inner_loop_len as isize {
-                                    dw.post.apply_to(
-                                        optr.offset(visitor.inner_loop_output_stride * i),
-                                        width,
-                                    );
-                                }
-                            }
-                            visitor.next_non_inner_axis()
                         }
                     }
                 }
@@ -1294,8 +1236,11 @@ mod tests {
         }
         // f16 accumulates every tap in f16, so its error grows with the tap count; f32 sums in
         // whatever order the kernel takes the taps (by rows along a run), up to an ulp a tap.
-        let tolerance =
-            if dt == f16::datum_type() { 3e-3 * (kh * kw) as f32 } else { 1e-5f32.max(1e-6 * (kh * kw) as f32) };
+        let tolerance = if dt == f16::datum_type() {
+            3e-3 * (kh * kw) as f32
+        } else {
+            1e-5f32.max(1e-6 * (kh * kw) as f32)
+        };
         assert!(
             max_abs < tolerance,
             "DepthWise {dt:?} {fmt:?} mismatch c={c} {h}x{w} k={kh}x{kw} stride={stride:?} pad={pad:?}: max_abs={max_abs}"
