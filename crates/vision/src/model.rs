@@ -279,24 +279,23 @@ impl OnnxModel {
             name: self.entry.name.clone(),
             reason: format!("{error:#}"),
         };
-        let (outputs, session) = match self.session.try_lock() {
+        let outputs = match self.session.try_lock() {
             Ok(mut slot) => {
+                // Taken out for the run: a run that fails leaves its session behind.
                 let mut session = match slot.take() {
                     Some(session) => session,
                     None => self.new_session().map_err(failed)?,
                 };
                 let outputs = Self::run_session(&mut session, fill).map_err(failed)?;
                 *slot = Some(session);
-                (outputs, None)
+                outputs
             }
             // Busy in another thread (or poisoned by a panic there): a session of our own.
             Err(_) => {
                 let mut session = self.new_session().map_err(failed)?;
-                let outputs = Self::run_session(&mut session, fill).map_err(failed)?;
-                (outputs, Some(session))
+                Self::run_session(&mut session, fill).map_err(failed)?
             }
         };
-        drop(session);
         outputs
             .iter()
             .map(|output| {
