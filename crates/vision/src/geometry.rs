@@ -261,9 +261,9 @@ pub fn resample(
     tensor
 }
 
-/// [`resample`] into `tensor`, a model's input ([`crate::model::OnnxModel::run_with`]). Every
-/// value of its `side`×`side`×3 is written; `tensor` should hold exactly that many (a longer one
-/// keeps the rest, a shorter one gets the rows that fit).
+/// [`resample`] into `tensor`, a model's input ([`crate::model::OnnxModel::run_with`]), which
+/// holds exactly `side`×`side`×3 values (checked in debug builds; the loaders check each model's
+/// input shape against its pre-processing). Every value is written.
 pub fn resample_into(
     pixels: &image::RgbImage,
     side: usize,
@@ -306,7 +306,7 @@ pub fn resample_into(
         |value: i64| ((value >> (FRACTION_BITS - WEIGHT_BITS)) & ((1 << WEIGHT_BITS) - 1)) as i32;
     let inside =
         |left: i64, top: i64| left >= 0 && top >= 0 && left + 1 < width && top + 1 < height;
-    for (row, out_row) in tensor.chunks_exact_mut(side * 3).take(side).enumerate() {
+    for (row, out_row) in tensor.chunks_exact_mut(side * 3).enumerate() {
         let (mut x, mut y) = (
             fixed(f64::from(grid.origin.x) + row as f64 * f64::from(grid.row.x)),
             fixed(f64::from(grid.origin.y) + row as f64 * f64::from(grid.row.y)),
