@@ -65,6 +65,11 @@ enum Command {
     },
 }
 
+/// Large blocks (tract's activation tensors) packed low in one arena, so every model's layers
+/// write to memory the caches still hold (crates/hotmem).
+#[global_allocator]
+static ALLOCATOR: dosewitness_hotmem::PackedLarge = dosewitness_hotmem::PackedLarge::new(1 << 30);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The commands that run the vision models restart once with a huge-page heap (see

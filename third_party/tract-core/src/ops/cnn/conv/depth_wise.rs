@@ -22,9 +22,19 @@ pub struct DepthWise {
 }
 
 /// A [`ZoneWalk`] made once per op: it depends on the patch alone. Not part of the op's
-/// identity (equal ops compare and hash equal whatever they have cached).
-#[derive(Debug, Clone, Default)]
+/// identity (equal ops compare and hash equal whatever they have cached), nor of its debug
+/// form beyond a count (a walk lists every run: kilobytes per op in a profile's node list).
+#[derive(Clone, Default)]
 struct WalkCache(std::sync::OnceLock<std::sync::Arc<ZoneWalk>>);
+
+impl std::fmt::Debug for WalkCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(walk) => write!(f, "{} zones, {} runs", walk.zones.len(), walk.runs.len()),
+            None => write!(f, "not walked yet"),
+        }
+    }
+}
 
 impl WalkCache {
     fn get(&self, patch: &Patch) -> &ZoneWalk {
@@ -1245,6 +1255,41 @@ mod tests {
             max_abs < tolerance,
             "DepthWise {dt:?} {fmt:?} mismatch c={c} {h}x{w} k={kh}x{kw} stride={stride:?} pad={pad:?}: max_abs={max_abs}"
         );
+    }
+
+    /// DoseWitness patch: an op's debug form (what a profile's node list prints) counts its
+    /// cached walk instead of listing every run of it.
+    #[test]
+    fn depthwise_debug_form_counts_its_walk() -> TractResult<()> {
+        let (c, h, w) = (8, 9, 9);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, h, w, c]))?;
+        let k = model.add_const("k", Tensor::from_shape(&[c, 1, 3, 3], &vec![0.5f32; c * 9])?)?;
+        let b = model.add_const("b", Tensor::from_shape(&[c], &vec![0.25f32; c])?)?;
+        let pool_spec = PoolSpec {
+            data_format: DataFormat::NHWC,
+            kernel_shape: tvec!(3, 3),
+            padding: PaddingSpec::SameUpper,
+            dilations: None,
+            strides: None,
+            input_channels: c,
+            output_channels: c,
+        };
+        let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
+        let out = model.wire_node("dw", conv, &[x, k, b])?;
+        model.select_output_outlets(&out)?;
+        let runnable = model.into_decluttered()?.into_optimized()?.into_runnable()?;
+        let shown = || -> TractResult<String> {
+            let dw = runnable.model().nodes.iter().find_map(|node| node.op_as::<DepthWise>());
+            Ok(format!("{:?}", dw.context("no DepthWise in the optimised model")?))
+        };
+        assert!(shown()?.contains("walk: not walked yet"), "{}", shown()?);
+        runnable.run(tvec![Tensor::zero::<f32>(&[1, h, w, c])?.into_tvalue()])?;
+        // A 3x3 window with one pixel of padding: four corners, four sides and the interior.
+        let walked = shown()?;
+        assert!(walked.contains("walk: 9 zones, "), "{walked}");
+        assert!(!walked.contains("ZoneRun"), "{walked}");
+        Ok(())
     }
 
     /// DoseWitness patch: a ReLU6 (max 0, min 6) after a depthwise conv fuses
