@@ -13,7 +13,7 @@
 use std::ffi::{OsStr, OsString};
 
 /// Set to `0` or `off` to run without the restart.
-pub const OPT_OUT: &str = "DOSEWITNESS_HUGE_PAGES";
+pub const OPT_OUT: &str = dosewitness_hotmem::HUGE_PAGES_OPT_OUT;
 
 /// The glibc tunable that makes malloc ask for transparent huge pages.
 const HUGE_PAGE_TUNABLE: &str = "glibc.malloc.hugetlb=1";

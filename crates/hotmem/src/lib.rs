@@ -11,7 +11,9 @@
 //!
 //! The arena is address space only (`MAP_NORESERVE`): pages are committed as they are first
 //! written and stay committed after a free, like a heap that is never trimmed, so the
-//! process keeps its peak working set of large blocks. A block that does not fit (arena full,
+//! process keeps its peak working set of large blocks. It starts on a 2 MiB boundary and asks
+//! for transparent huge pages (`MADV_HUGEPAGE`), as the binary's glibc heap does
+//! (`src/huge_pages.rs`), unless `DOSEWITNESS_HUGE_PAGES` is `0` or `off`. A block that does not fit (arena full,
 //! too many blocks, alignment above a page) goes to the system allocator; nothing fails that
 //! the system allocator would not fail.
 
@@ -24,6 +26,17 @@ pub const LARGE: usize = 64 << 10;
 const PAGE: usize = 4096;
 /// Free ranges (and so live arena blocks) the allocator tracks at most.
 const RANGES: usize = 1024;
+/// The arena starts on a transparent-huge-page boundary (x86-64 and most aarch64 kernels).
+const HUGE_PAGE: usize = 2 << 20;
+/// Set to `0` or `off` to keep the arena on small pages (the binary's opt-out for huge pages).
+pub const HUGE_PAGES_OPT_OUT: &str = "DOSEWITNESS_HUGE_PAGES";
+
+/// Whether to ask for transparent huge pages: unless [`HUGE_PAGES_OPT_OUT`] says no. Read when
+/// the arena is reserved (its few small allocations go to the system allocator).
+fn huge_pages_wanted() -> bool {
+    !std::env::var_os(HUGE_PAGES_OPT_OUT)
+        .is_some_and(|value| value == "0" || value.eq_ignore_ascii_case("off"))
+}
 
 /// The global allocator; `const`, for a `#[global_allocator]` static.
 #[derive(Debug)]
@@ -74,12 +87,14 @@ impl PackedLarge {
     }
 
     fn reserve(&self, arena: &mut Arena) {
+        // One huge page more than the arena, so the arena can start on a huge-page boundary.
+        let reserved = self.arena_bytes + HUGE_PAGE;
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
         // no existing memory; MAP_NORESERVE commits nothing until pages are written.
         let mapped = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                self.arena_bytes,
+                reserved,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
@@ -88,11 +103,23 @@ impl PackedLarge {
         };
         if mapped == libc::MAP_FAILED || mapped.is_null() {
             arena.base = usize::MAX;
-        } else {
-            arena.base = mapped as usize;
-            arena.free[0] = (0, self.arena_bytes);
-            arena.free_len = 1;
+            return;
         }
+        let base = (mapped as usize).next_multiple_of(HUGE_PAGE);
+        if huge_pages_wanted() {
+            // Best effort: without it (THP off, or not Linux) the arena runs on small pages.
+            // SAFETY: advice on a range of the mapping just made, which nothing else uses.
+            unsafe {
+                libc::madvise(
+                    base as *mut libc::c_void,
+                    self.arena_bytes,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
+        }
+        arena.base = base;
+        arena.free[0] = (0, self.arena_bytes);
+        arena.free_len = 1;
     }
 
     /// The lowest free range of `size` bytes (whole pages), or `None`.

@@ -21,6 +21,11 @@ fn a_freed_pair_of_neighbours_serves_a_block_as_large_as_both() {
         let c = heap.alloc(layout(MIB));
         assert!(heap.owns(a) && heap.owns(b) && heap.owns(c));
         assert_eq!(
+            a as usize % (2 << 20),
+            0,
+            "the arena starts on a huge-page boundary"
+        );
+        assert_eq!(
             b as usize,
             a as usize + MIB,
             "blocks are packed from the bottom"
