@@ -13,9 +13,10 @@
 //! written and stay committed after a free, like a heap that is never trimmed, so the
 //! process keeps its peak working set of large blocks. It starts on a 2 MiB boundary and asks
 //! for transparent huge pages (`MADV_HUGEPAGE`), as the binary's glibc heap does
-//! (`src/huge_pages.rs`), unless `DOSEWITNESS_HUGE_PAGES` is `0` or `off`. A block that does not fit (arena full,
-//! too many blocks, alignment above a page) goes to the system allocator; nothing fails that
-//! the system allocator would not fail.
+//! (`src/huge_pages.rs`), unless `DOSEWITNESS_HUGE_PAGES` is `0` or `off`.
+//!
+//! A block that does not fit (arena full, too many blocks, alignment above a page) goes to the
+//! system allocator; nothing fails that the system allocator would not fail.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
@@ -39,13 +40,23 @@ fn huge_pages_wanted() -> bool {
 }
 
 /// The global allocator; `const`, for a `#[global_allocator]` static.
-#[derive(Debug)]
 pub struct PackedLarge {
     arena_bytes: usize,
     state: Mutex<Arena>,
 }
 
-#[derive(Debug)]
+/// Counts, not the range table (1024 entries).
+impl std::fmt::Debug for PackedLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let arena = self.arena();
+        f.debug_struct("PackedLarge")
+            .field("arena_bytes", &self.arena_bytes)
+            .field("live_blocks", &arena.live)
+            .field("free_ranges", &arena.free_len)
+            .finish()
+    }
+}
+
 struct Arena {
     /// Start of the reserved range; 0 before the first large block, `usize::MAX` when the
     /// reservation failed (then everything goes to the system allocator).

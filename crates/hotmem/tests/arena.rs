@@ -30,6 +30,8 @@ fn a_freed_pair_of_neighbours_serves_a_block_as_large_as_both() {
             a as usize + MIB,
             "blocks are packed from the bottom"
         );
+        let shown = format!("{heap:?}");
+        assert!(shown.contains("live_blocks: 3, free_ranges: 1"), "{shown}");
         heap.dealloc(a, layout(MIB));
         heap.dealloc(b, layout(MIB));
         // 2 MiB fits exactly where a and b were: lowest address first, the two coalesced.
