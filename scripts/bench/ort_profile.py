@@ -20,8 +20,8 @@ by side (`--between` is the benchmark's condition: every other model runs before
 """
 import argparse
 import collections
-import re
 import json
+import re
 import statistics
 import tempfile
 from pathlib import Path

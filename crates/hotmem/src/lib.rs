@@ -20,6 +20,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Blocks of this size and more come from the arena.
 pub const LARGE: usize = 64 << 10;
@@ -42,6 +43,10 @@ fn huge_pages_wanted() -> bool {
 /// The global allocator; `const`, for a `#[global_allocator]` static.
 pub struct PackedLarge {
     arena_bytes: usize,
+    /// Start of the reserved range; 0 before the first large block, `usize::MAX` when the
+    /// reservation failed (then everything goes to the system allocator). Set once, under
+    /// `state`'s lock; read without it, so telling a block's owner takes no lock.
+    base: AtomicUsize,
     state: Mutex<Arena>,
 }
 
@@ -58,9 +63,6 @@ impl std::fmt::Debug for PackedLarge {
 }
 
 struct Arena {
-    /// Start of the reserved range; 0 before the first large block, `usize::MAX` when the
-    /// reservation failed (then everything goes to the system allocator).
-    base: usize,
     /// Free ranges `(offset, len)`, sorted by offset, never adjacent (they coalesce).
     free: [(usize, usize); RANGES],
     free_len: usize,
@@ -73,8 +75,8 @@ impl PackedLarge {
     pub const fn new(arena_bytes: usize) -> Self {
         PackedLarge {
             arena_bytes,
+            base: AtomicUsize::new(0),
             state: Mutex::new(Arena {
-                base: 0,
                 free: [(0, 0); RANGES],
                 free_len: 0,
                 live: 0,
@@ -91,12 +93,11 @@ impl PackedLarge {
 
     /// Whether `ptr` lies in this allocator's arena.
     pub fn owns(&self, ptr: *const u8) -> bool {
-        let arena = self.arena();
-        arena.base != 0
-            && arena.base != usize::MAX
-            && (arena.base..arena.base + self.arena_bytes).contains(&(ptr as usize))
+        let base = self.base.load(Ordering::Acquire);
+        base != 0 && base != usize::MAX && (base..base + self.arena_bytes).contains(&(ptr as usize))
     }
 
+    /// Reserves the arena; called once, under `state`'s lock.
     fn reserve(&self, arena: &mut Arena) {
         // One huge page more than the arena, so the arena can start on a huge-page boundary.
         let reserved = self.arena_bytes + HUGE_PAGE;
@@ -113,7 +114,7 @@ impl PackedLarge {
             )
         };
         if mapped == libc::MAP_FAILED || mapped.is_null() {
-            arena.base = usize::MAX;
+            self.base.store(usize::MAX, Ordering::Release);
             return;
         }
         let base = (mapped as usize).next_multiple_of(HUGE_PAGE);
@@ -128,18 +129,19 @@ impl PackedLarge {
                 )
             };
         }
-        arena.base = base;
         arena.free[0] = (0, self.arena_bytes);
         arena.free_len = 1;
+        self.base.store(base, Ordering::Release);
     }
 
     /// The lowest free range of `size` bytes (whole pages), or `None`.
     fn take(&self, size: usize) -> Option<*mut u8> {
         let mut arena = self.arena();
-        if arena.base == 0 {
+        if self.base.load(Ordering::Acquire) == 0 {
             self.reserve(&mut arena);
         }
-        if arena.base == usize::MAX || arena.live + 2 >= RANGES {
+        let base = self.base.load(Ordering::Acquire);
+        if base == usize::MAX || arena.live + 2 >= RANGES {
             return None;
         }
         let len = arena.free_len;
@@ -154,13 +156,13 @@ impl PackedLarge {
             arena.free[index] = (offset + size, free - size);
         }
         arena.live += 1;
-        Some((arena.base + offset) as *mut u8)
+        Some((base + offset) as *mut u8)
     }
 
     /// Gives `[ptr, ptr + size)` back, merging it with free neighbours.
     fn give(&self, ptr: *mut u8, size: usize) {
         let mut arena = self.arena();
-        let offset = ptr as usize - arena.base;
+        let offset = ptr as usize - self.base.load(Ordering::Acquire);
         let len = arena.free_len;
         let at = arena.free[..len].partition_point(|&(start, _)| start < offset);
         let joins_before = at > 0 && {
@@ -217,7 +219,8 @@ unsafe impl GlobalAlloc for PackedLarge {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if self.owns(ptr) {
+        // Only large layouts were ever given arena blocks, so small frees skip the check.
+        if layout.size() >= LARGE && self.owns(ptr) {
             // An arena pointer came from `take` with this layout's rounded size.
             let size = layout.size().div_ceil(PAGE) * PAGE;
             self.give(ptr, size);
@@ -228,7 +231,7 @@ unsafe impl GlobalAlloc for PackedLarge {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.size() < LARGE && new_size < LARGE && !self.owns(ptr) {
+        if layout.size() < LARGE && new_size < LARGE {
             // SAFETY: a system block staying small: the system allocator resizes its own.
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
