@@ -22,7 +22,7 @@ const HUGE_PAGE_TUNABLE: &str = "glibc.malloc.hugetlb=1";
 /// `None` to run on as started. A process that already has tunables (our own restart included,
 /// so it never loops) keeps them.
 pub fn restart_tunables(tunables: Option<&OsStr>, opt_out: Option<&OsStr>) -> Option<OsString> {
-    if opt_out.is_some_and(|value| value == "0" || value.eq_ignore_ascii_case("off")) {
+    if dosewitness_hotmem::huge_pages_opted_out(opt_out) {
         return None;
     }
     match tunables {

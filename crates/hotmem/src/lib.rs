@@ -33,11 +33,16 @@ const HUGE_PAGE: usize = 2 << 20;
 /// Set to `0` or `off` to keep the arena on small pages (the binary's opt-out for huge pages).
 pub const HUGE_PAGES_OPT_OUT: &str = "DOSEWITNESS_HUGE_PAGES";
 
+/// Whether a [`HUGE_PAGES_OPT_OUT`] value turns huge pages off (`0` or `off`, any case): the one
+/// rule for the arena here and for the binary's glibc heap (`src/huge_pages.rs`).
+pub fn huge_pages_opted_out(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|value| value == "0" || value.eq_ignore_ascii_case("off"))
+}
+
 /// Whether to ask for transparent huge pages: unless [`HUGE_PAGES_OPT_OUT`] says no. Read when
 /// the arena is reserved (its few small allocations go to the system allocator).
 fn huge_pages_wanted() -> bool {
-    !std::env::var_os(HUGE_PAGES_OPT_OUT)
-        .is_some_and(|value| value == "0" || value.eq_ignore_ascii_case("off"))
+    !huge_pages_opted_out(std::env::var_os(HUGE_PAGES_OPT_OUT).as_deref())
 }
 
 /// The global allocator; `const`, for a `#[global_allocator]` static.
